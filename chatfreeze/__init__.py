@@ -1,0 +1,1 @@
+"""chatfreeze: freeze-tune a pretrained chat model into a customer-support assistant."""
