@@ -180,6 +180,10 @@ class FreezeTrainingArguments(TrainingArguments):
     save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no, steps or epoch."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
     seed: int = field(default=42, metadata={"help": "Random seed (data order, init of anything new)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Allow writing over an output_dir that holds a finished run or other files."},
+    )
     resume_from_checkpoint: str | None = field(
         default="auto",
         metadata={"help": "auto: resume from the newest checkpoint in output_dir if any; a path; or 'none'."},

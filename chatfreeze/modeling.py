@@ -107,7 +107,7 @@ def resolve_model(name_or_path: str, revision: str | None = None, token: str | b
             return ResolvedModel(name_or_path, path, "hub", revision)
         except Exception as err:  # noqa: BLE001 - any Hub failure falls through to the offline sources
             hub_error = err
-            logger.warning("Hub unreachable for %s (%s); trying offline sources.", name_or_path, _one_line(err))
+            logger.info("Hub unreachable for %s (%s); trying offline sources.", name_or_path, _one_line(err))
     try:
         path = snapshot_download(
             name_or_path, revision=revision, allow_patterns=HUB_ALLOW_PATTERNS, local_files_only=True
