@@ -1,0 +1,34 @@
+# chatfreeze — set-up, train, test. Each target installs what it needs into .venv first.
+#   make train     freeze-tune the default recipe (configs/default.yaml), then print a sample reply
+#   make test      the test suite (what CI runs)
+# TORCH picks the PyTorch build: the default is the CPU build; on a GPU machine use e.g. TORCH=torch.
+VENV ?= .venv
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+RUN_DIR ?= outputs/support-$(shell date +%Y%m%d-%H%M%S)
+PROMPT ?= Hi, I ordered a kettle last week and it arrived with a cracked lid. What can I do?
+BIN := $(VENV)/bin
+
+.PHONY: setup train test lint clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+train: setup
+	$(BIN)/accelerate launch --num_processes 1 scripts/train.py --output_dir $(RUN_DIR)
+	$(BIN)/python -m chatfreeze.chat --model_name_or_path $(RUN_DIR) --prompt "$(PROMPT)"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check chatfreeze scripts tests
+
+clean-venv:
+	rm -rf $(VENV)
