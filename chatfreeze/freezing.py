@@ -235,7 +235,7 @@ def _compile_patterns(patterns: list[str], option: str) -> list[re.Pattern]:
 
 def _apply_patterns(names: list[str], patterns: list[str], option: str) -> set[str]:
     matched: set[str] = set()
-    for pattern, regex in zip(patterns, _compile_patterns(patterns, option)):
+    for pattern, regex in zip(patterns, _compile_patterns(patterns, option), strict=True):
         hits = {name for name in names if regex.fullmatch(name)}
         if not hits:
             raise FreezeSpecError(

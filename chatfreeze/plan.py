@@ -8,7 +8,6 @@ The model is built on the ``meta`` device from its config, so planning a 70B mod
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys

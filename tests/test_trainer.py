@@ -88,7 +88,7 @@ def test_activation_checkpointing_only_on_trainable_blocks_and_same_result(tmp_p
     assert [b.gradient_checkpointing for b in blocks] == [False, False, True, True]
     # No hook that makes autograd walk through the frozen embeddings and blocks.
     assert not checkpointed.get_input_embeddings()._forward_hooks
-    for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters()):
+    for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
     trainable = [n for n, p in checkpointed.named_parameters() if p.requires_grad]
     assert all(not torch.equal(dict(checkpointed.named_parameters())[n], before[n]) for n in trainable)
