@@ -15,21 +15,19 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-from chatfreeze.chat import (
-    ChatApp,
+from chatfreeze.chat import ChatApp, Console, main
+from chatfreeze.cli import run_cli
+from chatfreeze.conversation import (
     ChatError,
     ChatSession,
     ChatSettings,
-    Console,
     SettingError,
     check_setting,
     find_newest_output,
     initial_settings,
     load_chat_model,
-    main,
     pick_model,
 )
-from chatfreeze.cli import run_cli
 from chatfreeze.generation import ReplyStream, render_prompt, support_generation_config
 from chatfreeze.modeling import DEFAULT_MODEL
 
