@@ -147,6 +147,30 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training dialogues."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many eval dialogues."})
+    # Before/after evaluation (chatfreeze.evaluation): support perplexity, forgetting, generation metrics.
+    eval_before_after: bool = field(
+        default=False,
+        metadata={"help": "Measure the model before and after training (support perplexity on the held-out "
+                  "dialogues, --general_text perplexity, ROUGE-L/chrF of greedy replies); writes evaluation.json."},
+    )
+    general_text: str | None = field(
+        default=None,
+        metadata={"help": "Plain-text file or Hub dataset id of general text for measuring forgetting "
+                  "(perplexity before vs after). A file that does not exist is skipped with a log line."},
+    )
+    general_text_config: str | None = field(default=None, metadata={"help": "Hub configuration of --general_text."})
+    general_text_split: str = field(default="test", metadata={"help": "Split of a Hub --general_text dataset."})
+    general_window: int = field(default=512, metadata={"help": "General-text perplexity window, tokens."})
+    general_stride: int = field(
+        default=512, metadata={"help": "Start a window every N tokens; < --general_window scores with overlap context."}
+    )
+    general_max_windows: int | None = field(
+        default=40, metadata={"help": "Score only the first N windows of --general_text (0: all of it)."}
+    )
+    generation_eval_samples: int = field(
+        default=8, metadata={"help": "Held-out prompts answered greedily for ROUGE-L/chrF (0: skip)."}
+    )
+    generation_max_new_tokens: int = field(default=96, metadata={"help": "Reply length cap for those prompts."})
 
     def __post_init__(self):
         if self.overlong_policy not in OVERLONG_POLICIES:
@@ -159,6 +183,14 @@ class DataArguments:
             raise ValueError(f"--validation_split_ratio {self.validation_split_ratio}: must be in [0, 1).")
         if self.eval_dataset in ("", "none", "None"):
             self.eval_dataset = None
+        if self.general_text in ("", "none", "None"):
+            self.general_text = None
+        if self.general_window < 2 or not 1 <= self.general_stride <= self.general_window:
+            raise ValueError(f"--general_window {self.general_window} / --general_stride {self.general_stride}: "
+                             "need a window of at least 2 tokens and 1 <= stride <= window.")
+        if (self.general_max_windows or 0) < 0 or self.generation_eval_samples < 0 or self.generation_max_new_tokens < 1:
+            raise ValueError("--general_max_windows and --generation_eval_samples must be >= 0, "
+                             "--generation_max_new_tokens >= 1.")
 
 
 @dataclass
@@ -188,6 +220,61 @@ class FreezeTrainingArguments(TrainingArguments):
         default="auto",
         metadata={"help": "auto: resume from the newest checkpoint in output_dir if any; a path; or 'none'."},
     )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "Training sampler: group_by_length (batches of similar length: less padding to compute), "
+            "random, sequential or batch_rebalance.",
+            "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
+        },
+    )
+    fast_path: bool = field(
+        default=True,
+        metadata={
+            "help": "Freeze-aware fast path: the frozen prefix runs without autograd and the LM head + loss only "
+            "at labelled positions (same loss). false = the plain Trainer path, for comparison."
+        },
+    )
+    prefix_cache: str = field(
+        default="auto",
+        metadata={
+            "help": "Cache the frozen prefix's output per example and train later epochs from it: auto (when the "
+            "run has more than one epoch and the prefix is deterministic; RAM, or a disk memmap if RAM is "
+            "short), ram, disk or off."
+        },
+    )
+    prefix_cache_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Storage dtype of the prefix cache: auto (the model's dtype: exact), float32, bfloat16 or "
+            "float16 (half the memory; approximate for a float32 model)."
+        },
+    )
+    prefix_cache_max_gb: float = field(
+        default=4.0, metadata={"help": "Largest prefix cache allowed (GB); a bigger one is switched off."}
+    )
+    prefix_cache_dir: str | None = field(
+        default=None, metadata={"help": "Directory for a disk prefix cache (default: the system temp dir)."}
+    )
+
+    def __post_init__(self):
+        import torch
+
+        from .fastpath import PREFIX_CACHE_DTYPES, PREFIX_CACHE_MODES
+
+        # Pinned host memory only helps copies to a GPU; on a CPU-only machine torch warns about it every epoch.
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False
+        if self.prefix_cache not in PREFIX_CACHE_MODES:
+            raise ValueError(f"--prefix_cache {self.prefix_cache!r}: choose {', '.join(PREFIX_CACHE_MODES)}.")
+        if self.prefix_cache_dtype not in PREFIX_CACHE_DTYPES:
+            raise ValueError(
+                f"--prefix_cache_dtype {self.prefix_cache_dtype!r}: choose {', '.join(PREFIX_CACHE_DTYPES)}."
+            )
+        if not self.prefix_cache_max_gb > 0:
+            raise ValueError(f"--prefix_cache_max_gb {self.prefix_cache_max_gb}: must be > 0 (use --prefix_cache "
+                             "off to switch the cache off).")
+        super().__post_init__()
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, FreezeArguments, FreezeTrainingArguments)

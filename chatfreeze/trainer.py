@@ -2,30 +2,72 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
+import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
+from .fastpath import INDEX_COLUMN, FastPath, IndexedCollator, planned_epochs, with_example_index
 from .freezing import FreezePlan, apply_plan, changed_frozen_tensors, frozen_fingerprints
 
 logger = logging.getLogger(__name__)
 
 
+def local_frozen_fingerprints(model: nn.Module) -> dict[str, str]:
+    """A hash of what this process holds of each frozen parameter: the whole tensor (single process, DDP),
+    a ZeRO-3 partition (``ds_tensor``; the parameter itself reads shape ``[0]``), an FSDP2 DTensor's local
+    shard, or, with FSDP1, the local shard its flat parameter or ``use_orig_params`` view holds."""
+    prints = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            continue
+        local = getattr(param, "ds_tensor", None)
+        if local is None:
+            local = param.to_local() if hasattr(param, "to_local") else param
+        data = local.detach().cpu().contiguous().view(torch.uint8).numpy()
+        prints[name] = hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
+    return prints
+
+
 class FrozenWeightsGuard(TrainerCallback):
-    """Proves, at the end of training, that no frozen tensor moved (bit for bit)."""
+    """Proves, at the end of training, that no frozen tensor moved (bit for bit), on every process.
+
+    Fingerprints are taken when the trainer is built, before any wrapper. Under FSDP and DeepSpeed the
+    wrapper re-lays the parameters out (shards, flat parameters, a bf16 copy), so ``sharded`` guards
+    retake them from what each process holds when training begins, before the first optimizer step. Under
+    several processes the verdict is shared: every process fails together instead of one dying while the
+    others save a model.
+    """
 
     def __init__(self, model: nn.Module):
         self.model = model
+        self.sharded = False
         self.fingerprints = frozen_fingerprints(model)
 
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.sharded:
+            self.model = model if model is not None else self.model
+            self.fingerprints = local_frozen_fingerprints(self.model)
+
     def on_train_end(self, args, state, control, **kwargs):
-        changed = changed_frozen_tensors(self.model, self.fingerprints)
-        if changed:
+        if self.sharded:
+            after = local_frozen_fingerprints(self.model)
+            changed = [name for name, digest in self.fingerprints.items() if after.get(name) != digest]
+        else:
+            changed = changed_frozen_tensors(self.model, self.fingerprints)
+        changed_anywhere = len(changed)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            count = torch.tensor([len(changed)], device=args.device)
+            torch.distributed.all_reduce(count)
+            changed_anywhere = int(count.item())
+        if changed_anywhere:
+            where = f"first {changed[0]!r}" if changed else "on another process"
             raise RuntimeError(
-                f"{len(changed)} frozen tensor(s) changed during training, first {changed[0]!r}: something "
-                "outside the optimizer wrote to them (a custom callback, weight decay on a re-created "
-                "optimizer, or a gradual-unfreezing hook that did not rebuild the plan)."
+                f"{changed_anywhere} frozen tensor(s) changed during training ({where}): something outside "
+                "the optimizer wrote to them (a custom callback, weight decay on a re-created optimizer, or a "
+                "gradual-unfreezing hook that did not rebuild the plan)."
             )
         logger.info("Verified: all %d frozen tensors are bit-identical to before training.", len(self.fingerprints))
 
@@ -68,6 +110,63 @@ class FreezeTrainer(Trainer):
         self.frozen_guard = FrozenWeightsGuard(model)
         callbacks = list(kwargs.pop("callbacks", None) or []) + [self.frozen_guard]
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
+        self.frozen_guard.sharded = bool(self.is_fsdp_enabled or self.is_deepspeed_enabled)
+        self.fast_path = FastPath.create(self, freeze_plan)
+        self._index_training_examples()
+
+    def _index_training_examples(self) -> None:
+        """Give each training example its dataset index, carried to ``compute_loss``, for the prefix cache."""
+        if self.fast_path is None or self.fast_path.settings.prefix_cache == "off" or self.train_dataset is None:
+            return
+        indexed = with_example_index(self.train_dataset)
+        if indexed is None:
+            return
+        self.train_dataset = indexed
+        self.data_collator = IndexedCollator(self.data_collator)
+        self.fast_path.cache_wanted = True
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if INDEX_COLUMN not in self._signature_columns:
+            self._signature_columns.append(INDEX_COLUMN)  # remove_unused_columns must keep the index
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        indices = inputs.pop(INDEX_COLUMN, None)
+        fast = self.fast_path
+        if fast is None or return_outputs or not model.training or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        # The same reduction as the model's own loss: sum / num_items_in_batch when the Trainer passes it.
+        num_items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        with self.accelerator.autocast():
+            loss = fast.loss(model, inputs, indices, num_items)
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items is not None:
+            # As Trainer.compute_loss: the per-device sum was divided by the token count of all devices.
+            loss_scale = self.accelerator.num_processes // self.get_tp_size()
+            loss = loss * (loss_scale if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return loss
+
+    def fill_prefix_cache(self) -> int:
+        """Compute the frozen prefix of every training example into the cache now (no training step).
+
+        Training does this during its first epoch anyway; calling it first makes every step, including the
+        first epoch's, train from the cache. Returns the number of examples cached (0 if there is no cache).
+        """
+        if self.fast_path is None:
+            return 0
+        self.fast_path.begin(self, plan_epochs=None)
+        if self.fast_path.cache is None:
+            return 0
+        dataset = self.train_dataset
+        if _is_hf_dataset(dataset):
+            dataset = self._remove_unused_columns(dataset)
+        collator = self.data_collator if _is_hf_dataset(dataset) else self._get_collator_with_removed_columns(
+            self.data_collator)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self.args.per_device_train_batch_size,
+                                             collate_fn=collator, shuffle=False)
+        # Same autocast as training steps, so the cached states are the ones a step would compute.
+        with torch.no_grad(), self.accelerator.autocast():
+            return self.fast_path.fill(loader, self._prepare_inputs)
 
     def train(self, *args, **kwargs):
         wants_checkpointing = bool(self.args.activation_checkpointing)
@@ -75,7 +174,18 @@ class FreezeTrainer(Trainer):
             enable_trainable_checkpointing(self.model, self.freeze_plan, self.args.activation_checkpointing_kwargs)
             # Trainer.train would re-enable it on every block and hook the input embeddings to require grad.
             self.args.activation_checkpointing = False
+        if self.fast_path is not None:
+            self.fast_path.begin(self, planned_epochs(self.args, len(self.train_dataset)
+                                                      if hasattr(self.train_dataset, "__len__") else 0))
         try:
             return super().train(*args, **kwargs)
         finally:
             self.args.activation_checkpointing = wants_checkpointing
+            if self.fast_path is not None:
+                self.fast_path.end()
+
+
+def _is_hf_dataset(dataset) -> bool:
+    import datasets
+
+    return isinstance(dataset, datasets.Dataset)

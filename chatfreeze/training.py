@@ -18,14 +18,19 @@ from pathlib import Path
 import torch
 import transformers
 from accelerate import PartialState
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import __version__
 from .arguments import DataArguments, FreezeArguments, FreezeTrainingArguments, ModelArguments
 from .data import DialogueCollator, build_dataset, load_dialogues_from_args
+from .evaluation import evaluator_for_run
 from .freezing import FreezePlan, make_plan
 from .generation import generate_reply, support_generation_config
+from .hub import redact_command, take_training_push
 from .modeling import ResolvedModel, load_model, load_tokenizer, resolve_model, select_dtype
+from .plots import write_plots
 from .trainer import FreezeTrainer
 
 logger = logging.getLogger(__name__)
@@ -74,7 +79,58 @@ def pick_precision(model_args: ModelArguments, training_args: FreezeTrainingArgu
         return select_dtype(model_args.model_dtype)
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not (training_args.bf16 or training_args.fp16):
         training_args.bf16 = True
+        # The Accelerator reads `mixed_precision`, which TrainingArguments derived from `bf16` in __post_init__.
+        training_args.mixed_precision = "bf16"
     return torch.float32
+
+
+def train_on_cpu_processes_without_gpus(training_args: FreezeTrainingArguments) -> bool:
+    """Make `accelerate launch --multi_gpu` (or a multi-GPU config) on a machine without GPUs train with gloo.
+
+    torchrun starts every process, but accelerate only goes distributed on the CPU when asked to (``cpu=True``):
+    otherwise each process trains alone on all the data (world size 1) and all of them write the same output
+    dir. When processes were launched but accelerate found no device to be distributed on, set up again as
+    ``--use_cpu true`` would have: DistributedType.MULTI_CPU over the process group torchrun's env describes.
+    Returns whether it did.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    state = training_args.distributed_state
+    if not launched or training_args.use_cpu or state is None or state.distributed_type != DistributedType.NO:
+        return False
+    training_args.use_cpu = True
+    training_args.dataloader_pin_memory = False
+    training_args.__dict__.pop("_setup_devices", None)  # a cached_property: set up the devices once more
+    _ = training_args.device
+    return True
+
+
+def is_sharded(trainer: FreezeTrainer) -> bool:
+    return bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
+
+
+def parallel_info(trainer: FreezeTrainer) -> dict:
+    """How this run was spread over processes, for run_info.json (``world_size`` stays a top-level key)."""
+    state = PartialState()
+    return dict(
+        distributed_type=str(state.distributed_type).split(".")[-1],
+        backend=state.backend,
+        num_processes=state.num_processes,
+        mixed_precision=str(trainer.accelerator.mixed_precision),
+        per_device_train_batch_size=trainer.args.per_device_train_batch_size,
+        gradient_accumulation_steps=trainer.args.gradient_accumulation_steps,
+        global_train_batch_size=trainer.args.per_device_train_batch_size
+        * trainer.args.gradient_accumulation_steps * state.num_processes,
+    )
+
+
+def end_distributed() -> None:
+    """Wait for every process, then shut the process group down here rather than at interpreter exit, where
+    the processes tear down in no defined order (runs that had finished were seen to abort there)."""
+    PartialState().wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+        # A later run in this process (a sweep) sets up a new group instead of using the destroyed one.
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def load_for_training(model_args: ModelArguments, training_args: FreezeTrainingArguments):
@@ -116,6 +172,15 @@ def prepare_datasets(data_args: DataArguments, tokenizer, seed: int):
             eval_dialogues, tokenizer, source=data_args.eval_dataset or f"{data_args.dataset} (held out)", **common
         )
     return train_ds, eval_ds, train_report, eval_report, eval_dialogues
+
+
+def final_eval_metrics(trainer: FreezeTrainer) -> dict:
+    """Eval metrics of the final weights, reusing the evaluation the Trainer ran at the last step if it did."""
+    last = trainer.state.log_history[-2:] if trainer.state.log_history else []
+    for entry in reversed(last):
+        if "eval_loss" in entry and entry.get("step") == trainer.state.global_step:
+            return {k: v for k, v in entry.items() if k.startswith("eval_")}
+    return trainer.evaluate()
 
 
 def sample_prompts(eval_dialogues: list[list[dict]], system_prompt: str | None, n: int = NUM_SAMPLE_REPLIES):
@@ -173,9 +238,15 @@ def run_training(
     training_args: FreezeTrainingArguments,
 ) -> dict:
     """Freeze, fine-tune, evaluate and save. Returns the final metrics."""
+    on_cpu_processes = train_on_cpu_processes_without_gpus(training_args)
     setup_logging(training_args)
     state = PartialState()
+    if on_cpu_processes and state.is_main_process:
+        logger.info("No GPU found: %d CPU processes train together over %s.", state.num_processes, state.backend)
     resume_from = check_output_dir(training_args)
+    # chatfreeze pushes once, model card included, after the final save: the Trainer must not push, nor pickle
+    # the token into training_args.bin. Fails here (no token, bad repo id) rather than after training.
+    hub_push = take_training_push(training_args)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     resolved, model, tokenizer = load_for_training(model_args, training_args)
@@ -190,10 +261,6 @@ def run_training(
     train_ds, eval_ds, train_report, eval_report, eval_dialogues = prepare_datasets(
         data_args, tokenizer, training_args.seed
     )
-    if state.is_main_process:
-        logger.info("Train data: %s", train_report.summary())
-        if eval_report:
-            logger.info("Eval data: %s", eval_report.summary())
     if eval_ds is None and training_args.eval_strategy != "no":
         training_args.eval_strategy = "no"
 
@@ -209,16 +276,22 @@ def run_training(
     )
     if resume_from and state.is_main_process:
         logger.info("Resuming from %s", resume_from)
+    # Support perplexity, forgetting and reply quality of the base model (main process; None when not asked).
+    evaluator = evaluator_for_run(data_args, tokenizer, eval_ds, eval_dialogues, trainer)
+    before = evaluator.measure(model, "before") if evaluator else None
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     metrics = dict(train_result.metrics)
     if eval_ds is not None:
-        eval_metrics = trainer.evaluate()
+        eval_metrics = final_eval_metrics(trainer)
         eval_metrics["eval_perplexity"] = float(torch.exp(torch.tensor(eval_metrics["eval_loss"])))
         metrics.update(eval_metrics)
+    if evaluator:
+        metrics.update(evaluator.finish(training_args.output_dir, before, evaluator.measure(model, "after")))
 
-    if model.dtype != base_dtype:
+    if model.dtype != base_dtype and not is_sharded(trainer):
         # Save in the checkpoint's own dtype: a bf16 base loaded into fp32 casts back exactly, so frozen
-        # tensors stay bit-identical to the published ones.
+        # tensors stay bit-identical to the published ones. (FSDP/DeepSpeed own the storage of sharded
+        # parameters and gather them to save: their checkpoints keep the training dtype, values unchanged.)
         model.to(base_dtype)
     trainer.save_model(training_args.output_dir)
     trainer.log_metrics("all", metrics)
@@ -230,6 +303,7 @@ def run_training(
             sections=dict(
                 started=started,
                 world_size=state.num_processes,
+                parallel=parallel_info(trainer),
                 versions=library_versions(),
                 base_model=resolved.to_dict() | {"dtype": str(base_dtype).replace("torch.", "")},
                 freeze=asdict(freeze_args),
@@ -242,12 +316,16 @@ def run_training(
                 ),
                 training_args=public_training_args(training_args),
                 metrics=metrics,
-                command=" ".join(sys.argv),
+                command=redact_command(sys.argv),
                 device=str(training_args.device),
             ),
-            samples=sample_prompts(eval_dialogues, data_args.system_prompt),
+            # Generating needs the whole model in one process: a sharded model's forward gathers from the others.
+            samples=[] if is_sharded(trainer) else sample_prompts(eval_dialogues, data_args.system_prompt),
         )
     state.wait_for_everyone()
+    if hub_push is not None and state.is_main_process:
+        hub_push.push(training_args.output_dir)
+    end_distributed()
     return metrics
 
 
@@ -263,4 +341,5 @@ def finish_output_dir(output_dir, model, tokenizer, plan: FreezePlan, resolved: 
             logger.info("Sample reply\n  user: %s\n  model: %s", sample["messages"][-1]["content"], sample["reply"])
     sections["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_run_info(output_dir, **sections)
+    write_plots(output_dir)
     logger.info("Saved the freeze-tuned model, plan and run info to %s", output_dir)

@@ -1,0 +1,387 @@
+"""Time freeze-tuning on the same data and optimizer steps, four ways, each in its own subprocess.
+
+    python scripts/benchmark.py                          # defaults: SmolLM2-135M-Instruct, blocks 0-23 of 30 frozen
+    python scripts/benchmark.py --json bench.json        # also write the results as JSON
+    python scripts/benchmark.py --steps 4 --warmup_steps 1 --variants naive_freeze chatfreeze
+
+Variants (all fp32, torch's default thread count, the Trainer's default optimizer (fused AdamW), constant LR,
+gradient clipping at 1.0, the same seed):
+
+* ``full``              plain ``transformers.Trainer``, every parameter trained;
+* ``naive_freeze``      plain ``Trainer`` with ``requires_grad=False`` on the embeddings + frozen blocks;
+* ``chatfreeze``        ``FreezeTrainer`` (fast path: prefix without autograd, loss at labelled positions,
+  leading tokens the rows of a batch share, i.e. the system prompt, computed once);
+* ``chatfreeze_cached`` ``FreezeTrainer`` training from its prefix cache (a later epoch): the cache is filled
+  first (timed separately, reported as ``prefill_s``), then the same steps run from it.
+
+Data: ``--dataset`` (data/train.jsonl) rendered with the model's chat template, labels on assistant turns
+only, at real lengths (dialogues over ``--max_length`` dropped, none truncated). ``warmup + steps`` batches are
+picked evenly spread over one epoch of the recipe's sampler (length-grouped, ``--seed``), so they are as long
+and as padded as a real run's, and every variant trains on exactly those batches in that order (sequential
+sampler), each padded to its longest row by the recipe's ``DialogueCollator``. Tokens/s counts
+real (non-padding) tokens of the timed steps; a step's time runs from the end of the previous optimizer step
+to the end of its own (data loading, forward, backward, clipping, optimizer). Peak memory is the child's
+``ru_maxrss``. ``max_abs_diff`` is the largest absolute difference between ``naive_freeze`` and
+``chatfreeze`` / ``chatfreeze_cached`` in per-step loss and in the trained weights after the last step. The
+maths is the same; the order of floating-point sums is not (shared tokens are computed as one row), which
+moves losses by ~1e-7, and AdamW turns that into ~1e-5 on the few weights whose gradient is ~1e-8, where its
+epsilon makes the update most sensitive (with ``--optim sgd`` weights agree to ~1e-7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("full", "naive_freeze", "chatfreeze", "chatfreeze_cached")
+COMPARED = ("chatfreeze", "chatfreeze_cached")  # against naive_freeze, for max_abs_diff
+# (variant, baseline, minimum speed-up) from the issue; memory: chatfreeze peak RSS <= 60% of full's.
+SPEED_TARGETS = (
+    ("chatfreeze", "full", 2.5),
+    ("chatfreeze", "naive_freeze", 1.2),
+    ("chatfreeze_cached", "full", 4.5),
+    ("chatfreeze_cached", "naive_freeze", 2.0),
+)
+MEMORY_TARGET = ("chatfreeze", "full", 0.60)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from chatfreeze.modeling import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name_or_path", default=DEFAULT_MODEL, help="model to fine-tune (default: %(default)s)")
+    parser.add_argument("--dataset", default=str(REPO_ROOT / "data" / "train.jsonl"), help="training dialogues")
+    parser.add_argument("--num_frozen_layers", default="24", help="blocks to freeze (default: %(default)s)")
+    parser.add_argument("--batch_size", type=int, default=4, help="dialogues per optimizer step (default: 4)")
+    parser.add_argument("--max_length", type=int, default=512, help="max tokens per dialogue (default: 512)")
+    parser.add_argument("--warmup_steps", type=int, default=2, help="untimed steps first (default: 2)")
+    parser.add_argument("--steps", type=int, default=8, help="timed optimizer steps (default: 8)")
+    parser.add_argument("--learning_rate", type=float, default=1e-4, help="learning rate (default: 1e-4)")
+    parser.add_argument("--optim", default=None, help="Trainer optimizer name (default: the Trainer's default)")
+    parser.add_argument("--seed", type=int, default=0, help="data draw and training seed (default: 0)")
+    parser.add_argument("--no_group_by_length", action="store_true",
+                        help="random batch composition instead of the recipe's length grouping")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="what to run")
+    parser.add_argument("--json", metavar="FILE", help="write the results here as JSON")
+    parser.add_argument("--_variant", choices=VARIANTS, help=argparse.SUPPRESS)  # worker mode
+    parser.add_argument("--_workdir", help=argparse.SUPPRESS)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parent: data once, one subprocess per variant, comparison and report
+# ----------------------------------------------------------------------------------------------------------
+
+
+def prepare_data(args, model_path: str, workdir: Path) -> dict:
+    """Tokenize the dataset, pick the benchmark's batches, write them in order to ``workdir/data.json``.
+
+    The batches are spread evenly over one epoch of the recipe's sampler (length-grouped, seeded), so they
+    are as long and as padded as a real run's; ``--no_group_by_length`` spreads them over a random order.
+    Returns the padding of a whole epoch both ways, measured on the tokenized dataset.
+    """
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from chatfreeze.data import build_dataset, load_dialogues
+    from chatfreeze.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(model_path)
+    dataset, _ = build_dataset(load_dialogues(args.dataset), tokenizer, max_length=args.max_length,
+                               overlong_policy="drop_example")
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    size = args.batch_size
+    grouped = get_length_grouped_indices(lengths, size, generator=torch.Generator().manual_seed(args.seed))
+    shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    order = shuffled if args.no_group_by_length else grouped
+    epoch_batches = [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
+    count = args.warmup_steps + args.steps
+    if len(epoch_batches) < count:
+        raise SystemExit(f"error: {len(dataset)} usable dialogues make {len(epoch_batches)} batches of {size}; "
+                         f"{count} steps need more.")
+    picked = [epoch_batches[round(i * len(epoch_batches) / count)] for i in range(count)]
+    rows = [dataset[i] for batch in picked for i in batch]
+    (workdir / "data.json").write_text(json.dumps(
+        {"input_ids": [r["input_ids"] for r in rows], "labels": [r["labels"] for r in rows]}
+    ))
+    batch_tokens = [sum(lengths[i] for i in batch) for batch in picked]
+    labelled = sum(sum(label != -100 for label in r["labels"]) for r in rows)
+    used = padding_share(lengths, [i for batch in picked for i in batch], size)
+    return {
+        "dataset_dialogues": len(dataset),
+        "benchmark_dialogues": len(rows),
+        "labelled_share": labelled / sum(batch_tokens),
+        "epoch_padding_share_random": padding_share(lengths, shuffled, size),
+        "epoch_padding_share_length_grouped": padding_share(lengths, grouped, size),
+        "padding_share_used": used,
+        "timed_tokens": sum(batch_tokens[args.warmup_steps :]),
+    }
+
+
+def padding_share(lengths: list[int], order: list[int], batch_size: int) -> float:
+    padded = real = 0
+    for start in range(0, len(order), batch_size):
+        batch = [lengths[i] for i in order[start : start + batch_size]]
+        padded += max(batch) * len(batch)
+        real += sum(batch)
+    return 1 - real / padded
+
+
+def worker_command(args, model_path: str, variant: str, workdir: Path) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--_variant", variant, "--_workdir", str(workdir),
+               "--model_name_or_path", model_path, "--num_frozen_layers", str(args.num_frozen_layers),
+               "--batch_size", str(args.batch_size), "--warmup_steps", str(args.warmup_steps),
+               "--steps", str(args.steps), "--learning_rate", str(args.learning_rate), "--seed", str(args.seed)]
+    if args.optim:
+        command += ["--optim", args.optim]
+    return command
+
+
+def run_variant(args, model_path: str, variant: str, workdir: Path) -> dict:
+    started = time.perf_counter()
+    print(f"[benchmark] {variant} ...", flush=True)
+    result = subprocess.run(worker_command(args, model_path, variant, workdir), cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-8000:])
+        raise SystemExit(f"error: the {variant} worker failed (exit {result.returncode}).")
+    report = json.loads((workdir / f"{variant}.json").read_text())
+    report["notes"] = [line.split(": ", 1)[-1] for line in result.stderr.splitlines()
+                       if "chatfreeze.fastpath" in line]
+    print(f"[benchmark] {variant}: {report['tokens_per_s']:.1f} tokens/s, peak RSS {report['peak_rss_mb']:.0f} MB "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    for note in report["notes"]:
+        print(f"[benchmark]   {note}", flush=True)
+    return report
+
+
+def weight_difference(workdir: Path, a: str, b: str) -> tuple[float, int, int]:
+    """Largest absolute difference of the trained weights, how many elements differ by > 1e-6, of how many."""
+    import torch
+
+    first = torch.load(workdir / f"{a}.weights.pt")
+    second = torch.load(workdir / f"{b}.weights.pt")
+    if first.keys() != second.keys():
+        raise SystemExit(f"error: {a} and {b} trained different parameters.")
+    differences = [(first[name] - second[name]).abs() for name in first]
+    return (max(d.max().item() for d in differences), sum(int((d > 1e-6).sum()) for d in differences),
+            sum(d.numel() for d in differences))
+
+
+def compare(reports: dict, workdir: Path) -> tuple[dict, dict]:
+    """Largest |naive_freeze - X| per loss and weights, and per X (weights differing by > 1e-6, all weights)."""
+    details, counts = {}, {}
+    if "naive_freeze" in reports:
+        reference = reports["naive_freeze"]["losses"]
+        for variant in COMPARED:
+            if variant in reports:
+                losses = reports[variant]["losses"]
+                details[f"loss_{variant}"] = max(abs(x - y) for x, y in zip(reference, losses, strict=True))
+                largest, over, total = weight_difference(workdir, "naive_freeze", variant)
+                details[f"weights_{variant}"] = largest
+                counts[variant] = (over, total)
+    return details, counts
+
+
+def targets(reports: dict) -> list[tuple[str, float, float, bool]]:
+    rows = []
+    speed = {v: r["tokens_per_s"] for v, r in reports.items()}
+    for variant, baseline, minimum in SPEED_TARGETS:
+        if variant in speed and baseline in speed:
+            ratio = speed[variant] / speed[baseline]
+            rows.append((f"{variant} tokens/s >= {minimum}x {baseline}", ratio, minimum, ratio >= minimum))
+    variant, baseline, maximum = MEMORY_TARGET
+    if variant in reports and baseline in reports:
+        share = reports[variant]["peak_rss_mb"] / reports[baseline]["peak_rss_mb"]
+        rows.append((f"{variant} peak RSS <= {maximum:.0%} of {baseline}", share, maximum, share <= maximum))
+    return rows
+
+
+def format_table(reports: dict, data: dict, details: dict, counts: dict, args) -> str:
+    speed = {v: r["tokens_per_s"] for v, r in reports.items()}
+    lines = [
+        f"Model {args.model_name_or_path}, {args.num_frozen_layers} blocks frozen, batch {args.batch_size}, "
+        f"{args.warmup_steps} warm-up + {args.steps} timed steps, {data['timed_tokens']} real tokens timed, "
+        f"{data['labelled_share']:.0%} of them labelled; padding {data['padding_share_used']:.1%} of computed "
+        f"positions ({'random' if args.no_group_by_length else 'length-grouped'} batches). Over a whole epoch of "
+        f"{data['dataset_dialogues']} dialogues, random batches pad {data['epoch_padding_share_random']:.1%}, "
+        f"length-grouped ones {data['epoch_padding_share_length_grouped']:.1%}.",
+        "",
+        "| variant | tokens/s | x full | x naive_freeze | s/step | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for variant, report in reports.items():
+        vs_full = f"{speed[variant] / speed['full']:.2f}" if "full" in speed else "-"
+        vs_naive = f"{speed[variant] / speed['naive_freeze']:.2f}" if "naive_freeze" in speed else "-"
+        lines.append(f"| {variant} | {speed[variant]:.1f} | {vs_full} | {vs_naive} | "
+                     f"{report['timed_s'] / args.steps:.2f} | {report['peak_rss_mb']:.0f} |")
+    if "chatfreeze_cached" in reports:
+        lines.append(f"\nchatfreeze_cached filled its prefix cache first in "
+                     f"{reports['chatfreeze_cached']['prefill_s']:.1f} s (not in its tokens/s).")
+    rows = targets(reports)
+    if rows:
+        lines += ["", "| target | measured | PASS/FAIL |", "|---|---:|---|"]
+        lines += [f"| {name} | {value:.2f} | {'PASS' if ok else 'FAIL'} |" for name, value, _, ok in rows]
+    if details:
+        lines += ["", "max |naive_freeze - X| (per-step loss, trained weights after the last step): "
+                  + ", ".join(f"{k} {v:.2e}" for k, v in details.items())]
+        lines += [f"{variant}: {over:,} of {total:,} trained weights differ from naive_freeze's by more than 1e-6."
+                  for variant, (over, total) in counts.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = make_parser().parse_args(argv)
+    if args._variant:
+        return worker(args)
+    if not Path(args.dataset).is_file():
+        raise SystemExit(f"error: --dataset {args.dataset}: no such file (make it with scripts/make_support_data.py).")
+    started = time.perf_counter()
+    from chatfreeze.modeling import resolve_model
+
+    model_path = resolve_model(args.model_name_or_path).path  # once; the workers load the local copy
+    with tempfile.TemporaryDirectory(prefix="chatfreeze-benchmark-") as tmp:
+        workdir = Path(tmp)
+        data = prepare_data(args, model_path, workdir)
+        json.dump(vars(args), (workdir / "args.json").open("w"))
+        reports = {variant: run_variant(args, model_path, variant, workdir)
+                   for variant in VARIANTS if variant in args.variants}
+        details, counts = compare(reports, workdir)
+    table = format_table(reports, data, details, counts, args)
+    print("\n" + table)
+    print(f"\nTotal wall time {time.perf_counter() - started:.0f} s.")
+    result = {
+        "tokens_per_s": {v: r["tokens_per_s"] for v, r in reports.items()},
+        "peak_rss_mb": {v: r["peak_rss_mb"] for v, r in reports.items()},
+        "max_abs_diff": max(details.values()) if details else None,
+        "max_abs_diff_detail": details,
+        "weights_differing_over_1e-6": {v: {"count": c[0], "of": c[1]} for v, c in counts.items()},
+        "targets": [{"target": n, "measured": round(v, 4), "limit": t, "pass": ok} for n, v, t, ok in targets(reports)],
+        "prefill_s": reports.get("chatfreeze_cached", {}).get("prefill_s"),
+        "data": data,
+        "settings": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "json"},
+        "per_variant": {v: {k: r[k] for k in ("timed_s", "step_s", "median_step_tokens_per_s", "losses", "notes")}
+                        for v, r in reports.items()},
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"Wrote {args.json}")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Worker: one variant, in its own process so that its peak memory is its own
+# ----------------------------------------------------------------------------------------------------------
+
+
+def worker(args) -> dict:
+    import logging
+
+    import torch
+    from datasets import Dataset
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from chatfreeze.arguments import FreezeArguments, FreezeTrainingArguments
+    from chatfreeze.data import DialogueCollator
+    from chatfreeze.freezing import apply_plan, make_plan
+    from chatfreeze.modeling import load_model, load_tokenizer, resolve_model
+    from chatfreeze.trainer import FreezeTrainer
+
+    logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("chatfreeze.fastpath").setLevel(logging.INFO)
+    variant, workdir = args._variant, Path(args._workdir)
+    path = resolve_model(args.model_name_or_path).path
+    tokenizer = load_tokenizer(path)
+    data = json.loads((workdir / "data.json").read_text())
+    dataset = Dataset.from_dict(data)
+    model = load_model(path, torch.float32)
+    plan = make_plan(model, FreezeArguments(num_frozen_layers=args.num_frozen_layers), allow_no_freeze=True)
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.ends = []
+
+        def on_train_begin(self, *a, **k):
+            self.ends.append(time.perf_counter())
+
+        def on_step_end(self, *a, **k):
+            self.ends.append(time.perf_counter())
+
+    class LossRecorder:
+        losses: list[float]
+
+        def training_step(self, *a, **k):
+            loss = super().training_step(*a, **k)
+            self.losses.append(loss.item())
+            return loss
+
+    class RecordingTrainer(LossRecorder, Trainer):
+        pass
+
+    class RecordingFreezeTrainer(LossRecorder, FreezeTrainer):
+        pass
+
+    common = dict(
+        output_dir=str(workdir / variant), max_steps=args.warmup_steps + args.steps,
+        per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=args.seed, data_seed=args.seed,
+        train_sampling_strategy="sequential", logging_strategy="no", save_strategy="no", eval_strategy="no",
+        report_to="none", use_cpu=True, disable_tqdm=True, dataloader_pin_memory=False,
+    )
+    if args.optim:
+        common["optim"] = args.optim
+    clock = StepClock()
+    collator = DialogueCollator(tokenizer)
+    if variant in ("full", "naive_freeze"):
+        if variant == "naive_freeze":
+            apply_plan(model, plan)  # requires_grad=False on exactly what chatfreeze freezes
+        trainer = RecordingTrainer(model=model, args=TrainingArguments(**common), train_dataset=dataset,
+                                   data_collator=collator, callbacks=[clock])
+    else:
+        cache = "ram" if variant == "chatfreeze_cached" else "auto"
+        trainer = RecordingFreezeTrainer(model=model, args=FreezeTrainingArguments(**common, prefix_cache=cache),
+                                         freeze_plan=plan, train_dataset=dataset, data_collator=collator,
+                                         callbacks=[clock])
+    trainer.losses = []
+    prefill_s = None
+    if variant == "chatfreeze_cached":
+        start = time.perf_counter()
+        cached = trainer.fill_prefix_cache()
+        prefill_s = time.perf_counter() - start
+        if cached != len(dataset):
+            raise SystemExit(f"error: the prefix cache holds {cached} of {len(dataset)} examples.")
+    trainer.train()
+
+    step_s = [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
+    timed_s = sum(step_s[args.warmup_steps :])
+    real = [sum(len(ids) for ids in data["input_ids"][i : i + args.batch_size])
+            for i in range(0, len(data["input_ids"]), args.batch_size)]
+    rates = sorted(tokens / seconds for tokens, seconds in zip(real[args.warmup_steps :],
+                                                                step_s[args.warmup_steps :], strict=True))
+    report = {
+        "tokens_per_s": sum(real[args.warmup_steps :]) / timed_s,
+        "median_step_tokens_per_s": rates[len(rates) // 2],  # robust to a step disturbed by other processes
+        "timed_s": timed_s,
+        "step_s": step_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "losses": trainer.losses,
+        "prefill_s": prefill_s,
+        "threads": torch.get_num_threads(),
+    }
+    if variant != "full":
+        torch.save({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
+                   workdir / f"{variant}.weights.pt")
+    (workdir / f"{variant}.json").write_text(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

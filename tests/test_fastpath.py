@@ -1,0 +1,356 @@
+"""The freeze-aware fast path gives the plain path's losses and weights on tiny models: labelled-positions loss,
+prefix without autograd, the prefix cache over two epochs, and every automatic switch-off with its log line."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+import torch
+from conftest import build_chatml_tokenizer, build_tiny_model, tiny_config
+from datasets import Dataset
+
+from chatfreeze.arguments import FreezeArguments, FreezeTrainingArguments
+from chatfreeze.data import DialogueCollator
+from chatfreeze.fastpath import (
+    INDEX_COLUMN,
+    PrefixCache,
+    labelled_positions_loss,
+    right_padded_layout,
+    shifted_labels,
+)
+from chatfreeze.freezing import make_plan
+from chatfreeze.trainer import FreezeTrainer
+
+FAMILIES = ["llama", "gpt2", "gpt_neox", "opt"]
+
+
+def varied_dataset(n: int = 12, vocab: int = 259, seed: int = 0) -> Dataset:
+    """Dialogue-like rows of 10-29 tokens: an unlabelled "prompt" half, then labelled "reply" tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    ids, labels = [], []
+    for _ in range(n):
+        length = int(torch.randint(10, 30, (1,), generator=generator))
+        row = torch.randint(3, vocab, (length,), generator=generator)
+        label = row.clone()
+        label[: length // 2] = -100
+        ids.append(row.tolist())
+        labels.append(label.tolist())
+    return Dataset.from_dict({"input_ids": ids, "labels": labels})
+
+
+class RecordingTrainer(FreezeTrainer):
+    """Keeps each step's loss, unrounded."""
+
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
+        self.step_losses.append(loss.item())
+        return loss
+
+
+def train(tmp_path, family="llama", spec=None, model=None, collator=None, dataset=None, **overrides):
+    model = model if model is not None else build_tiny_model(family)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    plan = make_plan(model, spec or FreezeArguments(num_frozen_layers="2"))
+    options = dict(
+        output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=4, learning_rate=1e-3,
+        warmup_steps=0, logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True,
+        seed=0, data_seed=0, lr_scheduler_type="constant", train_sampling_strategy="random", prefix_cache="off",
+    )
+    options.update(overrides)
+    trainer = RecordingTrainer(
+        model=model, args=FreezeTrainingArguments(**options), freeze_plan=plan,
+        train_dataset=dataset if dataset is not None else varied_dataset(),
+        data_collator=collator or DialogueCollator(build_chatml_tokenizer()),
+    )
+    trainer.step_losses = []
+    trainer.train()
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    return trainer, before, weights, plan
+
+
+def assert_same_training(plain, fast, loss_atol=1e-5, weight_atol=1e-6):
+    plain_trainer, _, plain_weights, _ = plain
+    fast_trainer, before, fast_weights, plan = fast
+    assert len(plain_trainer.step_losses) == len(fast_trainer.step_losses) > 0
+    for a, b in zip(plain_trainer.step_losses, fast_trainer.step_losses, strict=True):
+        assert abs(a - b) <= loss_atol, (plain_trainer.step_losses, fast_trainer.step_losses)
+    frozen = set(plan.frozen_parameter_names)
+    for name, weight in fast_weights.items():
+        torch.testing.assert_close(weight, plain_weights[name], rtol=0, atol=weight_atol, msg=name)
+        if name in frozen:
+            assert torch.equal(weight, before[name]), f"frozen {name} changed"
+        else:
+            assert not torch.equal(weight, before[name]), f"trainable {name} did not move"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_path_gives_the_plain_losses_and_weights(tmp_path, family, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    plain = train(tmp_path / "plain", family, fast_path=False)
+    fast = train(tmp_path / "fast", family)
+    assert plain[0].fast_path is None and fast[0].fast_path is not None
+    assert "Fast path off (--fast_path false)" in caplog.text
+    assert "Fast path on: embeddings + blocks 0-1 run without autograd" in caplog.text
+    assert_same_training(plain, fast)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_labelled_loss_and_gradients_equal_the_models_own(tmp_path, family):
+    model = build_tiny_model(family)
+    plan = make_plan(model, FreezeArguments(num_frozen_layers="2"))
+    args = FreezeTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, prefix_cache="off",
+                                   eval_strategy="no")
+    trainer = FreezeTrainer(model=model, args=args, freeze_plan=plan, train_dataset=varied_dataset())
+    batch = DialogueCollator(build_chatml_tokenizer())([varied_dataset()[i] for i in range(4)])
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for num_items in (None, torch.tensor(37)):
+        extra = {} if num_items is None else {"num_items_in_batch": num_items}
+        plain = model(**batch, **extra).loss
+        plain_grads = torch.autograd.grad(plain, trainable)
+        fast = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
+        fast_grads = torch.autograd.grad(fast, trainable)
+        torch.testing.assert_close(fast, plain, rtol=0, atol=1e-6)
+        for a, b in zip(fast_grads, plain_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_gradient_accumulation_matches_plain(tmp_path):
+    plain = train(tmp_path / "plain", fast_path=False, gradient_accumulation_steps=2)
+    fast = train(tmp_path / "fast", gradient_accumulation_steps=2)
+    assert_same_training(plain, fast)
+
+
+def test_activation_checkpointing_with_fast_path(tmp_path):
+    plain = train(tmp_path / "plain", fast_path=False)
+    fast = train(tmp_path / "fast", activation_checkpointing=True)
+    assert_same_training(plain, fast)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prefix_cache_over_two_epochs_matches_plain(tmp_path, family, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    plain = train(tmp_path / "plain", family, fast_path=False, num_train_epochs=2)
+    cached = train(tmp_path / "cached", family, prefix_cache="auto", num_train_epochs=2)
+    # Epoch 2 re-batches the examples (random sampler): every batch is served from the cache.
+    assert cached[0].fast_path.last_cache_stats["hits"] == 3
+    assert cached[0].fast_path.last_cache_stats["misses"] == 3
+    assert "Prefix cache: 12 examples" in caplog.text and "in RAM" in caplog.text
+    # Cached states come from other batch shapes than the plain run's, so the last bits may differ.
+    assert_same_training(plain, cached, loss_atol=1e-5, weight_atol=1e-5)
+
+
+def test_filled_cache_serves_every_step_and_matches_plain(tmp_path):
+    plain = train(tmp_path / "plain", fast_path=False, train_sampling_strategy="sequential")
+    model = build_tiny_model("llama")
+    plan = make_plan(model, FreezeArguments(num_frozen_layers="2"))
+    args = FreezeTrainingArguments(
+        output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=4, learning_rate=1e-3,
+        warmup_steps=0, save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True, seed=0,
+        lr_scheduler_type="constant", train_sampling_strategy="sequential", prefix_cache="ram",
+    )
+    trainer = RecordingTrainer(model=model, args=args, freeze_plan=plan, train_dataset=varied_dataset(),
+                               data_collator=DialogueCollator(build_chatml_tokenizer()))
+    trainer.step_losses = []
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert trainer.fill_prefix_cache() == 12
+    trainer.train()
+    stats = trainer.fast_path.last_cache_stats
+    assert (stats["hits"], stats["misses"]) == (3, 0)  # every training step came from the cache
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert_same_training(plain, (trainer, before, weights, plan))
+
+
+def test_disk_cache_in_half_precision_is_close_and_cleaned_up(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    plain = train(tmp_path / "plain", fast_path=False, num_train_epochs=2)
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    half = train(tmp_path / "half", prefix_cache="disk", prefix_cache_dtype="bfloat16",
+                 prefix_cache_dir=str(cache_dir), num_train_epochs=2)
+    assert "a disk memmap in" in caplog.text and "approximate: bfloat16 states" in caplog.text
+    assert half[0].fast_path.last_cache_stats["hits"] == 3
+    assert os.listdir(cache_dir) == []
+    assert_same_training(plain, half, loss_atol=5e-2, weight_atol=5e-3)
+
+
+def test_dropout_in_the_prefix_switches_the_cache_off(tmp_path, caplog):
+    from transformers import AutoModelForCausalLM
+
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    config = tiny_config("llama")
+    config.attention_dropout = 0.1
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    trainer, *_ = train(tmp_path, model=model, prefix_cache="ram", num_train_epochs=2)
+    assert "Prefix cache off: the frozen prefix is random in training: config attention_dropout=0.1" in caplog.text
+    assert trainer.fast_path.last_cache_stats is None
+
+
+def test_gpt2_dropout_modules_are_found(tmp_path, caplog):
+    from transformers import AutoModelForCausalLM
+
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    config = tiny_config("gpt2")
+    config.embd_pdrop = 0.1
+    torch.manual_seed(0)
+    trainer, *_ = train(tmp_path, model=AutoModelForCausalLM.from_config(config), prefix_cache="ram",
+                        num_train_epochs=2)
+    assert "Prefix cache off: the frozen prefix is random in training: config embd_pdrop=0.1" in caplog.text
+
+
+def test_unknown_collator_switches_the_cache_off(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    dialogue_collator = DialogueCollator(build_chatml_tokenizer())
+
+    def shuffling_collator(features):
+        return dialogue_collator(features)
+
+    trainer, *_ = train(tmp_path, collator=shuffling_collator, prefix_cache="ram", num_train_epochs=2)
+    assert "Prefix cache off: the data collator function is not known to give the same tokens" in caplog.text
+
+
+def test_one_epoch_leaves_the_auto_cache_off(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    trainer, *_ = train(tmp_path, prefix_cache="auto")
+    assert "Prefix cache off: this run covers 1 epoch(s), so no example is seen twice" in caplog.text
+
+
+def test_trainable_parameter_in_the_prefix_is_detected(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    spec = FreezeArguments(num_frozen_layers="3",
+                           extra_trainable_patterns=[r"model\.layers\.1\.input_layernorm\.weight"])
+    plain = train(tmp_path / "plain", spec=spec, fast_path=False)
+    fast = train(tmp_path / "fast", spec=spec, prefix_cache="ram", num_train_epochs=1)
+    # The plan's first trainable block is 1 (partly trainable), so only block 0 is a frozen prefix: exact.
+    assert fast[0].fast_path.runner.num_prefix_blocks == 1
+    assert_same_training(plain, fast)
+
+
+def test_trainable_embedding_projection_is_caught_by_the_probe(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    # GPT-2's learned position embeddings trainable while the token embeddings are frozen: the plan still
+    # freezes blocks 0-1, but their input depends on a trainable tensor.
+    spec = FreezeArguments(num_frozen_layers="2", extra_trainable_patterns=[r"transformer\.wpe\.weight"])
+    plain = train(tmp_path / "plain", "gpt2", spec=spec, fast_path=False)
+    fast = train(tmp_path / "fast", "gpt2", spec=spec)
+    assert "produce an output that requires grad" in caplog.text
+    assert fast[0].fast_path.skip_prefix is False
+    assert_same_training(plain, fast)
+
+
+def test_unverified_architecture_falls_back_with_a_log_line(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    model = build_tiny_model("llama")
+    model.config.model_type = "my_custom_lm"
+    trainer, *_ = train(tmp_path, model=model)
+    assert trainer.fast_path is None
+    assert "Fast path off (model type 'my_custom_lm' is not among those" in caplog.text
+
+
+def test_index_column_survives_remove_unused_columns_and_reaches_no_model(tmp_path):
+    trainer, *_ = train(tmp_path, prefix_cache="ram", num_train_epochs=2)
+    assert INDEX_COLUMN in trainer.train_dataset.column_names
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch[INDEX_COLUMN].dtype == torch.long and len(batch[INDEX_COLUMN]) == 4
+
+
+def test_chunked_loss_equals_one_chunk():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=True)
+    hidden = torch.randn(3, 7, 8, requires_grad=True)
+    labels = torch.randint(0, 11, (3, 7))
+    labels[:, :3] = -100
+    shift = shifted_labels(labels)
+    whole = labelled_positions_loss(hidden, shift, head, lambda x: x)
+    grads_whole = torch.autograd.grad(whole, [hidden, head.weight])
+    chunked = labelled_positions_loss(hidden, shift, head, lambda x: x, chunk_elements=22)  # 2 rows a chunk
+    grads_chunked = torch.autograd.grad(chunked, [hidden, head.weight])
+    reference = torch.nn.functional.cross_entropy(head(hidden).view(-1, 11), shift.view(-1))
+    torch.testing.assert_close(whole, reference)
+    torch.testing.assert_close(chunked, whole)
+    for a, b in zip(grads_chunked, grads_whole, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_cache_refuses_changed_tokens_and_layouts():
+    cache = PrefixCache([3, 2], hidden_size=4, dtype=torch.float32, storage="ram")
+    cache.store(torch.tensor([0]), [torch.tensor([5, 6, 7])], [torch.ones(3, 4)])
+    assert cache.lookup(torch.tensor([0, 1]), [torch.tensor([5, 6, 7]), torch.tensor([1, 2])]) is None
+    assert torch.equal(cache.lookup(torch.tensor([0]), [torch.tensor([5, 6, 7])])[0], torch.ones(3, 4))
+    with pytest.raises(ValueError, match="other tokens"):
+        cache.lookup(torch.tensor([0]), [torch.tensor([5, 6, 8])])
+    with pytest.raises(ValueError, match="collator truncates"):
+        cache.store(torch.tensor([1]), [torch.tensor([1, 2, 3])], [torch.ones(3, 4)])
+    ids = torch.ones(2, 4, dtype=torch.long)
+    assert right_padded_layout({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])}) \
+        is not None
+    assert right_padded_layout({"input_ids": ids, "attention_mask": torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])}) \
+        is None
+    assert right_padded_layout({"input_ids": ids, "position_ids": ids}) is None
+
+
+@pytest.mark.parametrize("flag, value", [("prefix_cache", "gpu"), ("prefix_cache_dtype", "int8"),
+                                         ("prefix_cache_max_gb", 0.0)])
+def test_flags_are_validated(tmp_path, flag, value):
+    with pytest.raises(ValueError, match=f"--{flag}"):
+        FreezeTrainingArguments(output_dir=str(tmp_path), report_to="none", **{flag: value})
+
+
+def test_cache_over_the_size_cap_is_switched_off(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    trainer, *_ = train(tmp_path, prefix_cache="ram", prefix_cache_max_gb=1e-9, num_train_epochs=2)
+    assert "Prefix cache off: it would need" in caplog.text and "> --prefix_cache_max_gb" in caplog.text
+
+
+def shared_prompt_dataset(n: int = 12, prompt: int = 20, vocab: int = 259, seed: int = 0) -> Dataset:
+    """Rows that all start with the same ``prompt`` tokens (a system prompt), then 10-29 tokens of their own."""
+    generator = torch.Generator().manual_seed(seed)
+    system = torch.randint(3, vocab, (prompt,), generator=generator)
+    ids, labels = [], []
+    for _ in range(n):
+        length = int(torch.randint(10, 30, (1,), generator=generator))
+        row = torch.cat([system, torch.randint(3, vocab, (length,), generator=generator)])
+        label = row.clone()
+        label[: prompt + length // 2] = -100
+        ids.append(row.tolist())
+        labels.append(label.tolist())
+    return Dataset.from_dict({"input_ids": ids, "labels": labels})
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shared_leading_tokens_run_once_and_match_plain(tmp_path, family, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    # SGD keeps the ~1e-7 differences of other kernel shapes linear (Adam's first steps act like sign(grad)).
+    options = dict(dataset=shared_prompt_dataset(), optim="sgd", learning_rate=1e-1, num_train_epochs=2)
+    plain = train(tmp_path / "plain", family, fast_path=False, **options)
+    fast = train(tmp_path / "fast", family, **options)
+    assert "run them through the frozen prefix once" in caplog.text
+    assert "also run through the trainable blocks once per batch" in caplog.text
+    assert fast[0].fast_path.runner.shared.length >= 20
+    assert_same_training(plain, fast, loss_atol=1e-5, weight_atol=1e-6)
+    cached = train(tmp_path / "cached", family, prefix_cache="ram", **options)
+    assert cached[0].fast_path.last_cache_stats["hits"] == 3
+    assert_same_training(plain, cached, loss_atol=1e-5, weight_atol=1e-6)
+
+
+def test_shared_tokens_stay_per_row_in_the_top_under_checkpointing(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="chatfreeze")
+    options = dict(dataset=shared_prompt_dataset(), optim="sgd", learning_rate=1e-1)
+    plain = train(tmp_path / "plain", fast_path=False, **options)
+    fast = train(tmp_path / "fast", activation_checkpointing=True, **options)
+    assert "activation checkpointing recomputes blocks" in caplog.text
+    assert "run them through the frozen prefix once" in caplog.text
+    assert_same_training(plain, fast, loss_atol=1e-5, weight_atol=1e-6)
+
+
+def test_common_prefix_length_leaves_each_row_a_token():
+    from chatfreeze.fastpath import common_prefix_length
+
+    ids = torch.tensor([[1, 2, 3, 4, 0], [1, 2, 3, 5, 6], [1, 2, 3, 4, 7]])
+    real = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]).bool()
+    assert common_prefix_length(ids, real) == 3
+    assert common_prefix_length(ids[[0, 2]], real[[0, 2]]) == 3  # row 0 has 4 real tokens: 3 shared at most
+    assert common_prefix_length(torch.tensor([[9, 1], [8, 1]]), torch.ones(2, 2).bool()) == 0
