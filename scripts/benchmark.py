@@ -19,7 +19,9 @@ only, at real lengths (dialogues over ``--max_length`` dropped, none truncated).
 picked evenly spread over one epoch of the recipe's sampler (length-grouped, ``--seed``), so they are as long
 and as padded as a real run's, and every variant trains on exactly those batches in that order (sequential
 sampler), each padded to its longest row by the recipe's ``DialogueCollator``. Tokens/s counts
-real (non-padding) tokens of the timed steps; a step's time runs from the end of the previous optimizer step
+real (non-padding) tokens of the timed steps (each variant runs ``--rounds`` times, interleaved with the others,
+and its fastest round counts: other processes on a shared machine slow single rounds down; every round is in
+the JSON); a step's time runs from the end of the previous optimizer step
 to the end of its own (data loading, forward, backward, clipping, optimizer). Peak memory is the child's
 ``ru_maxrss``. ``max_abs_diff`` is the largest absolute difference between ``naive_freeze`` and
 ``chatfreeze`` / ``chatfreeze_cached`` in per-step loss and in the trained weights after the last step. The
@@ -62,7 +64,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=4, help="dialogues per optimizer step (default: 4)")
     parser.add_argument("--max_length", type=int, default=512, help="max tokens per dialogue (default: 512)")
     parser.add_argument("--warmup_steps", type=int, default=2, help="untimed steps first (default: 2)")
-    parser.add_argument("--steps", type=int, default=8, help="timed optimizer steps (default: 8)")
+    parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps (default: 6)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="run every variant this many times, interleaved, and keep each one's fastest round: "
+                        "other processes on a shared machine slow single rounds down (default: 2)")
     parser.add_argument("--learning_rate", type=float, default=1e-4, help="learning rate (default: 1e-4)")
     parser.add_argument("--optim", default=None, help="Trainer optimizer name (default: the Trainer's default)")
     parser.add_argument("--seed", type=int, default=0, help="data draw and training seed (default: 0)")
@@ -144,9 +149,10 @@ def worker_command(args, model_path: str, variant: str, workdir: Path) -> list[s
     return command
 
 
-def run_variant(args, model_path: str, variant: str, workdir: Path) -> dict:
+def run_variant(args, model_path: str, variant: str, workdir: Path, round_label: str = "",
+                show_notes: bool = True) -> dict:
     started = time.perf_counter()
-    print(f"[benchmark] {variant} ...", flush=True)
+    print(f"[benchmark] {variant}{round_label} ...", flush=True)
     result = subprocess.run(worker_command(args, model_path, variant, workdir), cwd=REPO_ROOT,
                             capture_output=True, text=True)
     if result.returncode != 0:
@@ -155,11 +161,29 @@ def run_variant(args, model_path: str, variant: str, workdir: Path) -> dict:
     report = json.loads((workdir / f"{variant}.json").read_text())
     report["notes"] = [line.split(": ", 1)[-1] for line in result.stderr.splitlines()
                        if "chatfreeze.fastpath" in line]
-    print(f"[benchmark] {variant}: {report['tokens_per_s']:.1f} tokens/s, peak RSS {report['peak_rss_mb']:.0f} MB "
-          f"({time.perf_counter() - started:.0f} s)", flush=True)
-    for note in report["notes"]:
-        print(f"[benchmark]   {note}", flush=True)
+    print(f"[benchmark] {variant}{round_label}: {report['tokens_per_s']:.1f} tokens/s, peak RSS "
+          f"{report['peak_rss_mb']:.0f} MB ({time.perf_counter() - started:.0f} s)", flush=True)
+    if show_notes:
+        for note in report["notes"]:
+            print(f"[benchmark]   {note}", flush=True)
     return report
+
+
+def run_rounds(args, model_path: str, workdir: Path) -> dict:
+    """Every variant ``--rounds`` times, interleaved; each variant's fastest round, with all rounds' speeds."""
+    variants = [variant for variant in VARIANTS if variant in args.variants]
+    rounds: dict[str, list[dict]] = {variant: [] for variant in variants}
+    for number in range(1, args.rounds + 1):
+        label = f" (round {number} of {args.rounds})" if args.rounds > 1 else ""
+        for variant in variants:
+            rounds[variant].append(run_variant(args, model_path, variant, workdir, label, show_notes=number == 1))
+    reports = {}
+    for variant, runs in rounds.items():
+        best = dict(max(runs, key=lambda run: run["tokens_per_s"]))
+        best["tokens_per_s_rounds"] = [run["tokens_per_s"] for run in runs]
+        best["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+        reports[variant] = best
+    return reports
 
 
 def weight_difference(workdir: Path, a: str, b: str) -> tuple[float, int, int]:
@@ -214,13 +238,15 @@ def format_table(reports: dict, data: dict, details: dict, counts: dict, args) -
         f"{data['dataset_dialogues']} dialogues, random batches pad {data['epoch_padding_share_random']:.1%}, "
         f"length-grouped ones {data['epoch_padding_share_length_grouped']:.1%}.",
         "",
-        "| variant | tokens/s | x full | x naive_freeze | s/step | peak RSS MB |",
+        "| variant | tokens/s (each round) | x full | x naive_freeze | s/step | peak RSS MB |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for variant, report in reports.items():
         vs_full = f"{speed[variant] / speed['full']:.2f}" if "full" in speed else "-"
         vs_naive = f"{speed[variant] / speed['naive_freeze']:.2f}" if "naive_freeze" in speed else "-"
-        lines.append(f"| {variant} | {speed[variant]:.1f} | {vs_full} | {vs_naive} | "
+        rounds = report.get("tokens_per_s_rounds", [])
+        every = f" ({', '.join(f'{r:.0f}' for r in rounds)})" if len(rounds) > 1 else ""
+        lines.append(f"| {variant} | {speed[variant]:.1f}{every} | {vs_full} | {vs_naive} | "
                      f"{report['timed_s'] / args.steps:.2f} | {report['peak_rss_mb']:.0f} |")
     if "chatfreeze_cached" in reports:
         lines.append(f"\nchatfreeze_cached filled its prefix cache first in "
@@ -251,8 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         workdir = Path(tmp)
         data = prepare_data(args, model_path, workdir)
         json.dump(vars(args), (workdir / "args.json").open("w"))
-        reports = {variant: run_variant(args, model_path, variant, workdir)
-                   for variant in VARIANTS if variant in args.variants}
+        reports = run_rounds(args, model_path, workdir)
         details, counts = compare(reports, workdir)
     table = format_table(reports, data, details, counts, args)
     print("\n" + table)
@@ -267,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
         "prefill_s": reports.get("chatfreeze_cached", {}).get("prefill_s"),
         "data": data,
         "settings": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "json"},
-        "per_variant": {v: {k: r[k] for k in ("timed_s", "step_s", "median_step_tokens_per_s", "losses", "notes")}
+        "per_variant": {v: {k: r[k] for k in ("tokens_per_s_rounds", "timed_s", "step_s", "median_step_tokens_per_s",
+                                              "losses", "notes")}
                         for v, r in reports.items()},
     }
     if args.json:

@@ -354,3 +354,34 @@ def test_common_prefix_length_leaves_each_row_a_token():
     assert common_prefix_length(ids, real) == 3
     assert common_prefix_length(ids[[0, 2]], real[[0, 2]]) == 3  # row 0 has 4 real tokens: 3 shared at most
     assert common_prefix_length(torch.tensor([[9, 1], [8, 1]]), torch.ones(2, 2).bool()) == 0
+
+
+@pytest.mark.slow
+def test_benchmark_script_writes_the_json_contract(tmp_path, tiny_model_dir):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    dialogues = tmp_path / "dialogues.jsonl"
+    with dialogues.open("w") as out:
+        for i in range(12):
+            messages = [
+                {"role": "system", "content": "You are the support assistant of a small shop."},
+                {"role": "user", "content": f"Where is my order {i}?" + " please" * (i % 4)},
+                {"role": "assistant", "content": f"Order {i} ships tomorrow." + " Thanks!" * (i % 3)},
+            ]
+            out.write(json.dumps({"messages": messages}) + "\n")
+    result_file = tmp_path / "bench.json"
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--model_name_or_path",
+               str(tiny_model_dir), "--dataset", str(dialogues), "--num_frozen_layers", "2", "--batch_size", "2",
+               "--warmup_steps", "1", "--steps", "2", "--rounds", "1", "--json", str(result_file)]
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(result_file.read_text())
+    variants = {"full", "naive_freeze", "chatfreeze", "chatfreeze_cached"}
+    assert set(result["tokens_per_s"]) == set(result["peak_rss_mb"]) == variants
+    assert all(value > 0 for value in result["tokens_per_s"].values())
+    assert 0 <= result["max_abs_diff"] < 1e-4
+    assert "| target | measured | PASS/FAIL |" in run.stdout
