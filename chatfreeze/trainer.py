@@ -98,6 +98,10 @@ class FreezeTrainer(Trainer):
     The optimizer sees only trainable parameters (``Trainer.create_optimizer`` keeps ``requires_grad``
     ones), DDP is told that no parameter goes unused, and at the end every frozen tensor is checked to be
     bit-identical to the pretrained one.
+
+    Training steps take the freeze-aware fast path (``chatfreeze.fastpath``; ``--fast_path false`` for the
+    plain one): the frozen prefix without autograd, the LM head and loss at labelled positions only, the
+    prefix cache for later epochs. Evaluation and ``return_outputs`` calls use the plain ``compute_loss``.
     """
 
     def __init__(self, model: nn.Module, args, freeze_plan: FreezePlan, **kwargs):
