@@ -1,6 +1,7 @@
 # chatfreeze — set-up, train, test. Each target installs what it needs into .venv first.
-#   make train     freeze-tune the default recipe (configs/default.yaml), then print a sample reply
-#   make test      the test suite (what CI runs)
+#   make train     freeze-tune the default recipe (chatfreeze/recipes/default.yaml), then print a sample reply
+#   make test      the whole test suite (what CI runs)
+#   make test-fast the suite without the tests marked slow (real model, subprocesses), for iteration
 # TORCH picks the PyTorch build: the default is the CPU build; on a GPU machine use e.g. TORCH=torch.
 VENV ?= .venv
 PYTHON ?= python3
@@ -9,7 +10,7 @@ RUN_DIR ?= outputs/support-$(shell date +%Y%m%d-%H%M%S)
 PROMPT ?= Hi, I ordered a kettle last week and it arrived with a cracked lid. What can I do?
 BIN := $(VENV)/bin
 
-.PHONY: setup train test lint clean-venv
+.PHONY: setup train test test-fast lint clean-venv
 
 setup: $(VENV)/.installed
 
@@ -21,11 +22,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: setup
-	$(BIN)/accelerate launch --num_processes 1 scripts/train.py --output_dir $(RUN_DIR)
+	$(BIN)/accelerate launch --num_processes 1 -m chatfreeze.cli.train --output_dir $(RUN_DIR)
 	$(BIN)/python -m chatfreeze.chat --model_name_or_path $(RUN_DIR) --prompt "$(PROMPT)"
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check chatfreeze scripts tests

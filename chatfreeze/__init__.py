@@ -6,32 +6,15 @@ Names are imported lazily, so `python -m chatfreeze.chat` does not pay for Train
 
 from __future__ import annotations
 
-import importlib
+from .common import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "DEFAULT_MODEL": "modeling",
-    "ResolvedModel": "modeling",
-    "resolve_model": "modeling",
-    "DataArguments": "arguments",
-    "FreezeArguments": "arguments",
-    "FreezeTrainingArguments": "arguments",
-    "ModelArguments": "arguments",
-    "parse_args": "arguments",
-    "FreezePlan": "freezing",
-    "FreezeSpecError": "freezing",
-    "apply_plan": "freezing",
-    "locate": "freezing",
-    "make_plan": "freezing",
-    "FreezeTrainer": "trainer",
-    "run_training": "training",
+_EXPORTS = {  # subpackage: the public names it exports
+    "modeling": ("DEFAULT_MODEL", "ModelArguments", "ResolvedModel", "load_model", "resolve_model"),
+    "data": ("DataArguments", "build_dataset", "load_dialogues"),
+    "freezing": ("FreezeArguments", "FreezePlan", "FreezeSpecError", "apply_plan", "locate", "make_plan"),
+    "training": ("FreezeTrainingArguments", "FreezeTrainer", "parse_args", "run_training"),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'chatfreeze' has no attribute {name!r}")
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

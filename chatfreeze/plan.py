@@ -1,55 +1,8 @@
-"""Show what a freeze spec would freeze, without loading weights or training.
+"""``python -m chatfreeze.plan``: the same command as ``chatfreeze plan`` (``chatfreeze.cli.plan``)."""
 
-    python -m chatfreeze.plan --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct --num_frozen_layers 24
-    python -m chatfreeze.plan --model_name_or_path ./my-model --num_frozen_layers -4 --json
-
-The model is built on the ``meta`` device from its config, so planning a 70B model takes a second.
-"""
-
-from __future__ import annotations
-
-import json
-import logging
 import sys
 
-import torch
-from transformers import AutoConfig, AutoModelForCausalLM, HfArgumentParser
-
-from .arguments import FreezeArguments, ModelArguments
-from .cli import run_cli
-from .freezing import FreezePlan, make_plan
-from .modeling import ResolvedModel, resolve_model
-
-
-def plan_for(model_args: ModelArguments, freeze_args: FreezeArguments) -> tuple[FreezePlan, ResolvedModel]:
-    resolved = resolve_model(model_args.model_name_or_path, model_args.model_revision)
-    config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=model_args.trust_remote_code)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=model_args.trust_remote_code)
-    return make_plan(model, freeze_args), resolved
-
-
-def plan_json(plan: FreezePlan, resolved: ResolvedModel) -> dict:
-    data = plan.to_dict()
-    data.pop("rows")
-    data.update(resolved_model_path=resolved.path, model_source=resolved.source, rows=[r.__dict__ for r in plan.rows])
-    return data
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = HfArgumentParser((ModelArguments, FreezeArguments))
-    parser.description = __doc__.split("\n")[0]
-    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    model_args, freeze_args, extra = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
-    plan, resolved = plan_for(model_args, freeze_args)
-    if extra.json:
-        print(json.dumps(plan_json(plan, resolved), indent=2))
-    else:
-        print(f"Model: {resolved.describe()}")
-        print(plan.format_table())
-    return 0
-
+from .cli.plan import run
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run())

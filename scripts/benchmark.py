@@ -312,23 +312,27 @@ def worker(args) -> dict:
 
     import torch
     from datasets import Dataset
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainerCallback
 
-    from chatfreeze.arguments import FreezeArguments, FreezeTrainingArguments
-    from chatfreeze.data import DialogueCollator
-    from chatfreeze.freezing import apply_plan, make_plan
-    from chatfreeze.modeling import load_model, load_tokenizer, resolve_model
-    from chatfreeze.trainer import FreezeTrainer
+    from chatfreeze.data import DataArguments
+    from chatfreeze.freezing import FreezeArguments
+    from chatfreeze.modeling import ModelArguments, load_model, load_tokenizer, resolve_model
+    from chatfreeze.training import recipe
+    from chatfreeze.training.arguments import FreezeTrainingArguments
+    from chatfreeze.training.trainer import FreezeTrainer
 
     logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("chatfreeze.fastpath").setLevel(logging.INFO)
+    logging.getLogger("chatfreeze.training").setLevel(logging.WARNING)
     variant, workdir = args._variant, Path(args._workdir)
     path = resolve_model(args.model_name_or_path).path
     tokenizer = load_tokenizer(path)
     data = json.loads((workdir / "data.json").read_text())
     dataset = Dataset.from_dict(data)
     model = load_model(path, torch.float32)
-    plan = make_plan(model, FreezeArguments(num_frozen_layers=args.num_frozen_layers), allow_no_freeze=True)
+    # full: nothing frozen; naive_freeze and chatfreeze: the same plan, applied by hand or by FreezeTrainer.
+    spec = FreezeArguments(num_frozen_layers="0", freeze_embeddings=False) if variant == "full" else \
+        FreezeArguments(num_frozen_layers=args.num_frozen_layers)
 
     class StepClock(TrainerCallback):
         def __init__(self):
@@ -365,17 +369,13 @@ def worker(args) -> dict:
     if args.optim:
         common["optim"] = args.optim
     clock = StepClock()
-    collator = DialogueCollator(tokenizer)
-    if variant in ("full", "naive_freeze"):
-        if variant == "naive_freeze":
-            apply_plan(model, plan)  # requires_grad=False on exactly what chatfreeze freezes
-        trainer = RecordingTrainer(model=model, args=TrainingArguments(**common), train_dataset=dataset,
-                                   data_collator=collator, callbacks=[clock])
-    else:
-        cache = "ram" if variant == "chatfreeze_cached" else "auto"
-        trainer = RecordingFreezeTrainer(model=model, args=FreezeTrainingArguments(**common, prefix_cache=cache),
-                                         freeze_plan=plan, train_dataset=dataset, data_collator=collator,
-                                         callbacks=[clock])
+    cache = "ram" if variant == "chatfreeze_cached" else "auto"
+    run = recipe.RecipeRun(ModelArguments(model_name_or_path=args.model_name_or_path), DataArguments(), spec,
+                           FreezeTrainingArguments(**common, prefix_cache=cache), model=model, tokenizer=tokenizer,
+                           train_dataset=dataset)
+    run = recipe.plan(run, allow_no_freeze=True)
+    trainer_class = RecordingTrainer if variant in ("full", "naive_freeze") else RecordingFreezeTrainer
+    trainer = recipe.build_trainer(run, trainer_class, callbacks=[clock]).trainer
     trainer.losses = []
     prefill_s = None
     if variant == "chatfreeze_cached":

@@ -53,7 +53,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 BITEXT = SHARED_DATA / "bitext-customer-support" / "Bitext_Sample_Customer_Support_Training_Dataset.csv"
 WIKITEXT = SHARED_DATA / "wikitext-2-raw" / "wiki.test.raw"
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 READING_START, READING_END = "<!-- reading -->", "<!-- /reading -->"
 
 logger = logging.getLogger("sweep")
@@ -69,8 +68,9 @@ class Variant:
 
     def describe(self, num_layers: int) -> str:
         if self.lora_top:
-            return (f"LoRA r=16, alpha=32 on {', '.join(p.split('_')[0] for p in LORA_TARGETS)} of blocks "
-                    f"{num_layers - self.lora_top}-{num_layers - 1}; everything else frozen")
+            from chatfreeze.training.methods import LoraOptions
+
+            return LoraOptions(top_layers=self.lora_top).describe(num_layers)
         if self.frozen_blocks is None:
             return "nothing frozen"
         return f"embeddings (and the tied head) + blocks 0-{self.frozen_blocks - 1} frozen"
@@ -200,12 +200,16 @@ def counting(trainer_cls):
 
 
 def build_trainer(variant: Variant, model, tokenizer, train_ds, config: dict, callback):
+    """The variant's trainer, through the recipe's own steps (plan -> trainer) or its LoRA baseline."""
     from transformers import Trainer
 
-    from chatfreeze.arguments import FreezeArguments, FreezeTrainingArguments
-    from chatfreeze.data import DialogueCollator
-    from chatfreeze.freezing import make_plan
-    from chatfreeze.trainer import FreezeTrainer
+    from chatfreeze.data import DataArguments
+    from chatfreeze.freezing import FreezeArguments
+    from chatfreeze.modeling import ModelArguments
+    from chatfreeze.training import recipe
+    from chatfreeze.training.arguments import FreezeTrainingArguments
+    from chatfreeze.training.methods import LoraOptions, build_lora_trainer
+    from chatfreeze.training.trainer import FreezeTrainer
 
     args = FreezeTrainingArguments(
         output_dir=str(Path(config["work_dir"]) / variant.name), overwrite_output_dir=True,
@@ -214,25 +218,21 @@ def build_trainer(variant: Variant, model, tokenizer, train_ds, config: dict, ca
         warmup_steps=config["warmup_steps"], weight_decay=0.0, logging_steps=1, eval_strategy="no",
         save_strategy="no", report_to="none", use_cpu=True, seed=config["seed"], data_seed=config["seed"],
         dataloader_num_workers=0, disable_tqdm=True, resume_from_checkpoint=None,
-    )
-    if hasattr(args, "prefix_cache"):
         # No dialogue comes twice within the budget (--train_rows is larger than any variant consumes), so the
         # frozen-prefix cache could never serve a batch; it would only add its memory to the peak.
-        args.prefix_cache = "off"
-    common = dict(args=args, train_dataset=train_ds, data_collator=DialogueCollator(tokenizer),
-                  processing_class=tokenizer, callbacks=[callback])
-    if variant.lora_top:
-        from peft import LoraConfig, get_peft_model
-
-        layers = model.config.num_hidden_layers
-        lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS,
-                          layers_to_transform=list(range(layers - variant.lora_top, layers)), task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
-        return counting(Trainer)(model=model, **common), model
+        prefix_cache="off",
+    )
     spec = FreezeArguments(num_frozen_layers=str(variant.frozen_blocks or 0),
                            freeze_embeddings=variant.frozen_blocks is not None)
-    plan = make_plan(model, spec, allow_no_freeze=variant.frozen_blocks is None)
-    return counting(FreezeTrainer)(model=model, freeze_plan=plan, **common), model
+    run = recipe.RecipeRun(ModelArguments(model_name_or_path=config["model"]), DataArguments(), spec, args,
+                           model=model, tokenizer=tokenizer, train_dataset=train_ds)
+    if variant.lora_top:
+        run = build_lora_trainer(run, LoraOptions(top_layers=variant.lora_top), counting(Trainer),
+                                 callbacks=[callback])
+    else:
+        run = recipe.plan(run, allow_no_freeze=variant.frozen_blocks is None)
+        run = recipe.build_trainer(run, counting(FreezeTrainer), callbacks=[callback])
+    return run.trainer, run.model
 
 
 def run_worker(name: str, work_dir: Path) -> None:
@@ -478,7 +478,7 @@ written by hand. Exact command:
 - train time = wall-clock seconds of training (in brackets: the process's CPU seconds over its threads);
   tokens/s = non-padding tokens per second of training on the budget's clock ({config['clock']}); peak RSS = peak resident memory of the variant's own
   process (model, optimizer, activations), read before its first evaluation.
-- Trainers: full fine-tuning and freeze rows use `chatfreeze.trainer.FreezeTrainer` with its defaults (full =
+- Trainers: full fine-tuning and freeze rows use `chatfreeze.training.trainer.FreezeTrainer` with its defaults (full =
   a plan with nothing frozen; its fast path computes the LM head and loss at labelled positions only, for every
   row, and runs a frozen bottom without autograd); LoRA uses a plain `transformers.Trainer` on a peft model,
   so its LM head and loss cover every position (~20% of SmolLM2's forward FLOPs at its 49k vocabulary).

@@ -1,13 +1,14 @@
-"""Every recipe in configs/ parses and validates (unknown keys, bad values and bad types fail)."""
+"""Every recipe (configs/ and the packaged chatfreeze/recipes/) parses and validates (unknown keys, bad values
+and bad types fail)."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import REPO_ROOT
 
-from chatfreeze.arguments import parse_args
+from chatfreeze.training.arguments import DEFAULT_RECIPE, parse_args
 
-RECIPES = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+RECIPES = sorted((REPO_ROOT / "configs").glob("*.yaml")) + sorted(DEFAULT_RECIPE.parent.glob("*.yaml"))
 
 
 def test_there_are_recipes():
@@ -26,7 +27,7 @@ def test_recipe_parses_and_validates(recipe):
 
 def test_cli_overrides_recipe():
     _, data_args, freeze_args, training_args = parse_args(
-        ["--config", str(REPO_ROOT / "configs" / "default.yaml"), "--num_frozen_layers", "-3",
+        ["--config", str(DEFAULT_RECIPE), "--num_frozen_layers", "-3",
          "--learning_rate", "3e-5", "--max_length", "256"]
     )
     assert freeze_args.num_frozen_layers == "-3"

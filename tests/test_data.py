@@ -11,7 +11,6 @@ import pytest
 import torch
 from conftest import CHATML_TEMPLATE, build_chatml_tokenizer
 
-from chatfreeze.arguments import DataArguments
 from chatfreeze.data import (
     IGNORE_INDEX,
     DataError,
@@ -26,6 +25,7 @@ from chatfreeze.data import (
     tokenize_dialogue,
     validate_dialogue,
 )
+from chatfreeze.training.arguments import DataArguments
 
 BITEXT_CSV = "bitext-customer-support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
 SMOLLM2_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

@@ -127,8 +127,8 @@ def one_process_group():
 
 
 def frozen_tiny_llama():
-    from chatfreeze.arguments import FreezeArguments
     from chatfreeze.freezing import apply_plan, make_plan
+    from chatfreeze.training.arguments import FreezeArguments
 
     model = build_tiny_model("llama")
     plan = make_plan(model, FreezeArguments(num_frozen_layers="2"))
@@ -185,7 +185,7 @@ def test_frozen_guard_checks_the_local_shards_of_a_sharded_model():
     """Under ZeRO-3 a parameter reads shape [0] and its data lives in ``ds_tensor``: that is what is checked."""
     from types import SimpleNamespace
 
-    from chatfreeze.trainer import FrozenWeightsGuard
+    from chatfreeze.training.trainer import FrozenWeightsGuard
 
     model, _ = frozen_tiny_llama()
     frozen = model.model.layers[0].mlp.up_proj.weight
@@ -203,7 +203,7 @@ def test_frozen_guard_checks_the_local_shards_of_a_sharded_model():
 def test_auto_precision_turns_bf16_on_where_the_accelerator_reads_it(monkeypatch):
     from types import SimpleNamespace
 
-    from chatfreeze.training import pick_precision
+    from chatfreeze.training.recipe import pick_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

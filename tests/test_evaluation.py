@@ -58,7 +58,7 @@ def chrf():
 
 
 def test_lcs_of_known_sequences():
-    from chatfreeze.metrics.rouge_l.rouge_l import lcs_length
+    from chatfreeze.evaluation.metrics.rouge_l.rouge_l import lcs_length
 
     # The textbook example (CLRS 15.4): LCS("ABCBDAB", "BDCABA") has length 4, e.g. "BCBA".
     assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4
@@ -231,7 +231,7 @@ def test_general_text_prefix_tokenization(chatml_tokenizer, tmp_path):
 
 
 def test_before_after_record_and_plots(tiny_model, chatml_tokenizer, tmp_path):
-    from chatfreeze.plots import write_plots
+    from chatfreeze.evaluation.plots import write_plots
 
     text_file = tmp_path / "general.txt"
     text_file.write_text(GENERAL_TEXT)
@@ -280,8 +280,8 @@ def write_jsonl(path, dialogues):
 
 
 def test_training_run_writes_before_after_evaluation(tiny_model_dir, tmp_path, monkeypatch):
-    from chatfreeze import training
-    from chatfreeze.arguments import parse_args
+    from chatfreeze.training import recipe as training
+    from chatfreeze.training.arguments import parse_args
 
     # samples.json's 256-token replies are not under test here and cost most of the run on a random model.
     monkeypatch.setattr(training, "generate_reply", lambda *args, **kwargs: "(stub reply)")
@@ -334,8 +334,8 @@ def test_cli_json(tiny_model_dir, tmp_path):
 
 
 def test_cli_user_error_is_one_line(tiny_model_dir, tmp_path, capsys):
-    from chatfreeze.cli import run_cli
-    from chatfreeze.evaluate import main
+    from chatfreeze.cli.errors import run_cli
+    from chatfreeze.cli.evaluate import main
 
     missing = tmp_path / "none.jsonl"
     status = run_cli(lambda: main(["--model_name_or_path", str(tiny_model_dir), "--dataset", str(missing)]))

@@ -11,7 +11,6 @@ import torch
 from conftest import build_chatml_tokenizer, build_tiny_model, tiny_config
 from datasets import Dataset
 
-from chatfreeze.arguments import FreezeArguments, FreezeTrainingArguments
 from chatfreeze.data import DialogueCollator
 from chatfreeze.fastpath import (
     INDEX_COLUMN,
@@ -21,7 +20,8 @@ from chatfreeze.fastpath import (
     shifted_labels,
 )
 from chatfreeze.freezing import make_plan
-from chatfreeze.trainer import FreezeTrainer
+from chatfreeze.training.arguments import FreezeArguments, FreezeTrainingArguments
+from chatfreeze.training.trainer import FreezeTrainer
 
 FAMILIES = ["llama", "gpt2", "gpt_neox", "opt"]
 
@@ -193,12 +193,15 @@ def test_gpt2_dropout_modules_are_found(tmp_path, caplog):
     from transformers import AutoModelForCausalLM
 
     caplog.set_level(logging.INFO, logger="chatfreeze")
-    config = tiny_config("gpt2")
-    config.embd_pdrop = 0.1
+    # Every dropout field of the config is 0, so only the module scan can see the dropout added to the prefix.
     torch.manual_seed(0)
-    trainer, *_ = train(tmp_path, model=AutoModelForCausalLM.from_config(config), prefix_cache="ram",
-                        num_train_epochs=2)
-    assert "Prefix cache off: the frozen prefix is random in training: config embd_pdrop=0.1" in caplog.text
+    model = AutoModelForCausalLM.from_config(tiny_config("gpt2"))
+    assert model.transformer.drop.p == 0.0
+    model.transformer.drop.p = 0.1
+    trainer, *_ = train(tmp_path, model=model, prefix_cache="ram", num_train_epochs=2)
+    assert "Prefix cache off: the frozen prefix is random in training: transformer.drop is Dropout(p=0.1)" \
+        in caplog.text
+    assert trainer.fast_path.last_cache_stats is None
 
 
 def test_unknown_collator_switches_the_cache_off(tmp_path, caplog):
@@ -382,6 +385,11 @@ def test_benchmark_script_writes_the_json_contract(tmp_path, tiny_model_dir):
     result = json.loads(result_file.read_text())
     variants = {"full", "naive_freeze", "chatfreeze", "chatfreeze_cached"}
     assert set(result["tokens_per_s"]) == set(result["peak_rss_mb"]) == variants
-    assert all(value > 0 for value in result["tokens_per_s"].values())
+    # Every variant trained the same timed steps (one round): tokens/s is that token count over its own time.
+    timed_tokens = result["data"]["timed_tokens"]
+    assert timed_tokens > 0
+    for variant in variants:
+        timed_s = result["per_variant"][variant]["timed_s"]
+        assert result["tokens_per_s"][variant] == pytest.approx(timed_tokens / timed_s, rel=1e-9)
     assert 0 <= result["max_abs_diff"] < 1e-4
     assert "| target | measured | PASS/FAIL |" in run.stdout

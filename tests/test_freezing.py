@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest import REPO_ROOT, build_tiny_model
 
-from chatfreeze.arguments import FreezeArguments
 from chatfreeze.freezing import (
     FreezePlan,
     FreezeSpecError,
@@ -19,6 +18,7 @@ from chatfreeze.freezing import (
     make_plan,
     resolve_num_frozen,
 )
+from chatfreeze.training.arguments import FreezeArguments
 
 FAMILIES = {
     # family: (blocks prefix, embedding prefixes)

@@ -20,9 +20,10 @@ import yaml
 from conftest import build_chatml_tokenizer, build_tiny_model
 from hub_server import FakeHub
 
-from chatfreeze.card import build_model_card, describe_base_model, load_run
-from chatfreeze.cli import run_cli
-from chatfreeze.hub import (
+from chatfreeze.cli.errors import run_cli
+from chatfreeze.cli.push import main as push_main
+from chatfreeze.publish.card import build_model_card, describe_base_model, load_run
+from chatfreeze.publish.hub import (
     PushError,
     RetryPolicy,
     dry_run,
@@ -30,7 +31,6 @@ from chatfreeze.hub import (
     redact_command,
     scrub,
 )
-from chatfreeze.push import main as push_main
 
 TOKEN = "hf_chatfreezeTESTtoken0123456789abcdefXYZ"
 BASE_ID = "test-org/tiny-chat"
@@ -81,8 +81,13 @@ def card_metadata(text: str) -> dict:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 2-step run of a tiny Llama (laid out like a Hub cache snapshot) trained with --push_to_hub."""
-    from chatfreeze.arguments import DataArguments, FreezeArguments, FreezeTrainingArguments, ModelArguments
-    from chatfreeze.training import run_training
+    from chatfreeze.training.arguments import (
+        DataArguments,
+        FreezeArguments,
+        FreezeTrainingArguments,
+        ModelArguments,
+    )
+    from chatfreeze.training.recipe import run_training
 
     root = tmp_path_factory.mktemp("hub-run")
     base = root / "hf-cache" / f"models--{BASE_ID.replace('/', '--')}" / "snapshots" / BASE_SHA

@@ -8,9 +8,9 @@ import torch
 from conftest import build_tiny_model
 from datasets import Dataset
 
-from chatfreeze.arguments import FreezeArguments, FreezeTrainingArguments
 from chatfreeze.freezing import locate, make_plan
-from chatfreeze.trainer import FreezeTrainer
+from chatfreeze.training.arguments import FreezeArguments, FreezeTrainingArguments
+from chatfreeze.training.trainer import FreezeTrainer
 
 
 def toy_dataset(n: int = 16, length: int = 24, vocab: int = 259, seed: int = 0) -> Dataset:
@@ -109,3 +109,24 @@ def test_gradual_spec_with_untied_head_trains_head(tmp_path):
     assert not torch.equal(model.lm_head.weight, before["model.embed_tokens.weight"])
     assert torch.equal(model.model.embed_tokens.weight, before["model.embed_tokens.weight"])
     assert locate(model).tied_embeddings is False
+
+
+def test_checkpointing_gives_gradients_to_every_trainable_block_and_none_to_frozen(tmp_path):
+    from chatfreeze.training.trainer import enable_trainable_checkpointing
+
+    model = build_tiny_model("llama")
+    plan = make_plan(model, FreezeArguments(num_frozen_layers="2"))
+    trainer = FreezeTrainer(model=model, args=train_args(tmp_path), freeze_plan=plan, train_dataset=toy_dataset())
+    enable_trainable_checkpointing(model, plan)
+    model.train()
+    batch = {key: torch.tensor([row[key] for row in toy_dataset()][:2]) for key in ("input_ids", "labels")}
+    for loss in (model(**batch).loss, trainer.compute_loss(model, dict(batch))):  # plain path, then the fast path
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        blocks = model.get_submodule(plan.blocks_prefix)
+        for index, block in enumerate(blocks):
+            grads = [p.grad for p in block.parameters()]
+            if index in plan.frozen_layers:
+                assert all(g is None for g in grads), f"frozen block {index} got a gradient"
+            else:
+                assert all(g is not None and bool(g.abs().sum() > 0) for g in grads), f"block {index}: no gradient"

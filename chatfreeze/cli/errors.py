@@ -1,0 +1,30 @@
+"""What every chatfreeze command line shares: user errors become one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from ..common import first_line
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the input is wrong", as opposed to a bug (which keeps its traceback)."""
+    from yaml import YAMLError
+
+    from ..modeling.errors import ModelResolutionError
+
+    return (ValueError, FileNotFoundError, NotADirectoryError, ModelResolutionError, YAMLError)
+
+
+def run_cli(main: Callable[[], int | None]) -> int:
+    """Call ``main``; on a user error print ``error: <first line>`` to stderr and return 2."""
+    try:
+        status = main()
+    except user_errors() as err:
+        print(f"error: {first_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0 if status is None else int(status)

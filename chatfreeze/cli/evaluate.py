@@ -1,0 +1,88 @@
+"""Measure a chat model on support dialogues (and general text): ``python -m chatfreeze.evaluate``.
+
+    python -m chatfreeze.evaluate --model_name_or_path outputs/support --dataset data/validation.jsonl
+    python -m chatfreeze.evaluate --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct \\
+        --dataset ../shared/data/bitext-customer-support/Bitext_Sample_Customer_Support_Training_Dataset.csv \\
+        --max_examples 64 --general_text ../shared/data/wikitext-2-raw/wiki.test.raw --max_windows 40 --json
+
+``--json`` prints one JSON object (``support_perplexity``, ``general_perplexity`` with ``--general_text``,
+token counts and settings) on stdout; logs go to stderr. The work is ``chatfreeze.evaluation.evaluate_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ..data.options import DATA_FORMATS
+from ..modeling import DEFAULT_MODEL
+from ..modeling.options import MODEL_DTYPES
+from .errors import run_cli
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chatfreeze.evaluate", description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--model_name_or_path", default=DEFAULT_MODEL, help="Hub id or local directory (a chatfreeze output dir).")
+    add("--dataset", required=True, help="Support dialogues: .jsonl/.json/.csv (Bitext CSV too), a directory "
+        "or a Hub dataset id; the same formats as training.")
+    add("--general_text", default=None, help="Plain-text file or Hub dataset id: also report general_perplexity.")
+    add("--max_examples", type=int, default=None, help="Use the first N dialogues only.")
+    add("--json", action="store_true", help="Print one JSON object instead of a report.")
+    add("--split", default="train", help="Split of a Hub (or saved) support dataset.")
+    add("--dataset_config", default=None, help="Hub dataset configuration of --dataset.")
+    add("--data_format", default="auto", choices=DATA_FORMATS, help="Format of --dataset (auto detects).")
+    add("--system_prompt", default=None, help="System prompt for dialogues without one (default: the one the "
+        "model was trained with, if it is a chatfreeze output dir).")
+    add("--max_length", type=int, default=1024, help="Maximum tokens per rendered dialogue, as in training.")
+    add("--general_text_config", default=None, help="Hub dataset configuration of --general_text.")
+    add("--general_text_split", default="test", help="Split of a Hub --general_text dataset.")
+    add("--window", type=int, default=512, help="General-text window, tokens.")
+    add("--stride", type=int, default=512, help="General-text stride, tokens (< window: overlapping context).")
+    add("--max_windows", type=int, default=None, help="Score only the first N windows of --general_text "
+        "(default: all of it; WikiText-2 test is ~300k SmolLM2 tokens, 590 windows of 512).")
+    add("--generation_samples", type=int, default=0, help="Also generate greedy replies to the first N "
+        "prompts and report ROUGE-L and chrF against the references.")
+    add("--max_new_tokens", type=int, default=96, help="Reply length cap for --generation_samples.")
+    add("--batch_size", type=int, default=4, help="Sequences per forward pass.")
+    add("--dtype", default="float32", choices=MODEL_DTYPES, help="Weights dtype.")
+    add("--revision", default=None, help="Hub revision of the model.")
+    add("--trust_remote_code", action="store_true", help="Allow custom modelling code from the Hub.")
+    return parser
+
+
+def report(result: dict) -> str:
+    lines = [f"model {result['model']} on {result['dataset']}",
+             f"  support perplexity {result['support_perplexity']:.4f} over {result['support_tokens']} assistant "
+             f"tokens in {result['support_examples']} dialogues"]
+    if "general_perplexity" in result:
+        lines.append(f"  general perplexity {result['general_perplexity']:.4f} over {result['general_tokens']} tokens "
+                     f"({result['general_windows']} windows of {result['window']}, stride {result['stride']})")
+    if "rougeL" in result:
+        lines.append(f"  ROUGE-L {result['rougeL']:.4f}, chrF {result['chrf']:.2f} "
+                     f"({result['generation_samples']} greedy replies)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(make_parser().parse_args(argv))
+    as_json = args.pop("json")
+    if args["max_examples"] is not None and args["max_examples"] < 1:
+        raise ValueError(f"--max_examples {args['max_examples']}: must be at least 1.")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO, stream=sys.stderr)
+    from ..evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.pop("model_name_or_path"), args.pop("dataset"), **args)
+    print(json.dumps(result, ensure_ascii=False) if as_json else report(result))
+    return 0
+
+
+def run(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(run())

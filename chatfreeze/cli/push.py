@@ -1,0 +1,96 @@
+"""Push a finished training run to the Hugging Face Hub, with a model card that says what was frozen and learned.
+
+    python -m chatfreeze.push OUTPUT_DIR --repo_id USER/NAME [--private] [--revision BRANCH]
+                              [--commit_message TEXT] [--hub_token TOKEN]
+    python -m chatfreeze.push OUTPUT_DIR --repo_id USER/NAME --dry_run DIR   # write the folder, upload nothing
+
+The token comes from --hub_token, HF_TOKEN or `hf auth login`; HF_ENDPOINT selects another Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..publish.hub import RetryPolicy, dry_run, format_listing, push_output_dir
+from .errors import run_cli
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m chatfreeze.push",
+        description="Upload a chatfreeze output directory (model, tokenizer, freeze plan, metrics, model card) "
+        "to a Hugging Face Hub model repository.",
+    )
+    parser.add_argument("output_dir", help="The --output_dir of a finished training run (only read, never changed).")
+    parser.add_argument("--repo_id", default=None, help="USER/NAME of the model repository (created if missing).")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", default=None, help="Branch to push to (created from main if missing).")
+    parser.add_argument("--commit_message", default=None, help="Commit message of the upload.")
+    parser.add_argument("--hub_token", default=None, help="Hub token (default: HF_TOKEN, then the login cache).")
+    parser.add_argument("--base_model", default=None,
+                        help="Hub id of the base model for the card, when training used a local copy of it.")
+    parser.add_argument("--dry_run", metavar="DIR", default=None,
+                        help="Write exactly the folder that would be uploaded to DIR (new or empty) and list it.")
+    parser.add_argument("--max_attempts", type=int, default=RetryPolicy.attempts,
+                        help="Tries of the whole upload on transient errors (HTTP 5xx/429, network).")
+    parser.add_argument("--retry_delay", type=float, default=RetryPolicy.base_delay,
+                        help="Seconds before the first retry; doubles each time.")
+    return parser
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Progress and retry notices go to stdout (looked up at each record), so that on failure stderr holds only
+    the one-line error."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _progress_to_stdout() -> None:
+    log = logging.getLogger("chatfreeze")
+    log.setLevel(logging.INFO)
+    if not any(isinstance(h, _StdoutHandler) for h in log.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    _progress_to_stdout()
+    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # our own retry notices and summary say what matters
+    if not sys.stderr.isatty():
+        disable_progress_bars()
+    if args.dry_run:
+        staged = dry_run(args.output_dir, args.dry_run, args.repo_id, revision=args.revision,
+                         base_model=args.base_model, token=args.hub_token)
+        print(f"Dry run: wrote the folder that would be uploaded to {staged.folder}")
+        print(format_listing(staged))
+        return 0
+    result = push_output_dir(
+        args.output_dir, args.repo_id, private=args.private, revision=args.revision,
+        commit_message=args.commit_message, token=args.hub_token, base_model=args.base_model,
+        retry=RetryPolicy(attempts=max(1, args.max_attempts), base_delay=max(0.0, args.retry_delay)),
+    )
+    print(format_listing(result.staged))
+    print(f"Pushed to {result.url}" + (f" ({result.commit_url})" if result.commit_url else ""))
+    return 0
+
+
+def run(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,74 @@
+"""Small helpers every layer shares, each with one home: error text for one-line messages, boolean environment
+flags, the text config of (multimodal) models, whether a trainer shards the model, chatfreeze's cache folder.
+
+Imports nothing heavy (no torch, no transformers), so the lightest commands can use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# How huggingface_hub and transformers read boolean environment variables (HF_HUB_OFFLINE=1, ...).
+TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})
+
+
+def first_line(err: BaseException | None, with_type: bool = False) -> str:
+    """The first non-empty line of an error's message (its type name when it has none), for one-line errors."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not with_type:
+        return lines[0] if lines else type(err).__name__
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def env_flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to a true value, as the Hugging Face libraries read it."""
+    return os.environ.get(name, "").strip().upper() in TRUE_VALUES
+
+
+def text_config(config):
+    """The language model's config: ``config.get_text_config()`` where it exists (multimodal wrappers), else the
+    config itself. Accepts a model too."""
+    config = getattr(config, "config", config)
+    getter = getattr(config, "get_text_config", None)
+    return getter() if callable(getter) else config
+
+
+def is_sharded(trainer) -> bool:
+    """Whether FSDP or DeepSpeed own the model's parameters (shards, flat parameters) in this trainer."""
+    return bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
+
+
+def cache_root() -> Path:
+    """Chatfreeze's own cache (converted fallback checkpoints, base-model measurements); ``CHATFREEZE_CACHE``
+    overrides it, else ``$HF_HOME/chatfreeze``."""
+    if os.environ.get("CHATFREEZE_CACHE"):
+        return Path(os.environ["CHATFREEZE_CACHE"])
+    hf_home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+    return Path(hf_home) / "chatfreeze"
+
+
+def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]):
+    """``(__all__, __getattr__, __dir__)`` for a package whose public names live in submodules
+    (``{submodule: names}``), each imported on first use (PEP 562): importing a package stays cheap, and its
+    public API is still one import away."""
+    import importlib
+
+    home = {name: module for module, names in exports.items() for name in names}
+
+    def __getattr__(name: str):
+        if name in home:
+            return getattr(importlib.import_module(f"{package}.{home[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(home)
+
+    return sorted(home), __getattr__, __dir__
+
+
+def check_choice(option: str, value, choices, error: type[Exception] = ValueError) -> None:
+    """Raise ``error("--option 'value': choose one of a, b, c.")`` unless ``value`` is one of ``choices``: the one
+    check behind an option's validation and the functions that take the same value from Python."""
+    if value not in choices:
+        raise error(f"--{option} {value!r}: choose one of {', '.join(map(str, choices))}.")

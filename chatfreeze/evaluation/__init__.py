@@ -1,0 +1,20 @@
+"""What a run learned and what it kept: perplexity (``perplexity``), reply quality (``generation_metrics``),
+before vs after (``before_after``), one checkpoint (``checkpoint``), plots (``plots``), local ``evaluate``
+modules (``metrics/``)."""
+
+from __future__ import annotations
+
+from ..common import lazy_exports
+
+_EXPORTS = {  # submodule: the public names it defines
+    "perplexity": (
+        "support_dataset", "support_perplexity", "general_perplexity", "load_general_text",
+        "tokenize_general_text", "window_spans",
+    ),
+    "generation_metrics": ("load_metric", "greedy_config", "generation_metrics"),
+    "before_after": ("BeforeAfterEvaluator", "EvaluationSettings", "evaluator_for_run"),
+    "checkpoint": ("evaluate_checkpoint",),
+    "plots": ("write_plots",),
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

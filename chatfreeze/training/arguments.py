@@ -1,0 +1,183 @@
+"""Every option of a chatfreeze run, collected: each concern defines its own dataclass next to the code that owns
+it (``ModelArguments`` in modeling, ``DataArguments`` in data, ``FreezeArguments`` in freezing, the fast path's
+settings in fastpath); here they meet ``transformers.TrainingArguments``.
+
+``parse_args`` reads ``--config FILE.yaml`` first, then lets any CLI flag override a field; an unknown key in the
+YAML or on the CLI is an error that names it. Relative paths in a recipe (``dataset``, ``eval_dataset``,
+``general_text``) resolve against the recipe file's folder, so a recipe works from any directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from ..data.options import DataArguments
+from ..fastpath.options import validate_fast_path_options
+from ..freezing.options import FreezeArguments
+from ..modeling.options import ModelArguments
+from ..rundir import OUTPUTS_ROOT
+
+# The default recipe ships inside the package, so `chatfreeze train` works from any directory.
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "default.yaml"
+# Recipe keys that hold data paths: a relative one resolves against the recipe file's folder. (output_dir is
+# not one of them: a run writes where it is started, never next to a recipe that may sit inside the package.)
+PATH_KEYS = ("dataset", "eval_dataset", "general_text")
+
+
+@dataclass
+class FreezeTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` with defaults suited to freeze-tuning a small chat model."""
+
+    output_dir: str | None = field(
+        default=f"{OUTPUTS_ROOT}/chatfreeze",
+        metadata={"help": "Where the model, plan, metrics and checkpoints go."},
+    )
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the training dialogues."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Batch size per device."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Eval batch size per device."})
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up: steps, or a fraction of the steps if < 1."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    logging_steps: float = field(default=5, metadata={"help": "Log every N steps."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no, steps or epoch."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    seed: int = field(default=42, metadata={"help": "Random seed (data order, init of anything new)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Allow writing over an output_dir that holds a finished run or other files."},
+    )
+    resume_from_checkpoint: str | None = field(
+        default="auto",
+        metadata={"help": "auto: resume from the newest checkpoint in output_dir if any; a path; or 'none'."},
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "Training sampler: group_by_length (batches of similar length: less padding to compute), "
+            "random, sequential or batch_rebalance.",
+            "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
+        },
+    )
+    fast_path: bool = field(
+        default=True,
+        metadata={
+            "help": "Freeze-aware fast path: the frozen prefix runs without autograd and the LM head + loss only "
+            "at labelled positions (same loss). false = the plain Trainer path, for comparison."
+        },
+    )
+    prefix_cache: str = field(
+        default="auto",
+        metadata={
+            "help": "Cache the frozen prefix's output per example and train later epochs from it: auto (when the "
+            "run has more than one epoch and the prefix is deterministic; RAM, or a disk memmap if RAM is "
+            "short), ram, disk or off."
+        },
+    )
+    prefix_cache_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Storage dtype of the prefix cache: auto (the model's dtype: exact), float32, bfloat16 or "
+            "float16 (half the memory; approximate for a float32 model)."
+        },
+    )
+    prefix_cache_max_gb: float = field(
+        default=4.0, metadata={"help": "Largest prefix cache allowed (GB); a bigger one is switched off."}
+    )
+    prefix_cache_dir: str | None = field(
+        default=None, metadata={"help": "Directory for a disk prefix cache (default: the system temp dir)."}
+    )
+
+    def __post_init__(self):
+        import torch
+
+        # Pinned host memory only helps copies to a GPU; on a CPU-only machine torch warns about it every epoch.
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False
+        validate_fast_path_options(self.prefix_cache, self.prefix_cache_dtype, self.prefix_cache_max_gb)
+        super().__post_init__()
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, FreezeArguments, FreezeTrainingArguments)
+
+
+def make_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser.add_argument(
+        "--config", default=None, help="YAML recipe; any field in it can be overridden by a CLI flag."
+    )
+    return parser
+
+
+def load_recipe(path: str, parser: HfArgumentParser) -> dict:
+    """Read a YAML recipe and convert its values with each option's own type; unknown keys are errors."""
+    recipe_path = Path(path)
+    if not recipe_path.is_file():
+        raise ValueError(f"--config {path}: no such file.")
+    try:
+        recipe = yaml.safe_load(recipe_path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise ValueError(f"{where}: not valid YAML ({getattr(err, 'problem', err)}).") from None
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of option: value.")
+    actions = {action.dest: action for action in parser._actions}
+    converted = {}
+    for key, value in recipe.items():
+        if key not in actions or key in ("help", "config"):
+            raise ValueError(f"{path}: unknown option {key!r}. See `chatfreeze train --help`.")
+        converted[key] = _coerce(actions[key], value, path, key)
+        if key in PATH_KEYS and isinstance(converted[key], str):
+            converted[key] = resolve_recipe_path(converted[key], recipe_path.parent)
+    return converted
+
+
+def resolve_recipe_path(value: str, recipe_dir: Path) -> str:
+    """``value`` resolved against ``recipe_dir`` when it is a relative path; a Hub id (``ORG/NAME``) that is no
+    file there, an absolute path and ``~/...`` stay as they are."""
+    path = Path(value)
+    if not value or path.is_absolute() or value.startswith("~"):
+        return value
+    candidate = recipe_dir / path
+    looks_like_path = value.startswith(".") or path.suffix.lower() in (".jsonl", ".json", ".csv", ".txt", ".raw")
+    return str(candidate.resolve()) if candidate.exists() or looks_like_path else value
+
+
+def _coerce(action: argparse.Action, value, path: str, key: str):
+    convert = action.type if callable(action.type) else None
+    try:
+        if isinstance(value, list):
+            return [convert(v) if convert and isinstance(v, str) else v for v in value]
+        if convert and isinstance(value, str):
+            return convert(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: option {key!r} = {value!r} is not valid ({err}).") from None
+    return value
+
+
+def parse_args(argv: list[str] | None = None):
+    """Return ``(model_args, data_args, freeze_args, training_args)`` from ``--config`` + CLI flags."""
+    parser = make_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**load_recipe(known.config, parser))
+    *parsed, remaining = parser.parse_args_into_dataclasses(
+        args=rest, return_remaining_strings=True, look_for_args_file=False
+    )
+    if remaining:
+        raise ValueError(f"unknown option(s): {' '.join(remaining)}. See `chatfreeze train --help`.")
+    dataclasses = [obj for obj in parsed if isinstance(obj, ARGUMENT_CLASSES)]
+    model_args, data_args, freeze_args, training_args = dataclasses
+    return model_args, data_args, freeze_args, training_args
+
+
+def field_names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}

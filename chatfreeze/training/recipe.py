@@ -1,0 +1,370 @@
+"""The freeze-tuning recipe as steps: start -> load -> plan -> data -> trainer -> train -> finish.
+
+``run_training`` runs them in order (``chatfreeze train`` / ``scripts/train.py``); scripts that compare methods
+(the sweep, the benchmark) call the same steps and never wire a trainer by hand. Each step reads and fills a
+``RecipeRun``, so a caller can stop after any step, look at what it made, or replace what comes next.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from accelerate import PartialState
+from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint
+
+from .. import __version__
+from ..common import is_sharded
+from ..data import DialogueCollator, build_dataset, load_dialogues_from_args, opening_prompts
+from ..data.options import DataArguments
+from ..evaluation import evaluator_for_run, write_plots
+from ..freezing import FreezeArguments, FreezePlan, apply_plan, make_plan
+from ..generation import generate_reply, support_generation_config
+from ..modeling import ModelArguments, ResolvedModel, load_model, load_tokenizer, resolve_model, select_dtype
+from ..publish.hub import redact_command, take_training_push
+from ..rundir import RUN_INFO_FILENAME, write_run_info, write_samples
+from .arguments import FreezeTrainingArguments
+from .distributed import end_distributed, parallel_info, train_on_cpu_processes_without_gpus
+from .trainer import FreezeTrainer
+
+logger = logging.getLogger(__name__)
+
+NUM_SAMPLE_REPLIES = 3
+
+
+class OutputDirError(ValueError):
+    """The output directory holds something a run must not overwrite."""
+
+
+@dataclass
+class RecipeRun:
+    """Everything one run has made so far; each step fills its part."""
+
+    model_args: ModelArguments
+    data_args: DataArguments
+    freeze_args: FreezeArguments
+    training_args: FreezeTrainingArguments
+    resume_from: str | None = None
+    hub_push: Any = None
+    started: str = ""
+    resolved: ResolvedModel | None = None
+    model: Any = None
+    tokenizer: Any = None
+    base_dtype: torch.dtype = torch.float32
+    plan: FreezePlan | None = None
+    train_dataset: Any = None
+    eval_dataset: Any = None
+    train_report: Any = None
+    eval_report: Any = None
+    eval_dialogues: list = field(default_factory=list)
+    trainer: FreezeTrainer | None = None
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def is_main_process(self) -> bool:
+        return PartialState().is_main_process
+
+
+# ----------------------------------------------------------------------------------------------------------
+# start: processes, logging, the output directory, the Hub options
+# ----------------------------------------------------------------------------------------------------------
+
+
+def setup_logging(training_args: FreezeTrainingArguments) -> None:
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    logging.getLogger("chatfreeze").setLevel(level)
+    transformers.utils.logging.set_verbosity(level if level > logging.INFO else logging.WARNING)
+
+
+def check_output_dir(training_args: FreezeTrainingArguments) -> str | None:
+    """Return the checkpoint to resume from, or None; refuse to write over a directory we did not make."""
+    out = Path(training_args.output_dir)
+    wanted = training_args.resume_from_checkpoint
+    if wanted not in (None, "auto", "none", "None", ""):
+        if not Path(wanted).is_dir():
+            raise OutputDirError(f"--resume_from_checkpoint {wanted}: no such checkpoint directory.")
+        return wanted
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    last = get_last_checkpoint(str(out))
+    if last and wanted == "auto":
+        return last
+    if training_args.overwrite_output_dir:
+        return None
+    what = "a finished run" if (out / RUN_INFO_FILENAME).is_file() else "files"
+    raise OutputDirError(
+        f"--output_dir {out} already holds {what} and no checkpoint to resume; choose another --output_dir "
+        "or pass --overwrite_output_dir true to replace what is there."
+    )
+
+
+def start(model_args: ModelArguments, data_args: DataArguments, freeze_args: FreezeArguments,
+          training_args: FreezeTrainingArguments) -> RecipeRun:
+    """Set up processes and logging, check the output directory, take the Hub options out of the Trainer's."""
+    on_cpu_processes = train_on_cpu_processes_without_gpus(training_args)
+    setup_logging(training_args)
+    state = PartialState()
+    if on_cpu_processes and state.is_main_process:
+        logger.info("No GPU found: %d CPU processes train together over %s.", state.num_processes, state.backend)
+    run = RecipeRun(model_args, data_args, freeze_args, training_args)
+    run.resume_from = check_output_dir(training_args)
+    # chatfreeze pushes once, model card included, after the final save: the Trainer must not push, nor pickle
+    # the token into training_args.bin. Fails here (no token, bad repo id) rather than after training.
+    run.hub_push = take_training_push(training_args)
+    run.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------------
+# load, plan, data
+# ----------------------------------------------------------------------------------------------------------
+
+
+def pick_precision(model_args: ModelArguments, training_args: FreezeTrainingArguments) -> torch.dtype:
+    """Weights dtype to load; with ``auto`` keep fp32 master weights and turn on bf16 autocast on capable GPUs."""
+    if model_args.model_dtype != "auto":
+        return select_dtype(model_args.model_dtype)
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not (training_args.bf16 or training_args.fp16):
+        training_args.bf16 = True
+        # The Accelerator reads `mixed_precision`, which TrainingArguments derived from `bf16` in __post_init__.
+        training_args.mixed_precision = "bf16"
+    return torch.float32
+
+
+def load(run: RecipeRun) -> RecipeRun:
+    """Resolve (main process first, so only one process downloads or converts) and load model + tokenizer."""
+    model_args, state = run.model_args, PartialState()
+    with state.main_process_first():
+        run.resolved = resolve_model(model_args.model_name_or_path, model_args.model_revision)
+    if state.is_main_process:
+        logger.info("Model: %s", run.resolved.describe())
+    run.tokenizer = load_tokenizer(run.resolved.path, model_args.trust_remote_code)
+    if not run.tokenizer.chat_template:
+        raise ValueError(
+            f"--model_name_or_path {model_args.model_name_or_path}: the tokenizer has no chat template; "
+            "chatfreeze fine-tunes chat models (use an -Instruct/-Chat checkpoint)."
+        )
+    extra = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
+    dtype = pick_precision(model_args, run.training_args)
+    run.model = load_model(run.resolved.path, dtype, model_args.trust_remote_code, **extra)
+    run.base_dtype = run.model.config.dtype if isinstance(run.model.config.dtype, torch.dtype) else torch.float32
+    return run
+
+
+def plan(run: RecipeRun, allow_no_freeze: bool = False) -> RecipeRun:
+    """Decide what is frozen and print the plan (the trainer applies it)."""
+    run.plan = make_plan(run.model, run.freeze_args, allow_no_freeze=allow_no_freeze)
+    if run.is_main_process:
+        logger.info("\n%s", run.plan.format_table())
+        if run.plan.tied_embeddings and run.plan.embeddings_frozen and not run.plan.untie_lm_head:
+            logger.info("The LM head is tied to the frozen embeddings, so it stays frozen too "
+                        "(--train_lm_head true unties and trains a copy).")
+    return run
+
+
+def split_held_out(dialogues: list, ratio: float, seed: int) -> tuple[list, list]:
+    """``(train, held_out)``: a seeded random ``ratio`` of ``dialogues`` held out (at least one)."""
+    order = list(range(len(dialogues)))
+    random.Random(seed).shuffle(order)
+    cut = max(1, int(len(order) * ratio))
+    return [dialogues[i] for i in order[cut:]], [dialogues[i] for i in order[:cut]]
+
+
+def prepare_datasets(data_args: DataArguments, tokenizer, seed: int):
+    """Tokenized train/eval datasets and their reports (counts of dialogues, turns, tokens, drops)."""
+    train_dialogues = load_dialogues_from_args(data_args)
+    eval_dialogues = load_dialogues_from_args(data_args, eval=True) if data_args.eval_dataset else []
+    if not eval_dialogues and data_args.validation_split_ratio > 0:
+        train_dialogues, eval_dialogues = split_held_out(train_dialogues, data_args.validation_split_ratio, seed)
+    common = dict(max_length=data_args.max_length, overlong_policy=data_args.overlong_policy)
+    train_ds, train_report = build_dataset(train_dialogues, tokenizer, source=data_args.dataset, **common)
+    eval_ds, eval_report = None, None
+    if eval_dialogues:
+        eval_ds, eval_report = build_dataset(
+            eval_dialogues, tokenizer, source=data_args.eval_dataset or f"{data_args.dataset} (held out)", **common
+        )
+    return train_ds, eval_ds, train_report, eval_report, eval_dialogues
+
+
+def data(run: RecipeRun) -> RecipeRun:
+    run.train_dataset, run.eval_dataset, run.train_report, run.eval_report, run.eval_dialogues = prepare_datasets(
+        run.data_args, run.tokenizer, run.training_args.seed
+    )
+    if run.eval_dataset is None and run.training_args.eval_strategy != "no":
+        run.training_args.eval_strategy = "no"
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------------
+# trainer, train
+# ----------------------------------------------------------------------------------------------------------
+
+
+def build_trainer(run: RecipeRun, trainer_class: type[Trainer] = FreezeTrainer, **kwargs) -> RecipeRun:
+    """The ``FreezeTrainer`` (or a subclass; ``kwargs`` go to it, e.g. ``callbacks``) for this run's plan and data.
+
+    A plain ``transformers.Trainer`` class (or subclass) trains the same model, data and arguments with the plan
+    applied as ``requires_grad`` only: the "freeze by hand" baseline, without the fast path or the guard.
+    """
+    run.model.generation_config = support_generation_config(run.model.generation_config, run.tokenizer)
+    common = dict(model=run.model, args=run.training_args, train_dataset=run.train_dataset,
+                  eval_dataset=run.eval_dataset, data_collator=DialogueCollator(run.tokenizer),
+                  processing_class=run.tokenizer, **kwargs)
+    if issubclass(trainer_class, FreezeTrainer):
+        run.trainer = trainer_class(freeze_plan=run.plan, **common)
+    else:
+        apply_plan(run.model, run.plan)
+        run.trainer = trainer_class(**common)
+    return run
+
+
+def final_eval_metrics(trainer: FreezeTrainer) -> dict:
+    """Eval metrics of the final weights, reusing the evaluation the Trainer ran at the last step if it did."""
+    last = trainer.state.log_history[-2:] if trainer.state.log_history else []
+    for entry in reversed(last):
+        if "eval_loss" in entry and entry.get("step") == trainer.state.global_step:
+            return {k: v for k, v in entry.items() if k.startswith("eval_")}
+    return trainer.evaluate()
+
+
+def train(run: RecipeRun) -> RecipeRun:
+    """Measure the base (if asked), train, measure again; ``run.metrics`` gets train, eval and before/after."""
+    trainer = run.trainer
+    if run.resume_from and run.is_main_process:
+        logger.info("Resuming from %s", run.resume_from)
+    # Support perplexity, forgetting and reply quality of the base model (main process; None when not asked).
+    evaluator = evaluator_for_run(run.data_args, run.tokenizer, run.eval_dataset, run.eval_dialogues, trainer)
+    before = evaluator.measure(run.model, "before") if evaluator else None
+    run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
+    if run.eval_dataset is not None:
+        eval_metrics = final_eval_metrics(trainer)
+        eval_metrics["eval_perplexity"] = float(torch.exp(torch.tensor(eval_metrics["eval_loss"])))
+        run.metrics.update(eval_metrics)
+    if evaluator:
+        after = evaluator.measure(run.model, "after")
+        run.metrics.update(evaluator.finish(run.training_args.output_dir, before, after))
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------------
+# finish: save, the output directory's evidence, push
+# ----------------------------------------------------------------------------------------------------------
+
+
+def library_versions() -> dict[str, str]:
+    import accelerate
+    import datasets
+    import peft
+
+    return {
+        "chatfreeze": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "accelerate": accelerate.__version__,
+        "peft": peft.__version__,
+    }
+
+
+def public_training_args(training_args: FreezeTrainingArguments) -> dict:
+    """Training arguments safe to publish: no tokens, whatever their name."""
+    return {k: v for k, v in training_args.to_dict().items() if "token" not in k.lower()}
+
+
+def write_sample_replies(model, tokenizer, samples: list[dict], output_dir: str) -> list[dict]:
+    model.eval()
+    torch.manual_seed(0)
+    for sample in samples:
+        sample["reply"] = generate_reply(model, tokenizer, sample["messages"], do_sample=False)
+    write_samples(output_dir, samples)
+    return samples
+
+
+def run_info_sections(run: RecipeRun) -> dict:
+    """What ``run_info.json`` records about this run."""
+    state, args = PartialState(), run.training_args
+    return dict(
+        started=run.started,
+        world_size=state.num_processes,
+        parallel=parallel_info(run.trainer),
+        versions=library_versions(),
+        base_model=run.resolved.to_dict() | {"dtype": str(run.base_dtype).replace("torch.", "")},
+        freeze=asdict(run.freeze_args),
+        model=asdict(run.model_args),
+        data=dict(
+            args=asdict(run.data_args),
+            system_prompt=run.data_args.system_prompt,
+            train=run.train_report.to_dict(),
+            eval=run.eval_report.to_dict() if run.eval_report else None,
+        ),
+        training_args=public_training_args(args),
+        metrics=run.metrics,
+        command=redact_command(sys.argv),
+        device=str(args.device),
+    )
+
+
+def finish_output_dir(output_dir, model, tokenizer, plan: FreezePlan, sections: dict, samples: list[dict]) -> None:
+    """Everything the chat, evaluation and Hub push read from a run besides the weights (main process only)."""
+    os.makedirs(output_dir, exist_ok=True)
+    plan.save(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    model.generation_config.save_pretrained(output_dir)
+    if samples:
+        for sample in write_sample_replies(model, tokenizer, samples, output_dir):
+            logger.info("Sample reply\n  user: %s\n  model: %s", sample["messages"][-1]["content"], sample["reply"])
+    sections["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_run_info(output_dir, **sections)
+    write_plots(output_dir)
+    logger.info("Saved the freeze-tuned model, plan and run info to %s", output_dir)
+
+
+def save(run: RecipeRun) -> RecipeRun:
+    """Save the weights (in the base checkpoint's dtype), metrics, trainer state and the run's evidence."""
+    trainer, model, output_dir = run.trainer, run.model, run.training_args.output_dir
+    if model.dtype != run.base_dtype and not is_sharded(trainer):
+        # Save in the checkpoint's own dtype: a bf16 base loaded into fp32 casts back exactly, so frozen
+        # tensors stay bit-identical to the published ones. (FSDP/DeepSpeed own the storage of sharded
+        # parameters and gather them to save: their checkpoints keep the training dtype, values unchanged.)
+        model.to(run.base_dtype)
+    trainer.save_model(output_dir)
+    trainer.log_metrics("all", run.metrics)
+    trainer.save_metrics("all", run.metrics)
+    trainer.save_state()
+    if run.is_main_process:
+        # Generating needs the whole model in one process: a sharded model's forward gathers from the others.
+        samples = [] if is_sharded(trainer) else opening_prompts(
+            run.eval_dialogues, NUM_SAMPLE_REPLIES, run.data_args.system_prompt)
+        finish_output_dir(output_dir, model, run.tokenizer, run.plan, run_info_sections(run), samples)
+    return run
+
+
+def finish(run: RecipeRun) -> RecipeRun:
+    """Save, push (if asked), and shut the process group down."""
+    save(run)
+    PartialState().wait_for_everyone()
+    if run.hub_push is not None and run.is_main_process:
+        run.hub_push.push(run.training_args.output_dir)
+    end_distributed()
+    return run
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, freeze_args: FreezeArguments,
+                 training_args: FreezeTrainingArguments) -> dict:
+    """Freeze, fine-tune, evaluate and save. Returns the final metrics."""
+    run = start(model_args, data_args, freeze_args, training_args)
+    for step in (load, plan, data, build_trainer, train, finish):
+        run = step(run)
+    return run.metrics

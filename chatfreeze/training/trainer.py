@@ -1,0 +1,166 @@
+"""``FreezeTrainer``: a ``transformers.Trainer`` that trains only what a ``FreezePlan`` leaves trainable."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback
+
+from ..common import is_sharded
+from ..fastpath import INDEX_COLUMN, FastPath, IndexedCollator, planned_epochs, with_example_index
+from ..freezing import (
+    FreezePlan,
+    apply_plan,
+    changed_frozen_tensors,
+    frozen_fingerprints,
+)
+from . import compat
+
+logger = logging.getLogger(__name__)
+
+
+class FrozenWeightsGuard(TrainerCallback):
+    """Proves, at the end of training, that no frozen tensor moved (bit for bit), on every process.
+
+    Fingerprints are taken when the trainer is built, before any wrapper. Under FSDP and DeepSpeed the
+    wrapper re-lays the parameters out (shards, flat parameters, a bf16 copy), so ``sharded`` guards
+    retake them from what each process holds when training begins, before the first optimizer step. Under
+    several processes the verdict is shared: every process fails together instead of one dying while the
+    others save a model.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.sharded = False
+        self.fingerprints = frozen_fingerprints(model)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.sharded:
+            self.model = model if model is not None else self.model
+            self.fingerprints = frozen_fingerprints(self.model, local=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        changed = changed_frozen_tensors(self.model, self.fingerprints, local=self.sharded)
+        changed_anywhere = len(changed)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            count = torch.tensor([len(changed)], device=args.device)
+            torch.distributed.all_reduce(count)
+            changed_anywhere = int(count.item())
+        if changed_anywhere:
+            where = f"first {changed[0]!r}" if changed else "on another process"
+            raise RuntimeError(
+                f"{changed_anywhere} frozen tensor(s) changed during training ({where}): something outside "
+                "the optimizer wrote to them (a custom callback, weight decay on a re-created optimizer, or a "
+                "gradual-unfreezing hook that did not rebuild the plan)."
+            )
+        logger.info("Verified: all %d frozen tensors are bit-identical to before training.", len(self.fingerprints))
+
+
+def enable_trainable_checkpointing(model: nn.Module, plan: FreezePlan, kwargs: dict | None = None) -> None:
+    """Activation checkpointing on the trainable blocks only, non-reentrant.
+
+    Reentrant checkpointing needs an input that requires grad, which a frozen bottom never produces, so its
+    blocks would silently get no gradients; transformers' workaround (``enable_input_require_grads``) makes
+    autograd record a graph through every frozen block instead. Frozen blocks keep no activations for
+    backward anyway, so checkpointing them would only recompute for nothing.
+    """
+    options = dict(kwargs or {})
+    if options.get("use_reentrant"):
+        logger.warning("use_reentrant=True ignored: with frozen lower blocks it yields no gradients; using False.")
+    options["use_reentrant"] = False
+    every_n_layers = options.pop("every_n_layers", 1)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs=options, every_n_layers=every_n_layers)
+    blocks = model.get_submodule(plan.blocks_prefix)
+    for index in plan.frozen_layers:
+        blocks[index].gradient_checkpointing = False
+    model.disable_input_require_grads()
+
+
+class FreezeTrainer(Trainer):
+    """A ``Trainer`` that applies a ``FreezePlan`` before the optimizer (or any DDP/FSDP wrapper) exists.
+
+    The optimizer sees only trainable parameters (``Trainer.create_optimizer`` keeps ``requires_grad``
+    ones), DDP is told that no parameter goes unused, and at the end every frozen tensor is checked to be
+    bit-identical to the pretrained one.
+
+    Training steps take the freeze-aware fast path (``chatfreeze.fastpath``; ``--fast_path false`` for the
+    plain one): the frozen prefix without autograd, the LM head and loss at labelled positions only, the
+    prefix cache for later epochs. Evaluation and ``return_outputs`` calls use the plain ``compute_loss``.
+    """
+
+    def __init__(self, model: nn.Module, args, freeze_plan: FreezePlan, **kwargs):
+        apply_plan(model, freeze_plan)
+        self.freeze_plan = freeze_plan
+        # A fixed freeze means every trainable parameter gets a gradient every step; letting DDP search
+        # for unused ones costs a graph traversal per step and breaks with activation checkpointing.
+        if args.ddp_find_unused_parameters is None:
+            args.ddp_find_unused_parameters = False
+        self.frozen_guard = FrozenWeightsGuard(model)
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [self.frozen_guard]
+        super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
+        self.frozen_guard.sharded = is_sharded(self)
+        self.fast_path = FastPath.create(self, freeze_plan)
+        self._index_training_examples()
+
+    def _index_training_examples(self) -> None:
+        """Give each training example its dataset index, carried to ``compute_loss``, for the prefix cache."""
+        if self.fast_path is None or self.fast_path.settings.prefix_cache == "off" or self.train_dataset is None:
+            return
+        indexed = with_example_index(self.train_dataset)
+        if indexed is None:
+            return
+        self.train_dataset = indexed
+        self.data_collator = IndexedCollator(self.data_collator)
+        self.fast_path.cache_wanted = True
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        compat.keep_signature_column(self, INDEX_COLUMN)  # remove_unused_columns must keep the index
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        indices = inputs.pop(INDEX_COLUMN, None)
+        fast = self.fast_path
+        if fast is None or return_outputs or not model.training or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        # The same reduction as the model's own loss: sum / num_items_in_batch when the Trainer passes it.
+        num_items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        with self.accelerator.autocast():
+            loss = fast.loss(model, inputs, indices, num_items)
+        return compat.scale_loss_like_trainer(self, loss, num_items)
+
+    def fill_prefix_cache(self) -> int:
+        """Compute the frozen prefix of every training example into the cache now (no training step).
+
+        Training does this during its first epoch anyway; calling it first makes every step, including the
+        first epoch's, train from the cache. Returns the number of examples cached (0 if there is no cache).
+        """
+        if self.fast_path is None:
+            return 0
+        self.fast_path.begin(self, plan_epochs=None)
+        if self.fast_path.cache is None:
+            return 0
+        dataset, collator = compat.training_loader_parts(self, self.train_dataset, self.data_collator)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self.args.per_device_train_batch_size,
+                                             collate_fn=collator, shuffle=False)
+        # Same autocast as training steps, so the cached states are the ones a step would compute.
+        with torch.no_grad(), self.accelerator.autocast():
+            return self.fast_path.fill(loader, self._prepare_inputs)
+
+    def train(self, *args, **kwargs):
+        wants_checkpointing = bool(self.args.activation_checkpointing)
+        if wants_checkpointing:
+            enable_trainable_checkpointing(self.model, self.freeze_plan, self.args.activation_checkpointing_kwargs)
+            # Trainer.train would re-enable it on every block and hook the input embeddings to require grad.
+            self.args.activation_checkpointing = False
+        if self.fast_path is not None:
+            self.fast_path.begin(self, planned_epochs(self.args, len(self.train_dataset)
+                                                      if hasattr(self.train_dataset, "__len__") else 0))
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.args.activation_checkpointing = wants_checkpointing
+            if self.fast_path is not None:
+                self.fast_path.end()
