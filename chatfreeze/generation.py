@@ -3,11 +3,14 @@ replies, evaluation and the terminal chat."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+logger = logging.getLogger(__name__)
 
 # Support answers should be factual and stable: low temperature, nucleus sampling, a mild repetition penalty
 # (SmolLM2-135M loops on long replies without one). 256 new tokens ~ 190 English words.
@@ -50,6 +53,102 @@ def generate_reply(
         **overrides,
     )
     return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
+
+
+# Below this many shared leading tokens a separate prefill of them costs more than it saves.
+MIN_SHARED_TOKENS = 16
+
+
+def shared_prefix_length(prompts: list[torch.Tensor]) -> int:
+    """How many leading tokens all prompts share, leaving every prompt at least one token of its own."""
+    limit = min(len(ids) for ids in prompts) - 1
+    for position in range(max(0, limit)):
+        if any(int(ids[position]) != int(prompts[0][position]) for ids in prompts[1:]):
+            return position
+    return max(0, limit)
+
+
+def _prefill(model, prefix: torch.Tensor):
+    """The model's own KV cache of ``prefix`` (batch 1), or None when it is not a plain per-layer cache."""
+    from .fastpath.compat import unsupported_cache
+
+    output = model(input_ids=prefix[None].to(model.device), use_cache=True)
+    cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+    layers = len(getattr(cache, "layers", []))
+    return None if cache is None or unsupported_cache(cache, layers) else cache
+
+
+def _batch(prompts: list[torch.Tensor], rows: list[int], pad: int, shared: int):
+    """``(input_ids, attention_mask, width)``: each row is the shared prefix, padding, then its own tokens (left
+    padding when ``shared`` is 0), so every row's reply starts right after its own prompt. Position ids follow
+    the attention mask, so the padding in the middle changes no real token's position."""
+    width = max(len(prompts[i]) for i in rows) - shared
+    input_ids = torch.full((len(rows), shared + width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+    for row, index in enumerate(rows):
+        ids = prompts[index]
+        input_ids[row, :shared], attention_mask[row, :shared] = ids[:shared], 1
+        own = ids[shared:]
+        input_ids[row, shared + width - len(own) :] = own
+        attention_mask[row, shared + width - len(own) :] = 1
+    return input_ids, attention_mask, shared + width
+
+
+@torch.inference_mode()
+def generate_replies(model, tokenizer, conversations: list[list[dict]], generation_config: GenerationConfig,
+                     batch_size: int = 64) -> list[str]:
+    """Replies to many conversations, ``batch_size`` at a time (decoding a batch costs little more than one row
+    on a CPU). Leading tokens every prompt shares (the system prompt) run once: their KV cache, the model's own,
+    is copied to every row. Conversations are batched by length and returned in input order.
+
+    Checked once per call: the most padded row of the first batch must get the reply it gets alone. A model whose
+    generation does not derive positions from the attention mask (e.g. learned absolute positions) fails that
+    check with the shared prefix, then with left padding; each failure falls back (with a log line) to the next
+    layout, the last being one conversation at a time.
+    """
+    prompts = [render_prompt(tokenizer, messages)[0] for messages in conversations]
+    if not prompts:
+        return []
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    # Equal batches: 130 prompts in batches of 64 decode as 65 + 65, not 64 + 64 + 2 (a batch costs nearly the same
+    # per step whatever its size, so a nearly empty last batch would cost a whole batch's steps).
+    batch_size = -(-len(prompts) // -(-len(prompts) // max(1, batch_size)))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def run(rows: list[int], shared: int, cache) -> list[str]:
+        input_ids, attention_mask, width = _batch(prompts, rows, pad, shared)
+        extra = {"cache": _copies(cache, len(rows))} if cache is not None else {}
+        output = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
+                                generation_config=generation_config, **extra)
+        return [tokenizer.decode(output[row, width:], skip_special_tokens=True).strip() for row in range(len(rows))]
+
+    shared = shared_prefix_length(prompts)
+    layouts = [(shared, _prefill(model, prompts[0][:shared]))] if shared >= MIN_SHARED_TOKENS else []
+    layouts = [(n, cache) for n, cache in layouts if cache is not None] + [(0, None)]
+    first = order[:batch_size]
+    alone = run([first[0]], 0, None)[0] if len(first) > 1 else None
+    replies: dict[int, str] = {}
+    for shared, cache in layouts:
+        batch = run(first, shared, cache)
+        if alone is None or batch[0] == alone:
+            break
+        logger.info("Batched generation: %s gives another reply than one row alone for this model; trying the "
+                    "next layout.", "a shared prefix" if shared else "left padding")
+    else:
+        return [run([index], 0, None)[0] for index in range(len(prompts))]
+    replies.update(zip(first, batch, strict=True))
+    for start in range(batch_size, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        replies.update(zip(rows, run(rows, shared, cache), strict=True))
+    return [replies[index] for index in range(len(prompts))]
+
+
+def _copies(cache, rows: int):
+    import copy
+
+    cache = copy.deepcopy(cache)
+    cache.batch_repeat_interleave(rows)
+    return cache
 
 
 class StopFlag(StoppingCriteria):

@@ -23,6 +23,7 @@ TOKENIZER_CONFIG_FILENAME = "tokenizer_config.json"
 CARD_FILENAME = "README.md"  # the model card: only in what the push uploads, never written into OUTPUT_DIR
 LOSS_CURVES_PLOT = "loss_curves.png"
 BEFORE_AFTER_PLOT = "before_after.png"
+LEARN_KEEP_PLOT = "learn_keep.png"
 PROVENANCE_FILENAME = "chatfreeze_source.json"  # in a converted offline checkpoint: where its weights came from
 
 

@@ -12,7 +12,9 @@ gradient clipping at 1.0, the same seed):
 * ``chatfreeze``        ``FreezeTrainer`` (fast path: prefix without autograd, loss at labelled positions,
   leading tokens the rows of a batch share, i.e. the system prompt, computed once);
 * ``chatfreeze_cached`` ``FreezeTrainer`` training from its prefix cache (a later epoch): the cache is filled
-  first (timed separately, reported as ``prefill_s``), then the same steps run from it.
+  first (timed separately, reported as ``prefill_s``), then the same steps run from it;
+* ``chatfreeze_kl``     ``FreezeTrainer`` with ``--kl_to_base 0.1``: the base's frozen top copy runs on the same
+  boundary states; its tokens/s against ``chatfreeze`` is the cost of KL to the base (losses differ by design).
 
 Data: ``--dataset`` (data/train.jsonl) rendered with the model's chat template, labels on assistant turns
 only, at real lengths (dialogues over ``--max_length`` dropped, none truncated). ``warmup + steps`` batches are
@@ -42,7 +44,9 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("full", "naive_freeze", "chatfreeze", "chatfreeze_cached")
+VARIANTS = ("full", "naive_freeze", "chatfreeze", "chatfreeze_cached", "chatfreeze_kl")
+# What KL to the base (--kl_to_base) costs: chatfreeze_kl's tokens/s over chatfreeze's (a ratio, not a target).
+KL_COST = ("chatfreeze_kl", "chatfreeze")
 COMPARED = ("chatfreeze", "chatfreeze_cached")  # against naive_freeze, for max_abs_diff
 # (variant, baseline, minimum speed-up) from the issue; memory: chatfreeze peak RSS <= 60% of full's.
 SPEED_TARGETS = (
@@ -248,6 +252,10 @@ def format_table(reports: dict, data: dict, details: dict, counts: dict, args) -
         every = f" ({', '.join(f'{r:.0f}' for r in rounds)})" if len(rounds) > 1 else ""
         lines.append(f"| {variant} | {speed[variant]:.1f}{every} | {vs_full} | {vs_naive} | "
                      f"{report['timed_s'] / args.steps:.2f} | {report['peak_rss_mb']:.0f} |")
+    with_kl, without = KL_COST
+    if with_kl in speed and without in speed:
+        lines.append(f"\nKL to the base costs {with_kl} {speed[with_kl] / speed[without]:.2f}x the tokens/s of "
+                     f"{without} (the base's frozen top copy runs once more per step).")
     if "chatfreeze_cached" in reports:
         lines.append(f"\nchatfreeze_cached filled its prefix cache first in "
                      f"{reports['chatfreeze_cached']['prefill_s']:.1f} s (not in its tokens/s).")
@@ -290,6 +298,8 @@ def main(argv: list[str] | None = None) -> dict:
         "weights_differing_over_1e-6": {v: {"count": c[0], "of": c[1]} for v, c in counts.items()},
         "targets": [{"target": n, "measured": round(v, 4), "limit": t, "pass": ok} for n, v, t, ok in targets(reports)],
         "prefill_s": reports.get("chatfreeze_cached", {}).get("prefill_s"),
+        "kl_to_base_speed_ratio": (reports[KL_COST[0]]["tokens_per_s"] / reports[KL_COST[1]]["tokens_per_s"]
+                                   if all(v in reports for v in KL_COST) else None),
         "data": data,
         "settings": {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "json"},
         "per_variant": {v: {k: r[k] for k in ("tokens_per_s_rounds", "timed_s", "step_s", "median_step_tokens_per_s",
@@ -370,9 +380,10 @@ def worker(args) -> dict:
         common["optim"] = args.optim
     clock = StepClock()
     cache = "ram" if variant == "chatfreeze_cached" else "auto"
+    kl = 0.1 if variant == "chatfreeze_kl" else 0.0
     run = recipe.RecipeRun(ModelArguments(model_name_or_path=args.model_name_or_path), DataArguments(), spec,
-                           FreezeTrainingArguments(**common, prefix_cache=cache), model=model, tokenizer=tokenizer,
-                           train_dataset=dataset)
+                           FreezeTrainingArguments(**common, prefix_cache=cache, kl_to_base=kl), model=model,
+                           tokenizer=tokenizer, train_dataset=dataset)
     run = recipe.plan(run, allow_no_freeze=True)
     trainer_class = RecordingTrainer if variant in ("full", "naive_freeze") else RecordingFreezeTrainer
     trainer = recipe.build_trainer(run, trainer_class, callbacks=[clock]).trainer

@@ -131,3 +131,16 @@ def smollm2_tokenizer(smollm2_path):
     from chatfreeze.modeling import load_tokenizer
 
     return load_tokenizer(str(smollm2_path))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_measurement_cache(tmp_path_factory):
+    """Cached base-model measurements go to a folder of this test session, never the user's cache: a test must
+    measure what the code under test computes, not what an earlier version cached."""
+    previous = os.environ.get("CHATFREEZE_MEASUREMENT_CACHE")
+    os.environ["CHATFREEZE_MEASUREMENT_CACHE"] = str(tmp_path_factory.mktemp("measurements"))
+    yield
+    if previous is None:
+        os.environ.pop("CHATFREEZE_MEASUREMENT_CACHE", None)
+    else:
+        os.environ["CHATFREEZE_MEASUREMENT_CACHE"] = previous

@@ -298,11 +298,13 @@ def test_training_run_writes_before_after_evaluation(tiny_model_dir, tmp_path, m
         "--eval_steps", "2", "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true",
         "--eval_before_after", "true", "--general_text", str(general), "--general_window", "64",
         "--general_stride", "32", "--general_max_windows", "4", "--generation_eval_samples", "2",
-        "--generation_max_new_tokens", "4",
+        "--generation_max_new_tokens", "4", "--probe_max_new_tokens", "8",
     ]))
     record = json.loads((out / "evaluation.json").read_text())
     for phase in ("before", "after"):
-        assert set(record[phase]) == {"support_perplexity", "general_perplexity", "rougeL", "chrf"}
+        # The four of the run's own data, plus the built-in skills probe (keep) that every run reports.
+        assert {"support_perplexity", "general_perplexity", "rougeL", "chrf", "skills_accuracy"} <= set(record[phase])
+    assert "facts probe: none given (--facts_probe)" in record["not_measured"]
     # A learning rate of 1e-2 on 4 steps must move the support perplexity.
     assert record["after"]["support_perplexity"] != record["before"]["support_perplexity"]
     saved = json.loads((out / "all_results.json").read_text())

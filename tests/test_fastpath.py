@@ -383,7 +383,7 @@ def test_benchmark_script_writes_the_json_contract(tmp_path, tiny_model_dir):
     run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(result_file.read_text())
-    variants = {"full", "naive_freeze", "chatfreeze", "chatfreeze_cached"}
+    variants = {"full", "naive_freeze", "chatfreeze", "chatfreeze_cached", "chatfreeze_kl"}
     assert set(result["tokens_per_s"]) == set(result["peak_rss_mb"]) == variants
     # Every variant trained the same timed steps (one round): tokens/s is that token count over its own time.
     timed_tokens = result["data"]["timed_tokens"]
@@ -393,3 +393,4 @@ def test_benchmark_script_writes_the_json_contract(tmp_path, tiny_model_dir):
         assert result["tokens_per_s"][variant] == pytest.approx(timed_tokens / timed_s, rel=1e-9)
     assert 0 <= result["max_abs_diff"] < 1e-4
     assert "| target | measured | PASS/FAIL |" in run.stdout
+    assert 0 < result["kl_to_base_speed_ratio"] < 10 and "KL to the base costs" in run.stdout

@@ -229,6 +229,23 @@ def test_card_reports_before_and_after_and_forgetting_from_evaluation_json(train
     assert metrics["General-text perplexity (forgetting)"] == 21.0 and metrics["ROUGE-L of replies"] == 0.30
     assert "Salesforce/wikitext" in card_metadata(card)["datasets"]
 
+    # The learn-vs-keep report, as a training run writes it.
+    from chatfreeze.evaluation.report import learn_keep
+
+    evaluation["before"].update(facts_accuracy=0.31, skills_accuracy=0.66, self_agreement_ratio=1.0)
+    evaluation["after"].update(facts_accuracy=0.92, skills_accuracy=0.65, self_agreement_ratio=1.06)
+    evaluation["learn_keep"] = learn_keep(evaluation["before"], evaluation["after"])
+    (out / "evaluation.json").write_text(json.dumps(evaluation))
+    card = build_model_card(load_run(out), "acme/bot")
+    assert "**Learned vs kept**" in card
+    assert "company facts right (facts probe): 31.0% -> 92.0% (+61.0 points)" in card
+    assert "| Company facts right (facts probe, learn) | 0.31 | 0.92 |" in card
+    metrics = {m["name"]: m["value"] for r in card_metadata(card)["model-index"][0]["results"] for m in r["metrics"]}
+    assert metrics["Self-agreement ratio (NLL on the base's own replies, tuned / base)"] == 1.06
+    for key in ("facts_accuracy", "skills_accuracy", "self_agreement_ratio"):
+        del evaluation["before"][key], evaluation["after"][key]
+    del evaluation["learn_keep"]
+
     del evaluation["before"]["general_perplexity"], evaluation["after"]["general_perplexity"]
     evaluation["config"].update(general_text=None, not_measured=["forgetting: no --general_text given"])
     (out / "evaluation.json").write_text(json.dumps(evaluation))

@@ -1,4 +1,4 @@
-"""The ``chatfreeze`` command: ``chatfreeze train|chat|plan|evaluate|push|plots ...``.
+"""The ``chatfreeze`` command: ``chatfreeze train|chat|plan|evaluate|push|plots|merge ...``.
 
 Each subcommand is one thin module here (``chatfreeze.cli.<name>``) with a ``main(argv)``; they are imported
 only when called, so ``chatfreeze chat`` or ``chatfreeze push`` never pay for the training stack. The train
@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": "measure a model on support dialogues and general text",
     "push": "upload a training run with its model card to the Hugging Face Hub",
     "plots": "(re)draw the plots of a finished run",
+    "merge": "interpolate a run's trained blocks toward its base (--alpha) into a new model directory",
 }
 
 

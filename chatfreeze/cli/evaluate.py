@@ -25,9 +25,15 @@ from .errors import run_cli
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chatfreeze.evaluate", description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--model_name_or_path", default=DEFAULT_MODEL, help="Hub id or local directory (a chatfreeze output dir).")
-    add("--dataset", required=True, help="Support dialogues: .jsonl/.json/.csv (Bitext CSV too), a directory "
-        "or a Hub dataset id; the same formats as training.")
+    add("--model_name_or_path", "--model", default=DEFAULT_MODEL,
+        help="Hub id or local directory (a chatfreeze output dir).")
+    add("--base", default=None, help="Compare with this base model (Hub id or directory): the learn-vs-keep "
+        "report a training run writes, for any two models (--base's measurements are cached).")
+    add("--dataset", default=None, help="Support dialogues: .jsonl/.json/.csv (Bitext CSV too), a directory "
+        "or a Hub dataset id; the same formats as training. Required without --base.")
+    add("--facts_probe", default=None, help="With --base: a facts-probe JSONL to score (learn).")
+    add("--skills_probe", default="builtin", help="With --base: 'builtin', a skills-probe JSONL, or 'none' (keep).")
+    add("--output_dir", default=None, help="With --base: write evaluation.json and the plots here.")
     add("--general_text", default=None, help="Plain-text file or Hub dataset id: also report general_perplexity.")
     add("--max_examples", type=int, default=None, help="Use the first N dialogues only.")
     add("--json", action="store_true", help="Print one JSON object instead of a report.")
@@ -66,6 +72,24 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def compare(args: dict, as_json: bool) -> int:
+    from ..evaluation.checkpoint import compare_models
+    from ..evaluation.report import format_report
+
+    for key in ("revision", "trust_remote_code"):
+        args.pop(key)
+    model, base = args.pop("model_name_or_path"), args.pop("base")
+    skills = args.pop("skills_probe")
+    record = compare_models(model, base, skills_probe=None if skills == "none" else skills,
+                            max_windows=args.pop("max_windows") or 40, **args)
+    if as_json:
+        print(json.dumps({k: record[k] for k in ("model", "base", "before", "after", "change", "learn_keep",
+                                                 "not_measured")}, ensure_ascii=False))
+    else:
+        print(f"{model} against its base {base}\n" + format_report(record["learn_keep"], record["not_measured"]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = vars(make_parser().parse_args(argv))
     as_json = args.pop("json")
@@ -75,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
                         level=logging.INFO, stream=sys.stderr)
     from ..evaluation import evaluate_checkpoint
 
+    if args["base"]:
+        return compare(args, as_json)
+    if not args["dataset"]:
+        raise ValueError("--dataset: required (support dialogues to measure), unless --base compares two models.")
+    for key in ("base", "facts_probe", "skills_probe", "output_dir"):
+        args.pop(key)
     result = evaluate_checkpoint(args.pop("model_name_or_path"), args.pop("dataset"), **args)
     print(json.dumps(result, ensure_ascii=False) if as_json else report(result))
     return 0

@@ -13,7 +13,9 @@ _EXPORTS = {  # submodule: the public names it defines
     ),
     "generation_metrics": ("load_metric", "greedy_config", "generation_metrics"),
     "before_after": ("BeforeAfterEvaluator", "EvaluationSettings", "evaluator_for_run"),
-    "checkpoint": ("evaluate_checkpoint",),
+    "checkpoint": ("evaluate_checkpoint", "compare_models"),
+    "probes": ("ProbeItem", "ProbeError", "load_facts_probe", "load_skills_probe"),
+    "report": ("learn_keep", "format_report"),
     "plots": ("write_plots",),
 }
 

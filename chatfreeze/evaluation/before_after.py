@@ -1,5 +1,19 @@
 """Before vs after training on fixed inputs: ``BeforeAfterEvaluator`` measures the base model and the tuned one
-the same way, and writes ``evaluation.json``, the log summary and the metrics for ``all_results.json``."""
+the same way, and writes ``evaluation.json`` (with the learn-vs-keep report), the log summary and the metrics
+for ``all_results.json``.
+
+What it measures, each only when its input is there (what is not is logged at WARNING and listed under
+``not_measured``, never skipped silently):
+
+* learn: **facts accuracy** (the facts probe, greedy replies with the run's system prompt), **support
+  perplexity** (held-out dialogues), ROUGE-L / chrF of held-out replies;
+* keep: **short-answer accuracy** (the skills probe's scored half), the **self-agreement ratio** (the tuned
+  model's NLL on the base model's own greedy replies to the skills probe, over the base's), **general-text
+  perplexity** (a file, or the Hub dataset when it can be reached).
+
+The base model's measurements are cached (``measurement_cache``), keyed by its weights and every input and
+setting, so a second run on the same base does not recompute them.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +22,22 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..common import is_sharded
+from ..common import first_line, is_sharded
 from ..data import opening_prompts
 from ..rundir import write_evaluation
-from .generation_metrics import generation_metrics
+from . import lm_eval, probes
+from .agreement import reply_examples, reply_nll
+from .generation_metrics import generation_metrics, greedy_replies
+from .measurement_cache import MeasurementCache, inputs_fingerprint, weights_fingerprint
 from .perplexity import general_perplexity, load_general_text, support_perplexity, tokenize_general_text
+from .prefix_states import FrozenPrefixStates
+from .report import REPORTED, format_report, learn_keep
 
 logger = logging.getLogger(__name__)
 
-HEADLINE_METRICS = ("support_perplexity", "general_perplexity", "rougeL", "chrf")
+HEADLINE_METRICS = ("support_perplexity", "general_perplexity", "rougeL", "chrf", "facts_accuracy",
+                    "skills_accuracy", "self_agreement_ratio")
+BUILTIN = "builtin"
 
 
 @dataclass
@@ -32,9 +53,19 @@ class EvaluationSettings:
     generation_samples: int = 8
     max_new_tokens: int = 96
     batch_size: int = 4
+    facts_probe: str | None = None  # a facts-probe JSONL file
+    skills_probe: str | None = None  # "builtin" (the set shipped with chatfreeze), a file, or None
+    system_prompt: str | None = None  # the run's: the facts probe is asked as the chat would ask it
+    probe_max_new_tokens: int = 48
+    probe_batch_size: int = 64
+    cache: bool = False  # cache the base ("before") measurements
+    lm_eval_tasks: str | None = None  # comma-separated lm-evaluation-harness tasks
+    lm_eval_limit: int | None = None
+    lm_eval_include_path: str | None = None
 
     @classmethod
     def from_data_args(cls, data_args, batch_size: int = 4) -> EvaluationSettings:
+        skills = data_args.skills_probe
         return cls(
             general_text=data_args.general_text,
             general_text_config=data_args.general_text_config,
@@ -45,11 +76,20 @@ class EvaluationSettings:
             generation_samples=data_args.generation_eval_samples,
             max_new_tokens=data_args.generation_max_new_tokens,
             batch_size=batch_size,
+            facts_probe=data_args.facts_probe,
+            skills_probe=None if skills in (None, "", "none") else skills,
+            system_prompt=data_args.system_prompt,
+            probe_max_new_tokens=data_args.probe_max_new_tokens,
+            probe_batch_size=data_args.probe_batch_size,
+            cache=data_args.cache_base_measurements,
+            lm_eval_tasks=data_args.lm_eval_tasks,
+            lm_eval_limit=data_args.lm_eval_limit,
+            lm_eval_include_path=data_args.lm_eval_include_path,
         )
 
 
 def _general_source_missing(source: str) -> bool:
-    """A path-like general text that is not there (a Hub id is tried, and fails loudly, when loaded)."""
+    """A path-like general text that is not there (a Hub id is probed, and fails loudly, when loaded)."""
     path = Path(source).expanduser()
     return not path.exists() and (source.startswith(("/", ".", "~")) or path.suffix.lower() in (".txt", ".raw"))
 
@@ -57,87 +97,253 @@ def _general_source_missing(source: str) -> bool:
 class BeforeAfterEvaluator:
     """Measures a model before and after training on fixed inputs, so the two results are comparable.
 
-    The held-out dialogues, the general-text tokens and the prompts are prepared once in ``__init__``;
-    ``measure(model)`` returns the headline metrics; ``finish`` writes ``evaluation.json``, logs a
-    before -> after summary and returns ``before_*``/``after_*`` metrics for ``all_results.json``.
+    The inputs (held-out dialogues, general-text tokens, probes) are prepared once in ``__init__``;
+    ``measure(model, "before")`` measures the base (and keeps its skills replies for self-agreement),
+    ``measure(model, "after")`` the tuned model; ``finish`` writes ``evaluation.json``, logs the learn-vs-keep
+    report and returns ``before_*``/``after_*`` metrics for ``all_results.json``.
     """
 
     def __init__(self, tokenizer, settings: EvaluationSettings, eval_dataset=None,
-                 eval_dialogues: list[list[dict]] | None = None):
+                 eval_dialogues: list[list[dict]] | None = None, prefix_states=None):
         self.tokenizer, self.settings, self.eval_dataset = tokenizer, settings, eval_dataset
+        self.prefix_states = prefix_states  # FrozenPrefixStates: the tuned model reuses the base's frozen prefix
         self.prompts = opening_prompts(eval_dialogues or [], settings.generation_samples)
-        self.general_ids: list[int] | None = None
         self.replies: dict[str, list[str]] = {}
+        self.probe_results: dict[str, dict] = {}
         self.details: dict = {}
         self.skipped: list[str] = []
+        self.base_examples: list[dict] | None = None  # the base's skills replies, tokenized for self-agreement
+        self.base_nll: float | None = None
         if eval_dataset is None:
             self._skip("support perplexity and generation metrics: no held-out dialogues "
                        "(set --eval_dataset or --validation_split_ratio)")
-        source = settings.general_text
-        if not source:
-            self._skip("forgetting: no --general_text given")
-        elif _general_source_missing(source):
-            self._skip(f"forgetting: --general_text {source} does not exist")
-        else:
-            text = load_general_text(source, settings.general_text_config, settings.general_text_split)
-            self.general_ids = tokenize_general_text(
-                tokenizer, text, settings.window, settings.stride, settings.max_windows
-            )
+        self.general_ids = self._general_ids()
+        self.facts = self._load_probe("facts", settings.facts_probe)
+        self.skills = self._load_probe("skills", settings.skills_probe)
+        self.lm_eval_tasks = lm_eval.parse_tasks(settings.lm_eval_tasks)
+        lm_eval.check_available(self.lm_eval_tasks)
 
     def _skip(self, what: str) -> None:
         self.skipped.append(what)
-        logger.info("Not measured: %s.", what)
+        logger.warning("Not measured: %s.", what)
+
+    def _general_ids(self) -> list[int] | None:
+        settings, source = self.settings, self.settings.general_text
+        if not source:
+            self._skip("forgetting: no --general_text given")
+            return None
+        if _general_source_missing(source):
+            self._skip(f"forgetting: --general_text {source} does not exist")
+            return None
+        if not Path(source).expanduser().exists():
+            from ..modeling import hub_unreachable
+
+            why = hub_unreachable(source, "dataset")
+            if why:
+                self._skip(f"forgetting: --general_text {source} is neither a file nor reachable on the Hub "
+                           f"({why}); pass a plain-text file to measure it offline")
+                return None
+        try:
+            text = load_general_text(source, settings.general_text_config, settings.general_text_split)
+        except (ValueError, FileNotFoundError) as err:
+            self._skip(f"forgetting: {err}")
+            return None
+        return tokenize_general_text(self.tokenizer, text, settings.window, settings.stride, settings.max_windows)
+
+    def _load_probe(self, kind: str, source: str | None) -> list[probes.ProbeItem]:
+        if not source:
+            self._skip(f"{kind} probe: none given (--{kind}_probe)")
+            return []
+        if kind == "facts":
+            return probes.load_facts_probe(source)
+        return probes.load_skills_probe(probes.SKILLS_FILE if source == BUILTIN else source, "probe")
+
+    # ---- measuring --------------------------------------------------------------------------------------
 
     def measure(self, model, label: str = "") -> dict:
-        """Headline metrics of ``model`` now (``label`` only names the run in the log)."""
-        started, settings, result = time.perf_counter(), self.settings, {}
-        if self.eval_dataset is not None:
-            support = support_perplexity(model, self.eval_dataset, self.tokenizer, settings.batch_size)
-            result["support_perplexity"] = support["support_perplexity"]
-            self.details.update(support_examples=support["support_examples"], support_tokens=support["support_tokens"])
-        if self.general_ids is not None:
-            general = general_perplexity(model, self.general_ids, settings.window, settings.stride,
-                                         settings.max_windows, max(1, settings.batch_size // 2))
-            result["general_perplexity"] = general["general_perplexity"]
-            self.details.update(general_windows=general["general_windows"], general_tokens=general["general_tokens"])
-        if self.prompts:
-            scores, replies = generation_metrics(model, self.tokenizer, self.prompts, settings.max_new_tokens)
-            result.update(scores)
-            self.replies[label or str(len(self.replies))] = replies
+        """Headline metrics of ``model`` now. ``label="before"`` marks the base model (its skills replies become
+        the reference for self-agreement, and its measurements are cached when ``settings.cache``)."""
+        started = time.perf_counter()
+        is_base = label == "before"
+        cache = MeasurementCache() if is_base and self.settings.cache else None
+        keys = (weights_fingerprint(model), self.inputs_key()) if cache else None
+        cached = cache.get(*keys) if cache else None
+        if cached is not None:
+            result = self._restore(cached, label)
+            if self.prefix_states is not None and self.prefix_states.load(cache.path(*keys).with_suffix(".states.pt")):
+                self.details["prefix_states_from_cache"] = True
+            logger.info("Evaluation (before): the base model's measurements come from the cache (%s).",
+                        cache.path(*keys).name)
+        else:
+            result = self._measure(model, label, is_base)
+            if cache:
+                cache.put(*keys, self._snapshot(result, label))
+                if self._states_for(model) is not None and self.prefix_states.states:
+                    self.prefix_states.save(cache.path(*keys).with_suffix(".states.pt"))
         logger.info("Evaluation%s took %.0f s: %s", f" ({label})" if label else "", time.perf_counter() - started,
                     ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
         return result
 
+    def _timed(self, label: str, part: str, started: float) -> None:
+        seconds = self.details.setdefault("seconds", {}).setdefault(label or "model", {})
+        seconds[part] = round(time.perf_counter() - started, 2)
+
+    def _measure(self, model, label: str, is_base: bool) -> dict:
+        settings, result, started = self.settings, {}, time.perf_counter()
+        if self.eval_dataset is not None:
+            support = support_perplexity(model, self.eval_dataset, self.tokenizer, settings.batch_size,
+                                         self._states_for(model))
+            result["support_perplexity"] = support["support_perplexity"]
+            self.details.update(support_examples=support["support_examples"], support_tokens=support["support_tokens"])
+            self._timed(label, "support_perplexity", started)
+        if self.general_ids is not None:
+            started = time.perf_counter()
+            general = general_perplexity(model, self.general_ids, settings.window, settings.stride,
+                                         settings.max_windows, max(1, settings.batch_size // 2))
+            result["general_perplexity"] = general["general_perplexity"]
+            self.details.update(general_windows=general["general_windows"], general_tokens=general["general_tokens"])
+            self._timed(label, "general_perplexity", started)
+        if self.prompts:
+            started = time.perf_counter()
+            scores, replies = generation_metrics(model, self.tokenizer, self.prompts, settings.max_new_tokens)
+            result.update(scores)
+            self.replies[label or str(len(self.replies))] = replies
+            self._timed(label, "generation_metrics", started)
+        result.update(self._probes(model, label, is_base))
+        started = time.perf_counter()
+        result.update(self._lm_eval(model, label))
+        if self.lm_eval_tasks:
+            self._timed(label, "lm_eval", started)
+        return result
+
+    def _lm_eval(self, model, label: str) -> dict:
+        if not self.lm_eval_tasks:
+            return {}
+        settings = self.settings
+        try:
+            return lm_eval.run_tasks(model, self.tokenizer, self.lm_eval_tasks, settings.lm_eval_limit,
+                                     settings.lm_eval_include_path, settings.probe_batch_size)
+        except Exception as err:  # noqa: BLE001 - network, unknown task, task data: each means "not measured"
+            what = f"lm-eval tasks {','.join(self.lm_eval_tasks)} ({label}): {first_line(err, with_type=True)}"
+            if what not in self.skipped:
+                self._skip(what)
+            return {}
+
+    def _probes(self, model, label: str, is_base: bool) -> dict:
+        result, settings = {}, self.settings
+        for kind, items, system in (("facts", self.facts, settings.system_prompt), ("skills", self.skills, None)):
+            if not items:
+                continue
+            started = time.perf_counter()
+            conversations = probes.conversations(items, system)
+            replies = greedy_replies(model, self.tokenizer, conversations, settings.probe_max_new_tokens,
+                                     settings.probe_batch_size)
+            scored = probes.score(items, replies)
+            result[f"{kind}_accuracy"] = scored["accuracy"]
+            self.probe_results.setdefault(label, {})[kind] = scored | {"replies": dict(
+                zip([item.id for item in items], replies, strict=True))}
+            self._timed(label, f"{kind}_probe", started)
+            if kind == "skills":
+                started = time.perf_counter()
+                result.update(self._self_agreement(model, conversations, replies, is_base))
+                self._timed(label, "self_agreement", started)
+        return result
+
+    def _self_agreement(self, model, conversations, replies, is_base: bool) -> dict:
+        if is_base or self.base_examples is None:
+            if not is_base:
+                logger.warning("Self-agreement of an unlabelled model is measured against its own replies.")
+            self.base_examples = reply_examples(self.tokenizer, conversations, replies)
+            if not self.base_examples:
+                self._skip("self-agreement: every reply of the base model to the skills probe is empty")
+                return {}
+            self.base_nll = reply_nll(model, self.tokenizer, self.base_examples, self.settings.batch_size,
+                                      self._states_for(model))["nll"]
+            self.details["self_agreement_replies"] = len(self.base_examples)
+            return {"self_agreement_nll": self.base_nll, "self_agreement_ratio": 1.0}
+        if not self.base_examples:
+            return {}
+        nll = reply_nll(model, self.tokenizer, self.base_examples, self.settings.batch_size,
+                        self._states_for(model))["nll"]
+        return {"self_agreement_nll": nll, "self_agreement_ratio": nll / self.base_nll}
+
+    def _states_for(self, model):
+        states = self.prefix_states
+        return states if states is not None and model is states.model else None
+
+    # ---- the cache of the base's measurements ---------------------------------------------------------------
+
+    def inputs_key(self) -> str:
+        """A fingerprint of everything a measurement depends on besides the weights."""
+        support = None if self.eval_dataset is None else [self.eval_dataset["input_ids"], self.eval_dataset["labels"]]
+        items = [asdict(item) for item in self.facts + self.skills]
+        return inputs_fingerprint(asdict(self.settings) | {"cache": None}, support, self.general_ids, self.prompts,
+                                  items, self.tokenizer.chat_template)
+
+    def _snapshot(self, result: dict, label: str) -> dict:
+        return {"result": result, "replies": self.replies.get(label), "probes": self.probe_results.get(label),
+                "details": self.details, "base_examples": self.base_examples, "base_nll": self.base_nll,
+                "skipped": [what for what in self.skipped if what.startswith("self-agreement")]}
+
+    def _restore(self, cached: dict, label: str) -> dict:
+        if cached.get("replies") is not None:
+            self.replies[label] = cached["replies"]
+        if cached.get("probes") is not None:
+            self.probe_results[label] = cached["probes"]
+        self.details.update(cached.get("details") or {})
+        self.base_examples, self.base_nll = cached.get("base_examples"), cached.get("base_nll")
+        self.details["before_from_cache"] = True
+        for what in cached.get("skipped") or []:
+            if what not in self.skipped:
+                self._skip(what)
+        return cached["result"]
+
+    # ---- the record -------------------------------------------------------------------------------------
+
     def config(self) -> dict:
         return asdict(self.settings) | self.details | {
             "generation_prompts": len(self.prompts),
+            "facts_questions": sum(item.checkable for item in self.facts),
+            "skills_questions": sum(item.checkable for item in self.skills),
             "decoding": "greedy, repetition_penalty 1.1",
             "support_perplexity": "exp(total NLL / scored tokens) over assistant tokens (training's labels)",
             "general_scoring": "sliding windows; each window scores the tokens it adds beyond the previous one",
+            "self_agreement": "tuned NLL / base NLL per token of the base model's greedy replies to the skills probe",
             "not_measured": self.skipped,
         }
 
-    def finish(self, output_dir: str | Path, before: dict, after: dict) -> dict:
-        """Write ``evaluation.json``, log the summary, return the metrics to merge into all_results.json."""
-        record = {"before": before, "after": after, "config": self.config(), "change": changes(before, after)}
+    def record(self, before: dict, after: dict) -> dict:
+        """What ``evaluation.json`` holds: both measurements, the changes, the learn-vs-keep report, the settings,
+        what was not measured, the replies and the probe details."""
+        record = {"before": before, "after": after, "config": self.config(), "change": changes(before, after),
+                  "learn_keep": learn_keep(before, after), "not_measured": self.skipped}
         if self.replies:
             record["replies"] = [
                 {"prompt": p["messages"][-1]["content"], "reference": p["reference"]}
                 | {label: replies[index] for label, replies in self.replies.items()}
                 for index, p in enumerate(self.prompts)
             ]
+        if self.probe_results:
+            record["probes"] = self.probe_results
+        return record
+
+    def finish(self, output_dir: str | Path, before: dict, after: dict) -> dict:
+        """Write ``evaluation.json``, log the learn-vs-keep report, return the metrics for all_results.json."""
+        record = self.record(before, after)
         write_evaluation(output_dir, record)
-        logger.info("Before -> after training:\n%s", summarize(before, after))
+        logger.info("Before -> after training:\n%s", format_report(record["learn_keep"], self.skipped))
         return flat_metrics(before, after)
 
 
 def changes(before: dict, after: dict) -> dict:
-    """Relative change (%) of each perplexity, absolute change of each generation score."""
+    """Relative change (%) of each perplexity, points of each accuracy, absolute change of each other score."""
     out = {}
     for key in HEADLINE_METRICS:
-        if key in before and key in after:
+        if key in before and key in after and key != "self_agreement_ratio":
             if key.endswith("perplexity"):
                 out[f"{key}_change_pct"] = 100.0 * (after[key] / before[key] - 1.0)
+            elif key.endswith("accuracy"):
+                out[f"{key}_change_points"] = 100.0 * (after[key] - before[key])
             else:
                 out[f"{key}_change"] = after[key] - before[key]
     return out
@@ -150,18 +356,8 @@ def flat_metrics(before: dict, after: dict) -> dict:
 
 
 def summarize(before: dict, after: dict) -> str:
-    """One line per metric, e.g. ``general perplexity (forgetting): 21.3 -> 22.0 (+3.3%)``."""
-    names = {"support_perplexity": "support perplexity", "general_perplexity": "general perplexity (forgetting)",
-             "rougeL": "ROUGE-L", "chrf": "chrF"}
-    lines = []
-    for key, name in names.items():
-        if key in before and key in after:
-            if key.endswith("perplexity"):
-                change = f"{100.0 * (after[key] / before[key] - 1.0):+.1f}%"
-            else:
-                change = f"{after[key] - before[key]:+.3g}"
-            lines.append(f"  {name}: {before[key]:.4g} -> {after[key]:.4g} ({change})")
-    return "\n".join(lines) or "  nothing measured"
+    """The learn-vs-keep report as indented lines (the log's and the CLI's)."""
+    return format_report(learn_keep(before, after))
 
 
 def evaluator_for_run(data_args, tokenizer, eval_dataset, eval_dialogues, trainer) -> BeforeAfterEvaluator | None:
@@ -174,4 +370,20 @@ def evaluator_for_run(data_args, tokenizer, eval_dataset, eval_dialogues, traine
                        "`python -m chatfreeze.evaluate` on the saved model instead.")
         return None
     settings = EvaluationSettings.from_data_args(data_args, trainer.args.per_device_eval_batch_size)
-    return BeforeAfterEvaluator(tokenizer, settings, eval_dataset, eval_dialogues)
+    return BeforeAfterEvaluator(tokenizer, settings, eval_dataset, eval_dialogues, frozen_prefix_states(trainer))
+
+
+def frozen_prefix_states(trainer) -> FrozenPrefixStates | None:
+    """States to reuse when the run's plan freezes the embeddings and a bottom run of whole blocks (so that
+    prefix is bit-identical before and after training), for a fast-path architecture; None otherwise."""
+    plan, model = getattr(trainer, "freeze_plan", None), trainer.model
+    if plan is None or not plan.embeddings_frozen:
+        return None
+    num_prefix = plan.first_trainable_layer
+    if not set(range(num_prefix)) <= set(plan.frozen_layers) or not FrozenPrefixStates.supported(model, num_prefix):
+        return None
+    return FrozenPrefixStates(model, plan.blocks_prefix, num_prefix)
+
+
+__all__ = ["REPORTED", "BeforeAfterEvaluator", "EvaluationSettings", "changes", "evaluator_for_run", "flat_metrics",
+           "summarize"]

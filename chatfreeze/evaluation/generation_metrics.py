@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..generation import DEFAULT_GENERATION, generate_reply
+from ..generation import DEFAULT_GENERATION, generate_replies
 from .perplexity import _EvalMode
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
@@ -41,11 +41,17 @@ def greedy_config(model, tokenizer, max_new_tokens: int):
     )
 
 
-def generation_metrics(model, tokenizer, prompts: list[dict], max_new_tokens: int = 96) -> tuple[dict, list[str]]:
-    """Greedy replies to ``prompts`` and their ROUGE-L (0..1) and chrF (0..100) against the references."""
+def greedy_replies(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int,
+                   batch_size: int = 64) -> list[str]:
+    """Greedy replies (``greedy_config``) to ``conversations``, batched with left padding."""
     config = greedy_config(model, tokenizer, max_new_tokens)
     with _EvalMode(model):
-        replies = [generate_reply(model, tokenizer, p["messages"], generation_config=config) for p in prompts]
+        return generate_replies(model, tokenizer, conversations, config, batch_size)
+
+
+def generation_metrics(model, tokenizer, prompts: list[dict], max_new_tokens: int = 96) -> tuple[dict, list[str]]:
+    """Greedy replies to ``prompts`` and their ROUGE-L (0..1) and chrF (0..100) against the references."""
+    replies = greedy_replies(model, tokenizer, [p["messages"] for p in prompts], max_new_tokens)
     references = [p["reference"] for p in prompts]
     rouge = load_metric("rouge_l").compute(predictions=replies, references=references)
     chrf = load_metric("chrf").compute(predictions=replies, references=references)

@@ -17,11 +17,11 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..common import first_line
 from ..data import DialogueCollator, build_dataset
 from ..data.schema import IGNORE_INDEX
+from ..fastpath.loss import labelled_nll
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +38,15 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _target_nll(model, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
-    """Sum of next-token NLL over positions whose label is not -100, and how many there are."""
+def target_nll(model, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
+    """Sum of next-token NLL over positions whose label is not -100, and how many there are. The LM head runs
+    at those positions only (``fastpath.loss.labelled_nll``): a full (batch, length, vocab) float32 copy of
+    SmolLM2's 49k-entry vocabulary would cost 200 MB per 1k tokens, and most positions are not scored."""
     device = _model_device(model)
-    labels = batch["labels"].to(device)
-    logits = model(input_ids=batch["input_ids"].to(device),
-                   attention_mask=batch["attention_mask"].to(device)).logits
-    targets = labels[:, 1:]
-    scored = targets != IGNORE_INDEX
-    # Select the scored positions before the softmax: a full (batch, length, vocab) float32 copy of
-    # SmolLM2's 49k-entry vocabulary would cost 200 MB per 1k tokens.
-    selected = logits[:, :-1][scored].float()
-    nll = F.cross_entropy(selected, targets[scored], reduction="sum")
-    return float(nll), int(scored.sum())
+    mask = batch.get("attention_mask")
+    nll, count = labelled_nll(model, batch["input_ids"].to(device), None if mask is None else mask.to(device),
+                              batch["labels"].to(device))
+    return float(nll), count
 
 
 class _EvalMode:
@@ -68,19 +64,22 @@ class _EvalMode:
 
 
 @torch.inference_mode()
-def support_perplexity(model, dataset, tokenizer, batch_size: int = 4) -> dict:
+def support_perplexity(model, dataset, tokenizer, batch_size: int = 4, prefix_states=None) -> dict:
     """Token-weighted perplexity of ``model`` on the labelled (assistant) tokens of ``dataset``.
 
     ``dataset`` holds ``input_ids``/``labels`` as ``build_dataset`` makes them. Returns
     ``support_perplexity``, ``support_nll`` (mean NLL per scored token, nats), ``support_tokens`` (scored
-    tokens) and ``support_examples``.
+    tokens) and ``support_examples``. With ``prefix_states`` (``FrozenPrefixStates``) the frozen prefix of each
+    batch is computed once and reused when the same (tuned) model is measured again.
     """
     collator = DialogueCollator(tokenizer)
     total_nll, total_tokens = 0.0, 0
     with _EvalMode(model):
         for start in range(0, len(dataset), batch_size):
             rows = dataset.select(range(start, min(start + batch_size, len(dataset))))
-            nll, count = _target_nll(model, collator(list(rows)))
+            batch = collator(list(rows))
+            nll, count = (prefix_states.nll(model, ("support", start), batch) if prefix_states is not None
+                          else target_nll(model, batch))
             total_nll += nll
             total_tokens += count
     if total_tokens == 0:
@@ -176,7 +175,7 @@ def general_perplexity(model, token_ids: list[int], window: int = 512, stride: i
                 labels[row, length - targets : length] = ids[end - targets : end]
                 attention_mask[row, :length] = 1
             batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-            nll, count = _target_nll(model, batch)
+            nll, count = target_nll(model, batch)
             total_nll += nll
             total_tokens += count
     mean = total_nll / total_tokens

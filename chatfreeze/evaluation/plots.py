@@ -14,6 +14,7 @@ from pathlib import Path
 from ..rundir import (
     BEFORE_AFTER_PLOT,
     EVALUATION_FILENAME,
+    LEARN_KEEP_PLOT,
     LOSS_CURVES_PLOT,
     TRAINER_STATE_FILENAME,
     read_json,
@@ -25,6 +26,8 @@ METRIC_TITLES = {
     "general_perplexity": "general-text perplexity\n(forgetting, lower is better)",
     "rougeL": "ROUGE-L\n(higher is better)",
     "chrf": "chrF\n(higher is better)",
+    "facts_accuracy": "company facts right\n(learn, higher is better)",
+    "skills_accuracy": "general short answers right\n(keep, higher is better)",
 }
 
 
@@ -85,6 +88,35 @@ def plot_before_after(evaluation: dict, path: str | Path) -> Path | None:
     return Path(path)
 
 
+def plot_learn_keep(evaluation: dict, path: str | Path) -> Path | None:
+    """Learn (facts accuracy) against keep (short-answer accuracy), base and tuned marked; None without both."""
+    before, after = evaluation.get("before") or {}, evaluation.get("after") or {}
+    keys = ("skills_accuracy", "facts_accuracy")
+    if not all(k in before and k in after for k in keys):
+        return None
+    fig = _figure(5.2, 4.4)
+    ax = fig.add_subplot()
+    points = {"base": before, "tuned": after}
+    for (label, values), color in zip(points.items(), ("tab:gray", "tab:green"), strict=True):
+        x, y = 100 * values["skills_accuracy"], 100 * values["facts_accuracy"]
+        ax.scatter([x], [y], s=80, color=color, zorder=3, label=label)
+        ax.annotate(f"{label}\n({x:.0f}%, {y:.0f}%)", (x, y), textcoords="offset points", xytext=(8, -4), fontsize=8)
+    ax.annotate("", xy=(100 * after["skills_accuracy"], 100 * after["facts_accuracy"]),
+                xytext=(100 * before["skills_accuracy"], 100 * before["facts_accuracy"]),
+                arrowprops={"arrowstyle": "->", "color": "tab:blue"})
+    ratio = after.get("self_agreement_ratio")
+    subtitle = f"self-agreement ratio {ratio:.3f}" if ratio is not None else ""
+    ax.set_xlim(0, 105)
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("keep: general short answers right (skills probe, %)")
+    ax.set_ylabel("learn: company facts right (facts probe, %)")
+    ax.set_title(f"learn vs keep\n{subtitle}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.savefig(path)
+    return Path(path)
+
+
 def write_plots(output_dir: str | Path) -> list[Path]:
     """Draw whatever the run directory has data for; returns the PNGs written."""
     out, written = Path(output_dir), []
@@ -94,6 +126,7 @@ def write_plots(output_dir: str | Path) -> list[Path]:
     evaluation = read_json(out / EVALUATION_FILENAME)
     if evaluation is not None:
         written.append(plot_before_after(evaluation, out / BEFORE_AFTER_PLOT))
+        written.append(plot_learn_keep(evaluation, out / LEARN_KEEP_PLOT))
     written = [p for p in written if p is not None]
     if written:
         logger.info("Plots: %s", ", ".join(str(p) for p in written))

@@ -21,13 +21,14 @@ import torch
 from torch import nn
 
 from ..common import text_config
+from ..retention.kl_to_base import BaseTop
 from .batch import INDEX_COLUMN, example_lengths, right_padded_layout
 from .cache import PrefixCache, allocate_cache
 from .compat import LOGIT_PROCESSING
 from .loss import labelled_positions_loss, shifted_labels
 from .options import FastPathSettings
 from .policy import cache_refusal, fast_path_refusal, prefix_randomness
-from .runner import PrefixRunner
+from .runner import PrefixRunner, replaced_forwards
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class FastPath:
     cache_wanted: bool = False  # the dataset carries example indices; begin() decides whether a cache is used
     probed: bool = False
     last_cache_stats: dict | None = None  # hits/misses/bytes of the cache when the last train() ended
+    base_top: BaseTop | None = None  # the base's trainable part, frozen, for --kl_to_base
+    kl_weight: float = 0.0
     _said: set = field(default_factory=set)
 
     @classmethod
@@ -71,6 +74,11 @@ class FastPath:
             prefix_label=f"embeddings + blocks 0-{num_prefix - 1}" if num_prefix > 1 else "embeddings + block 0",
         )
         fast._share_only_without_dropout(len(blocks))
+        fast.kl_weight = float(getattr(trainer.args, "kl_to_base", 0.0) or 0.0)
+        if fast.kl_weight > 0:
+            fast.base_top = BaseTop(model, plan.trainable_parameter_names)
+            logger.info("KL to the base (beta %g): a frozen copy of the %s parameters that train runs on the same "
+                        "boundary states.", fast.kl_weight, f"{fast.base_top.parameters:,}")
         if not fast.skip_prefix:
             logger.info("Fast path: no frozen block at the bottom, so there is no prefix to skip; "
                         "loss at labelled positions only.")
@@ -195,7 +203,15 @@ class FastPath:
             self.probe(model_inputs)
         boundary = self.boundary(model_inputs, indices)
         hidden = self.runner.final_hidden(model, model_inputs, boundary)
-        return labelled_positions_loss(hidden, shift, self.runner.head, self.process_logits, num_items_in_batch)
+        base_hidden = self.base_hidden(model_inputs, boundary) if self.base_top is not None else None
+        return labelled_positions_loss(hidden, shift, self.runner.head, self.process_logits, num_items_in_batch,
+                                       base_hidden=base_hidden, base_head=self.base_top and self.base_top.head,
+                                       kl_weight=self.kl_weight)
+
+    def base_hidden(self, model_inputs: dict, boundary: torch.Tensor | None) -> torch.Tensor:
+        """The base model's final hidden states for this batch: its frozen top copy on the same boundary."""
+        with torch.no_grad(), replaced_forwards(self.base_top.replacements()):
+            return self.runner.top_pass(self.model, model_inputs, boundary)[0]
 
     def fill(self, batches, to_device: Callable[[dict], dict]) -> int:
         """Compute and keep the boundary states of every example in ``batches`` (no training). Returns how many."""

@@ -34,34 +34,81 @@ def labelled_positions_loss(
     process: Callable[[torch.Tensor], torch.Tensor],
     num_items_in_batch: torch.Tensor | int | None = None,
     chunk_elements: int = LOSS_CHUNK_ELEMENTS,
+    base_hidden: torch.Tensor | None = None,
+    base_head: nn.Module | None = None,
+    kl_weight: float = 0.0,
 ) -> torch.Tensor:
     """Cross-entropy of ``process(head(hidden))`` where ``shift_labels != -100``, reduced like ``ForCausalLMLoss``.
 
     Mean over the labelled positions, or their sum divided by ``num_items_in_batch`` when the Trainer passes
     it (gradient accumulation). Positions whose label is -100 are never projected onto the vocabulary.
+    With ``base_hidden`` (the base model's final hidden states, no grad) each labelled position also adds
+    ``kl_weight · KL(p_base ‖ p)``, reduced the same way (``retention.kl_to_base``).
     """
     keep = shift_labels != IGNORE_INDEX
     states = hidden[keep.to(hidden.device)]
     targets = shift_labels[keep].to(hidden.device)
+    base_states = None if base_hidden is None else base_hidden[keep.to(base_hidden.device)]
     vocab = getattr(head, "out_features", None) or head.weight.shape[0]
     chunk = max(1, chunk_elements // max(1, vocab))
 
-    def summed(part: torch.Tensor, part_targets: torch.Tensor) -> torch.Tensor:
+    def summed(part: torch.Tensor, part_targets: torch.Tensor, base_part: torch.Tensor | None = None) -> torch.Tensor:
         logits = process(head(part)).float()
-        return F.cross_entropy(logits, part_targets, reduction="sum")
+        loss = F.cross_entropy(logits, part_targets, reduction="sum")
+        if base_part is not None:
+            from ..retention.kl_to_base import kl_from_base
 
+            with torch.no_grad():
+                base_logits = process((base_head or head)(base_part))
+            loss = loss + kl_weight * kl_from_base(logits, base_logits)
+        return loss
+
+    base_parts = base_states.split(chunk) if base_states is not None else [None] * len(states.split(chunk))
     if states.shape[0] <= chunk:
-        total = summed(states, targets)
+        total = summed(states, targets, base_states)
     else:
         from torch.utils.checkpoint import checkpoint
 
         # Only one chunk's logits live at a time: each is recomputed in backward instead of stored.
         total = sum(
-            checkpoint(summed, part, part_targets, use_reentrant=False)
-            for part, part_targets in zip(states.split(chunk), targets.split(chunk), strict=True)
+            checkpoint(summed, part, part_targets, base_part, use_reentrant=False)
+            for part, part_targets, base_part in zip(states.split(chunk), targets.split(chunk), base_parts,
+                                                     strict=True)
         )
     if num_items_in_batch is None:
         return total / targets.numel()  # 0/0 = nan on a batch with no label, as the plain mean gives
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
+
+
+def labelled_nll(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(sum of next-token NLL where labels are set, how many)``, with the LM head applied at those positions
+    only: the model's own forward with its head stubbed out, then ``labelled_positions_loss``. Architectures
+    whose logit processing is not reproduced exactly (``compat.LOGIT_PROCESSING``) use the full logits."""
+    from ..common import text_config
+    from .compat import LOGIT_PROCESSING
+    from .runner import _empty_logits, replaced_forwards
+
+    shift = shifted_labels(labels)
+    count = int((shift != IGNORE_INDEX).sum())
+    head, model_type = model.get_output_embeddings(), getattr(model.config, "model_type", None)
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if head is None or model_type not in LOGIT_PROCESSING:
+        logits = model(**inputs).logits
+        keep = shift != IGNORE_INDEX
+        return F.cross_entropy(logits[keep.to(logits.device)].float(), shift[keep].to(logits.device),
+                               reduction="sum"), count
+    captured = []
+
+    def record(hidden_states, *args, **kwargs):
+        captured.append(hidden_states)
+        return _empty_logits(hidden_states)
+
+    with replaced_forwards({head: record}):
+        model(**inputs)
+    config, process = text_config(model.config), LOGIT_PROCESSING[model_type]
+    total = labelled_positions_loss(captured[0], shift, head, lambda logits: process(logits, config),
+                                    num_items_in_batch=1)
+    return total, count

@@ -127,9 +127,10 @@ class PrefixRunner:
             hidden = shared_prefix.final_hidden_shared(self, model_inputs, boundary)
             if hidden is not None:
                 return hidden
-        return self._top_pass(model, model_inputs, boundary)[0]
+        return self.top_pass(model, model_inputs, boundary)[0]
 
-    def _top_pass(self, model: nn.Module, model_inputs: dict, boundary: torch.Tensor | None):
+    def top_pass(self, model: nn.Module, model_inputs: dict, boundary: torch.Tensor | None):
+        """``(final hidden states, the model's output)`` with the frozen blocks stubbed to return ``boundary``."""
         captured = []
 
         def record_head_input(hidden_states, *args, **kwargs):

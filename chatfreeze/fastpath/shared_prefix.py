@@ -114,7 +114,7 @@ def final_hidden_shared(runner, model_inputs: dict, boundary: torch.Tensor) -> t
     input_ids = model_inputs["input_ids"]
     batch = input_ids.shape[0]
     row = input_ids[:1, :length]
-    shared, output = runner._top_pass(
+    shared, output = runner.top_pass(
         runner.model, {"input_ids": row, "attention_mask": torch.ones_like(row), "use_cache": True},
         boundary[:1, :length],
     )
@@ -126,7 +126,7 @@ def final_hidden_shared(runner, model_inputs: dict, boundary: torch.Tensor) -> t
     stub_cache_layers(cache, runner.num_prefix_blocks, length, like=boundary)
     cache.batch_repeat_interleave(batch)
     attention_mask = model_inputs.get("attention_mask")
-    suffix, _ = runner._top_pass(runner.model, {
+    suffix, _ = runner.top_pass(runner.model, {
         "input_ids": input_ids[:, length:],
         "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask,
         "cache": cache,
@@ -136,7 +136,7 @@ def final_hidden_shared(runner, model_inputs: dict, boundary: torch.Tensor) -> t
     if not runner.top_checked:
         runner.top_checked = True
         with torch.no_grad():
-            full = runner._top_pass(runner.model, model_inputs, boundary)[0]
+            full = runner.top_pass(runner.model, model_inputs, boundary)[0]
         difference, scale = _difference(full, hidden, real)
         if not difference <= runner.SHARED_TOLERANCE * scale:
             stop_sharing_top(runner, f"the result differs from the full pass by {difference:.3g}")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..common import check_choice
+
+METHODS = ("freeze", "full")
+
 
 @dataclass
 class FreezeArguments:
@@ -38,8 +42,15 @@ class FreezeArguments:
             "'model\\.layers\\.\\d+\\.input_layernorm\\.weight'. Applied after extra_frozen_patterns."
         },
     )
+    method: str = field(
+        default="freeze",
+        metadata={"help": "freeze (train what the freeze spec leaves trainable) or full (the full fine-tuning "
+                  "baseline: nothing frozen, the freeze options ignored), through the same recipe and evaluation.",
+                  "choices": list(METHODS)},
+    )
 
     def __post_init__(self):
+        check_choice("method", self.method, METHODS)
         self.num_frozen_layers = str(self.num_frozen_layers)
         parse_layer_count(self.num_frozen_layers)  # validates the form; the range is checked against the model
 

@@ -6,7 +6,7 @@ from ..common import lazy_exports
 
 _EXPORTS = {  # submodule: the public names it defines
     "offline": ("DEFAULT_MODEL",),
-    "resolve": ("ResolvedModel", "resolve_model", "hub_offline"),
+    "resolve": ("ResolvedModel", "resolve_model", "hub_offline", "hub_unreachable"),
     "errors": ("ModelResolutionError",),
     "options": ("ModelArguments",),
     "load": ("load_model", "load_tokenizer", "select_dtype"),

@@ -102,7 +102,8 @@ def resolve_model(name_or_path: str, revision: str | None = None, token: str | b
     )
 
 
-def _probe_hub(repo_id: str, revision: str | None, token: str | bool | None) -> Exception | None:
+def _probe_hub(repo_id: str, revision: str | None, token: str | bool | None, repo_type: str = "model"
+               ) -> Exception | None:
     """Ask the Hub about ``repo_id`` with a hard deadline; return why it is unreachable, or None.
 
     Socket timeouts do not bound everything (a DNS lookup or a server that accepts and never answers can
@@ -118,7 +119,7 @@ def _probe_hub(repo_id: str, revision: str | None, token: str | bool | None) -> 
 
     def probe() -> None:
         try:
-            HfApi(token=token).model_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_S)
+            HfApi(token=token).repo_info(repo_id, revision=revision, repo_type=repo_type, timeout=HUB_TIMEOUT_S)
             outcome.append(None)
         except HfHubHTTPError as err:
             answered = getattr(err, "response", None) is not None
@@ -132,3 +133,12 @@ def _probe_hub(repo_id: str, revision: str | None, token: str | bool | None) -> 
     if not outcome:
         return TimeoutError(f"no answer from the Hub within {HUB_TIMEOUT_S + 5:.0f} s")
     return outcome[0]
+
+
+def hub_unreachable(repo_id: str, repo_type: str = "dataset") -> str | None:
+    """Why the Hub cannot be reached for ``repo_id`` now (offline, or no answer within the deadline), or None.
+    An HTTP answer (even 404) counts as reachable: the caller's download then says what is wrong."""
+    if hub_offline():
+        return "HF_HUB_OFFLINE=1"
+    error = _probe_hub(repo_id, None, None, repo_type)
+    return None if error is None else first_line(error, with_type=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ..evaluation.report import format_report
 from ..freezing.plan import FreezePlan
 from ..rundir import (
     CARD_FILENAME,
@@ -246,7 +247,15 @@ METRIC_LABELS = {
     "general_perplexity": ("General-text perplexity (forgetting)", "perplexity", "lower is better"),
     "rougeL": ("ROUGE-L of replies", "rouge", "higher is better"),
     "chrf": ("chrF of replies", "chrf", "higher is better"),
+    "facts_accuracy": ("Company facts right (facts probe, learn)", "accuracy", "higher is better"),
+    "skills_accuracy": ("General short answers right (skills probe, keep)", "accuracy", "higher is better"),
+    "self_agreement_ratio": ("Self-agreement ratio (NLL on the base's own replies, tuned / base)", "ratio",
+                             "1.0 = unchanged; lower is better"),
 }
+SKILLS_DATASET = dict(dataset_name="chatfreeze skills probe (general prompts, scored half)",
+                      dataset_type="chatfreeze-skills-probe")
+FACTS_DATASET = dict(dataset_name="Facts probe (checkable questions on the company's policies)",
+                     dataset_type="custom")
 
 
 def _evaluation_metrics(evaluation: dict) -> list[str]:
@@ -275,7 +284,8 @@ def _eval_results(run: Run, model_name: str) -> list:
             if not isinstance(after.get(key), (int, float)):
                 continue
             label, metric_type, _ = METRIC_LABELS.get(key, (key, key, ""))
-            dataset = general if key.startswith("general") else support
+            dataset = general if key.startswith("general") else SKILLS_DATASET if key.startswith(
+                ("skills", "self_agreement")) else FACTS_DATASET if key.startswith("facts") else support
             results.append(EvalResult(task_type="text-generation", task_name="Text Generation", **dataset,
                                       metric_type=metric_type, metric_name=label, metric_value=float(after[key])))
     elif isinstance(run.results.get("eval_perplexity"), (int, float)):
@@ -454,9 +464,14 @@ def _section_results(run: Run) -> str:
             label, _, direction = METRIC_LABELS.get(key, (key, key, ""))
             rows.append([label, _number(before.get(key, "n/a")), _number(after.get(key, "n/a")),
                          _change(before.get(key), after.get(key), "perplexity" in key), direction])
+        rows = [row for row in rows if row[0] != "self_agreement_nll"]
         parts.append("Before = the base model, after = this model, on the same data and settings "
                      f"(`{EVALUATION_FILENAME}` holds the exact configuration).")
         parts.append(_table(["metric", "before", "after", "change", ""], rows))
+        report = run.evaluation.get("learn_keep")
+        if isinstance(report, dict) and (report.get("learn") or report.get("keep")):
+            parts.append("**Learned vs kept** (accuracies on greedy replies; the probes are held out from "
+                         "training):\n\n" + _fence(format_report(report)))
         general_b, general_a = before.get("general_perplexity"), after.get("general_perplexity")
         if isinstance(general_b, (int, float)) and isinstance(general_a, (int, float)):
             parts.append(

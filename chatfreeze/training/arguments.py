@@ -20,17 +20,19 @@ from ..data.options import DataArguments
 from ..fastpath.options import validate_fast_path_options
 from ..freezing.options import FreezeArguments
 from ..modeling.options import ModelArguments
+from ..retention.options import RetentionArguments
 from ..rundir import OUTPUTS_ROOT
 
 # The default recipe ships inside the package, so `chatfreeze train` works from any directory.
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "default.yaml"
 # Recipe keys that hold data paths: a relative one resolves against the recipe file's folder. (output_dir is
 # not one of them: a run writes where it is started, never next to a recipe that may sit inside the package.)
-PATH_KEYS = ("dataset", "eval_dataset", "general_text")
+PATH_KEYS = ("dataset", "eval_dataset", "general_text", "facts_probe", "skills_probe", "lm_eval_include_path")
+BUILTIN_VALUES = ("builtin", "none")  # values of those keys that name something built in, not a path
 
 
 @dataclass
-class FreezeTrainingArguments(TrainingArguments):
+class FreezeTrainingArguments(TrainingArguments, RetentionArguments):
     """``TrainingArguments`` with defaults suited to freeze-tuning a small chat model."""
 
     output_dir: str | None = field(
@@ -100,6 +102,7 @@ class FreezeTrainingArguments(TrainingArguments):
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False
         validate_fast_path_options(self.prefix_cache, self.prefix_cache_dtype, self.prefix_cache_max_gb)
+        self.validate_retention()
         super().__post_init__()
 
 
@@ -133,7 +136,7 @@ def load_recipe(path: str, parser: HfArgumentParser) -> dict:
         if key not in actions or key in ("help", "config"):
             raise ValueError(f"{path}: unknown option {key!r}. See `chatfreeze train --help`.")
         converted[key] = _coerce(actions[key], value, path, key)
-        if key in PATH_KEYS and isinstance(converted[key], str):
+        if key in PATH_KEYS and isinstance(converted[key], str) and converted[key] not in BUILTIN_VALUES:
             converted[key] = resolve_recipe_path(converted[key], recipe_path.parent)
     return converted
 
@@ -147,6 +150,7 @@ def resolve_recipe_path(value: str, recipe_dir: Path) -> str:
     candidate = recipe_dir / path
     looks_like_path = value.startswith(".") or path.suffix.lower() in (".jsonl", ".json", ".csv", ".txt", ".raw")
     return str(candidate.resolve()) if candidate.exists() or looks_like_path else value
+
 
 
 def _coerce(action: argparse.Action, value, path: str, key: str):

@@ -50,3 +50,8 @@ def scale_loss_like_trainer(trainer, loss: torch.Tensor, num_items) -> torch.Ten
         scale = trainer.accelerator.num_processes // trainer.get_tp_size()
         loss = loss * (scale if args.n_gpu <= 1 else args.n_gpu)
     return loss
+
+
+def prepare_inputs(trainer, inputs: dict) -> dict:
+    """A batch moved to the trainer's device as its own steps do (``Trainer._prepare_inputs``, 5.x)."""
+    return trainer._prepare_inputs(inputs)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import random
@@ -32,6 +33,7 @@ from ..freezing import FreezeArguments, FreezePlan, apply_plan, make_plan
 from ..generation import generate_reply, support_generation_config
 from ..modeling import ModelArguments, ResolvedModel, load_model, load_tokenizer, resolve_model, select_dtype
 from ..publish.hub import redact_command, take_training_push
+from ..retention.replay import replay_dataset
 from ..rundir import RUN_INFO_FILENAME, write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
 from .distributed import end_distributed, parallel_info, train_on_cpu_processes_without_gpus
@@ -67,6 +69,7 @@ class RecipeRun:
     train_report: Any = None
     eval_report: Any = None
     eval_dialogues: list = field(default_factory=list)
+    replay_report: Any = None
     trainer: FreezeTrainer | None = None
     metrics: dict = field(default_factory=dict)
 
@@ -163,8 +166,14 @@ def load(run: RecipeRun) -> RecipeRun:
 
 
 def plan(run: RecipeRun, allow_no_freeze: bool = False) -> RecipeRun:
-    """Decide what is frozen and print the plan (the trainer applies it)."""
-    run.plan = make_plan(run.model, run.freeze_args, allow_no_freeze=allow_no_freeze)
+    """Decide what is frozen and print the plan (the trainer applies it). ``--method full`` plans nothing frozen."""
+    spec = run.freeze_args
+    if spec.method == "full":
+        spec = FreezeArguments(method="full", num_frozen_layers="0", freeze_embeddings=False)
+        allow_no_freeze = True
+        if run.is_main_process:
+            logger.info("--method full: nothing is frozen (the full fine-tuning baseline); freeze options ignored.")
+    run.plan = make_plan(run.model, spec, allow_no_freeze=allow_no_freeze)
     if run.is_main_process:
         logger.info("\n%s", run.plan.format_table())
         if run.plan.tied_embeddings and run.plan.embeddings_frozen and not run.plan.untie_lm_head:
@@ -201,8 +210,25 @@ def data(run: RecipeRun) -> RecipeRun:
     run.train_dataset, run.eval_dataset, run.train_report, run.eval_report, run.eval_dialogues = prepare_datasets(
         run.data_args, run.tokenizer, run.training_args.seed
     )
+    if run.training_args.replay_ratio > 0:
+        run = add_replay(run)
     if run.eval_dataset is None and run.training_args.eval_strategy != "no":
         run.training_args.eval_strategy = "no"
+    return run
+
+
+def add_replay(run: RecipeRun) -> RecipeRun:
+    """Mix the base model's own replies to the skills pool into the training data (``retention.replay``). The main
+    process generates them first; the others read them from the cache."""
+    import datasets
+
+    args = run.training_args
+    with PartialState().main_process_first():
+        replay, run.replay_report = replay_dataset(
+            run.model, run.tokenizer, len(run.train_dataset), args.replay_ratio, source=args.replay_prompts,
+            max_new_tokens=args.replay_max_new_tokens, max_length=run.data_args.max_length, seed=args.seed,
+            cache=run.data_args.cache_base_measurements)
+    run.train_dataset = datasets.concatenate_datasets([run.train_dataset, replay])
     return run
 
 
@@ -229,13 +255,21 @@ def build_trainer(run: RecipeRun, trainer_class: type[Trainer] = FreezeTrainer, 
     return run
 
 
-def final_eval_metrics(trainer: FreezeTrainer) -> dict:
-    """Eval metrics of the final weights, reusing the evaluation the Trainer ran at the last step if it did."""
+def final_eval_metrics(trainer: FreezeTrainer, support_perplexity: float | None = None) -> dict:
+    """Eval metrics of the final weights: the evaluation the Trainer ran at the last step if it did, else the
+    before/after evaluator's support perplexity of the final weights (the same held-out tokens, token-weighted:
+    no second pass over them), else a ``trainer.evaluate()``."""
     last = trainer.state.log_history[-2:] if trainer.state.log_history else []
     for entry in reversed(last):
         if "eval_loss" in entry and entry.get("step") == trainer.state.global_step:
-            return {k: v for k, v in entry.items() if k.startswith("eval_")}
-    return trainer.evaluate()
+            metrics = {k: v for k, v in entry.items() if k.startswith("eval_")}
+            break
+    else:
+        if support_perplexity is not None:
+            return {"eval_loss": math.log(support_perplexity), "eval_perplexity": support_perplexity}
+        metrics = trainer.evaluate()
+    metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
+    return metrics
 
 
 def train(run: RecipeRun) -> RecipeRun:
@@ -247,12 +281,10 @@ def train(run: RecipeRun) -> RecipeRun:
     evaluator = evaluator_for_run(run.data_args, run.tokenizer, run.eval_dataset, run.eval_dialogues, trainer)
     before = evaluator.measure(run.model, "before") if evaluator else None
     run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
+    after = evaluator.measure(run.model, "after") if evaluator else {}
     if run.eval_dataset is not None:
-        eval_metrics = final_eval_metrics(trainer)
-        eval_metrics["eval_perplexity"] = float(torch.exp(torch.tensor(eval_metrics["eval_loss"])))
-        run.metrics.update(eval_metrics)
+        run.metrics.update(final_eval_metrics(trainer, after.get("support_perplexity")))
     if evaluator:
-        after = evaluator.measure(run.model, "after")
         run.metrics.update(evaluator.finish(run.training_args.output_dir, before, after))
     return run
 
@@ -308,6 +340,7 @@ def run_info_sections(run: RecipeRun) -> dict:
             system_prompt=run.data_args.system_prompt,
             train=run.train_report.to_dict(),
             eval=run.eval_report.to_dict() if run.eval_report else None,
+            replay=run.replay_report.to_dict() if run.replay_report else None,
         ),
         training_args=public_training_args(args),
         metrics=run.metrics,

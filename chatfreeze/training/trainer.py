@@ -10,6 +10,7 @@ from transformers import Trainer, TrainerCallback
 
 from ..common import is_sharded
 from ..fastpath import INDEX_COLUMN, FastPath, IndexedCollator, planned_epochs, with_example_index
+from ..fastpath.loss import labelled_nll
 from ..freezing import (
     FreezePlan,
     apply_plan,
@@ -102,6 +103,9 @@ class FreezeTrainer(Trainer):
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
         self.frozen_guard.sharded = is_sharded(self)
         self.fast_path = FastPath.create(self, freeze_plan)
+        if getattr(args, "kl_to_base", 0) and self.fast_path is None:
+            raise ValueError("--kl_to_base: needs the fast path, which is off for this run (the log says why); "
+                             "drop --kl_to_base or enable the fast path.")
         self._index_training_examples()
 
     def _index_training_examples(self) -> None:
@@ -131,6 +135,18 @@ class FreezeTrainer(Trainer):
             loss = fast.loss(model, inputs, indices, num_items)
         return compat.scale_loss_like_trainer(self, loss, num_items)
 
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation loss with the LM head at labelled positions only (``fastpath.loss.labelled_nll``) when only
+        the loss is wanted (no ``compute_metrics``): the same mean over labelled tokens as the model's own loss."""
+        if not prediction_loss_only or self.fast_path is None or "labels" not in inputs:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        inputs = compat.prepare_inputs(self, inputs)
+        inputs.pop(INDEX_COLUMN, None)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            total, count = labelled_nll(self.accelerator.unwrap_model(model), inputs["input_ids"],
+                                        inputs.get("attention_mask"), inputs["labels"])
+        return (total / count).detach(), None, None
+
     def fill_prefix_cache(self) -> int:
         """Compute the frozen prefix of every training example into the cache now (no training step).
 
@@ -147,7 +163,7 @@ class FreezeTrainer(Trainer):
                                              collate_fn=collator, shuffle=False)
         # Same autocast as training steps, so the cached states are the ones a step would compute.
         with torch.no_grad(), self.accelerator.autocast():
-            return self.fast_path.fill(loader, self._prepare_inputs)
+            return self.fast_path.fill(loader, lambda batch: compat.prepare_inputs(self, batch))
 
     def train(self, *args, **kwargs):
         wants_checkpointing = bool(self.args.activation_checkpointing)

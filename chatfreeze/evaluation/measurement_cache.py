@@ -1,0 +1,75 @@
+"""A cache of the base model's measurements, so a second run on the same base does not recompute them.
+
+The key covers everything a measurement depends on: a fingerprint of the model's weights (every parameter's
+bytes), the inputs (probe files, tokenized held-out data and general text) and the settings (decoding, windows,
+system prompts). Entries are JSON files under ``cache_root()/measurements`` (``CHATFREEZE_CACHE`` moves the whole
+cache, ``CHATFREEZE_MEASUREMENT_CACHE`` only this part).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from ..common import cache_root
+from ..freezing.fingerprint import tensor_digest
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when what a measurement holds changes
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """One hash of every parameter's name, dtype, shape and bytes (tied weights counted once)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, param in model.named_parameters():
+        digest.update(f"{name}:{param.dtype}:{tuple(param.shape)}:{tensor_digest(param)};".encode())
+    return digest.hexdigest()
+
+
+def inputs_fingerprint(*parts) -> str:
+    """A hash of JSON-serialisable inputs (token ids, file contents, settings)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class MeasurementCache:
+    def __init__(self, directory: str | Path | None = None):
+        directory = directory or os.environ.get("CHATFREEZE_MEASUREMENT_CACHE")
+        self.directory = Path(directory) if directory else cache_root() / "measurements"
+
+    def path(self, model_key: str, inputs_key: str) -> Path:
+        from .. import __version__
+
+        return self.directory / f"v{CACHE_VERSION}-{__version__}-{model_key}-{inputs_key}.json"
+
+    def get(self, model_key: str, inputs_key: str) -> dict | None:
+        path = self.path(model_key, inputs_key)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            logger.warning("Ignoring the unreadable cached measurement %s (%s).", path, err)
+            return None
+
+    def put(self, model_key: str, inputs_key: str, value: dict) -> None:
+        """Write atomically (a temporary file renamed into place), so parallel runs never read half an entry."""
+        path = self.path(model_key, inputs_key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump(value, out, ensure_ascii=False)
+            os.replace(tmp, path)
+        except OSError as err:
+            logger.warning("Could not cache the base model's measurements in %s (%s).", path.parent, err)

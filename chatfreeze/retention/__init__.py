@@ -1,0 +1,14 @@
+"""Methods that keep the old skills while the top blocks learn the new task: self-distillation replay
+(``replay``), interpolation of the trained blocks toward the base (``interpolate``)."""
+
+from __future__ import annotations
+
+from ..common import lazy_exports
+
+_EXPORTS = {  # submodule: the public names it defines
+    "options": ("RetentionArguments",),
+    "replay": ("replay_dataset", "replay_prompts"),
+    "interpolate": ("interpolate_state", "interpolate_run"),
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,81 @@
+"""Interpolation of the trained blocks toward the base: ``θ(α) = base + α · (tuned − base)`` on every tensor the
+freeze plan trained (the frozen ones are the base's already). α = 1 is the tuned model, α = 0 the base, bit for
+bit (``torch.lerp`` returns its end points exactly); values between trade what was learned for what was kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def interpolate_state(tuned: dict[str, torch.Tensor], base: dict[str, torch.Tensor], alpha: float,
+                      names: list[str]) -> dict[str, torch.Tensor]:
+    """``names``' tensors moved from ``base`` toward ``tuned`` by ``alpha`` (0..1); other tensors as in ``tuned``."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"--alpha {alpha}: give a value between 0 (the base) and 1 (the tuned model).")
+    missing = [name for name in names if name not in tuned or name not in base]
+    if missing:
+        raise ValueError(f"interpolation: tensor {missing[0]!r} is not in both models; is this the run's base?")
+    out = dict(tuned)
+    for name in names:
+        out[name] = torch.lerp(base[name].to(tuned[name].dtype), tuned[name], alpha)
+    return out
+
+
+def apply_interpolation(model: nn.Module, base_state: dict[str, torch.Tensor], tuned_state: dict[str, torch.Tensor],
+                        alpha: float, names: list[str]) -> None:
+    """Set ``model``'s ``names`` parameters to the interpolation at ``alpha`` (in place, no autograd)."""
+    state = interpolate_state(tuned_state, base_state, alpha, names)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in names:
+            params[name].copy_(state[name])
+
+
+def trained_state(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``names``' tensors of ``model``."""
+    params = dict(model.named_parameters())
+    return {name: params[name].detach().to("cpu", copy=True) for name in names}
+
+
+def interpolate_run(run_dir: str | Path, alpha: float, output_dir: str | Path, base: str | None = None) -> Path:
+    """Write the run at ``run_dir`` with its trained tensors interpolated toward its base as a model directory
+    (weights, tokenizer, the run's plan and info, ``interpolation.json``)."""
+    import json
+    import shutil
+
+    from ..freezing import FreezePlan
+    from ..modeling import load_model, resolve_model
+    from ..rundir import GENERATION_CONFIG_FILENAME, PLAN_FILENAME, RUN_INFO_FILENAME, read_run_info
+
+    run_dir, output_dir = Path(run_dir), Path(output_dir)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"--alpha {alpha:g}: give a value between 0 (the base) and 1 (the tuned model).")
+    info = read_run_info(run_dir)
+    if info is None:
+        raise ValueError(f"{run_dir}: not a chatfreeze run (no {RUN_INFO_FILENAME}).")
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise ValueError(f"--output_dir {output_dir}: exists and is not empty; choose a new directory.")
+    base_info = info.get("base_model") or {}
+    base_name = base or base_info.get("name_or_path")
+    plan = FreezePlan.load(run_dir)
+    tuned = load_model(str(run_dir))
+    base_model = load_model(resolve_model(base_name, base_info.get("revision")).path)
+    names = plan.trainable_parameter_names
+    apply_interpolation(tuned, trained_state(base_model, names), trained_state(tuned, names), alpha, names)
+    tuned.save_pretrained(output_dir)
+    for name in (PLAN_FILENAME, RUN_INFO_FILENAME, GENERATION_CONFIG_FILENAME, "tokenizer.json",
+                 "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, output_dir / name)
+    (output_dir / "interpolation.json").write_text(json.dumps(
+        {"run": str(run_dir), "base": base_name, "alpha": alpha, "tensors": len(names)}, indent=2) + "\n")
+    logger.info("Interpolated %d trained tensors of %s toward %s at alpha=%g into %s", len(names), run_dir,
+                base_name, alpha, output_dir)
+    return output_dir

@@ -1,0 +1,36 @@
+"""The options of the methods that keep old skills (collected into ``FreezeTrainingArguments``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RetentionArguments:
+    replay_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Self-distillation replay: add this many replay examples per support dialogue (0.25 = one "
+                  "for every four), each a skills-pool prompt (never the scored probe half) with the base model's "
+                  "own greedy reply, loss on the reply only. Generated once per base model and cached."},
+    )
+    kl_to_base: float = field(
+        default=0.0,
+        metadata={"help": "Add beta * KL(base || tuned) at every labelled token (support and replay) to the loss. "
+                  "The base's distribution comes from a frozen copy of the trainable blocks run on the boundary "
+                  "states the fast path computes anyway: only the top is run twice. Needs the fast path."},
+    )
+    replay_max_new_tokens: int = field(default=96, metadata={"help": "Length cap of the base's replay replies."})
+    replay_prompts: str = field(
+        default="builtin",
+        metadata={"help": "Replay prompts: 'builtin' (the pool half of the shipped skills set) or a JSONL file of "
+                  "the skills format whose 'pool' items are used."},
+    )
+
+    def validate_retention(self) -> None:
+        if not 0.0 <= self.replay_ratio <= 10.0:
+            raise ValueError(f"--replay_ratio {self.replay_ratio}: give replay examples per support dialogue, "
+                             "0 (off) to 10.")
+        if not 0.0 <= self.kl_to_base <= 100.0:
+            raise ValueError(f"--kl_to_base {self.kl_to_base}: give a weight from 0 (off) to 100.")
+        if self.replay_max_new_tokens < 1:
+            raise ValueError(f"--replay_max_new_tokens {self.replay_max_new_tokens}: must be >= 1.")

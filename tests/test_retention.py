@@ -1,0 +1,179 @@
+"""Keeping old skills: interpolation of the trained blocks toward the base (bit for bit at the end points),
+self-distillation replay (pool prompts only, loss on the base's replies only, cached), and --method full."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT, build_chatml_tokenizer, build_tiny_model
+
+from chatfreeze.evaluation.probes import load_skills_probe
+from chatfreeze.freezing import FreezeArguments, make_plan
+from chatfreeze.retention.interpolate import apply_interpolation, interpolate_state, trained_state
+from chatfreeze.retention.replay import replay_dataset
+
+
+def perturbed(model, names, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in names:
+            params[name].add_(torch.randn(params[name].shape, generator=generator) * 0.1)
+    return model
+
+
+def test_interpolation_end_points_are_bit_for_bit_and_frozen_tensors_untouched():
+    base = build_tiny_model("llama")
+    plan = make_plan(base, FreezeArguments(num_frozen_layers="2"))
+    names = plan.trainable_parameter_names
+    tuned = perturbed(build_tiny_model("llama"), names)
+    base_state, tuned_state = trained_state(base, names), trained_state(tuned, names)
+    frozen_before = {n: p.detach().clone() for n, p in tuned.named_parameters() if n not in names}
+    for alpha, expected in ((0.0, base_state), (1.0, tuned_state)):
+        apply_interpolation(tuned, base_state, tuned_state, alpha, names)
+        params = dict(tuned.named_parameters())
+        for name in names:
+            assert torch.equal(params[name], expected[name]), (alpha, name)
+    apply_interpolation(tuned, base_state, tuned_state, 0.5, names)
+    params = dict(tuned.named_parameters())
+    for name in names:
+        torch.testing.assert_close(params[name], (base_state[name] + tuned_state[name]) / 2)
+    for name, value in frozen_before.items():
+        assert torch.equal(params[name], value), name
+    with pytest.raises(ValueError, match="--alpha 1.5"):
+        interpolate_state(tuned_state, base_state, 1.5, names)
+
+
+def fake_replies(monkeypatch, calls: list):
+    def replies(model, tokenizer, conversations, max_new_tokens, batch_size=16):
+        calls.append(len(conversations))
+        return [f"Here is my answer number {i}." for i in range(len(conversations))]
+
+    monkeypatch.setattr("chatfreeze.retention.replay.greedy_replies", replies)
+
+
+def test_replay_uses_pool_prompts_labels_only_the_reply_and_is_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
+    calls: list = []
+    fake_replies(monkeypatch, calls)
+    tokenizer, model = build_chatml_tokenizer(), build_tiny_model("llama")
+    dataset, report = replay_dataset(model, tokenizer, num_support=40, ratio=0.5, max_length=512)
+    assert len(dataset) == 20 and report.dialogues_used == 20 and calls == [130]
+    probe_prompts = {item.prompt for item in load_skills_probe(split="probe")}
+    pool_prompts = {item.prompt for item in load_skills_probe(split="pool")}
+    for row in dataset:
+        text = tokenizer.decode(row["input_ids"])
+        assert any(prompt in text for prompt in pool_prompts)
+        assert not any(prompt in text for prompt in probe_prompts)
+        trained = tokenizer.decode([t for t, label in zip(row["input_ids"], row["labels"], strict=True)
+                                    if label != -100])
+        assert trained.startswith("Here is my answer number") and trained.endswith("<|im_end|>")
+    again, _ = replay_dataset(model, tokenizer, num_support=40, ratio=0.5, max_length=512)
+    assert calls == [130] and again["input_ids"] == dataset["input_ids"]  # the base's replies came from the cache
+    assert replay_dataset(model, tokenizer, 40, 0.0) == (None, None)
+
+
+def tiny_train(tiny_model_dir, tmp_path, *extra):
+    rows = [{"messages": [{"role": "user", "content": f"Where is order {i}?"},
+                          {"role": "assistant", "content": f"Order {i} ships tomorrow."}]} for i in range(16)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), "--model_name_or_path", str(tiny_model_dir),
+               "--dataset", str(data), "--eval_dataset", "none", "--num_frozen_layers", "2", "--max_steps", "2",
+               "--per_device_train_batch_size", "4", "--output_dir", str(out), "--report_to", "none",
+               "--use_cpu", "true", "--save_strategy", "no", "--eval_before_after", "false", *extra]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1",
+                                 "CHATFREEZE_MEASUREMENT_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_recipe_mixes_replay_and_merge_interpolates_the_run(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tiny_train(tiny_model_dir, tmp_path, "--replay_ratio", "0.25", "--replay_max_new_tokens", "4")
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["data"]["replay"]["dialogues_in"] == 4  # 0.25 x 16 support dialogues
+    merged = tmp_path / "merged"
+    result = subprocess.run([sys.executable, "-m", "chatfreeze.merge", str(out), str(merged), "--alpha", "0"],
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    at_zero = AutoModelForCausalLM.from_pretrained(merged)
+    for (name, a), (_, b) in zip(base.named_parameters(), at_zero.named_parameters(), strict=True):
+        assert torch.equal(a, b), name  # alpha 0: the base, bit for bit
+    for target, alpha, message in ((merged, "0.5", "error: --output_dir"), (tmp_path / "new", "2", "error: --alpha 2")):
+        bad = subprocess.run([sys.executable, "-m", "chatfreeze.merge", str(out), str(target), "--alpha", alpha],
+                             capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+        assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(message), bad.stderr
+
+
+@pytest.mark.slow
+def test_method_full_trains_everything_through_the_same_recipe(tiny_model_dir, tmp_path):
+    out = tiny_train(tiny_model_dir, tmp_path, "--method", "full")
+    plan = json.loads((out / "freeze_plan.json").read_text())
+    assert plan["frozen_parameter_names"] == [] and plan["spec"]["method"] == "full"
+
+
+@pytest.mark.parametrize("untie", [False, True])
+def test_kl_to_base_equals_a_reference_computed_with_a_full_base_model(tmp_path, untie):
+    import copy
+
+    from datasets import Dataset
+
+    from chatfreeze.data import DialogueCollator
+    from chatfreeze.training.arguments import FreezeTrainingArguments
+    from chatfreeze.training.trainer import FreezeTrainer
+
+    model = build_tiny_model("llama")
+    base = copy.deepcopy(model).eval()
+    plan = make_plan(model, FreezeArguments(num_frozen_layers="2", train_lm_head=untie))
+    rows = torch.randint(3, 250, (4, 16))
+    labels = rows.clone()
+    labels[:, :7] = -100
+    data = Dataset.from_dict({"input_ids": rows.tolist(), "labels": labels.tolist()})
+    args = FreezeTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, prefix_cache="off",
+                                   kl_to_base=0.5, eval_strategy="no")
+    trainer = FreezeTrainer(model=model, args=args, freeze_plan=plan, train_dataset=data)
+    assert trainer.fast_path.base_top is not None
+    perturbed(model, plan.trainable_parameter_names, seed=1)  # "training" moved the top; the copy is the base's
+    batch = DialogueCollator(build_chatml_tokenizer())([data[i] for i in range(4)])
+    model.train()
+    for num_items in (None, torch.tensor(23)):
+        fast = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
+        logits = model(**batch).logits[:, :-1]
+        with torch.no_grad():
+            base_logits = base(**batch).logits[:, :-1]
+        targets = batch["labels"][:, 1:]
+        keep = targets != -100
+        log_p = torch.log_softmax(logits[keep], -1)
+        log_base = torch.log_softmax(base_logits[keep], -1)
+        total = torch.nn.functional.nll_loss(log_p, targets[keep], reduction="sum") \
+            + 0.5 * (log_base.exp() * (log_base - log_p)).sum()
+        reference = total / (int(keep.sum()) if num_items is None else num_items)
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        for a, b in zip(torch.autograd.grad(fast, trainable), torch.autograd.grad(reference, trainable), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_kl_to_base_without_the_fast_path_is_refused(tmp_path):
+    from datasets import Dataset
+
+    from chatfreeze.training.arguments import FreezeTrainingArguments
+    from chatfreeze.training.trainer import FreezeTrainer
+
+    model = build_tiny_model("llama")
+    args = FreezeTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, fast_path=False,
+                                   kl_to_base=0.1, eval_strategy="no")
+    with pytest.raises(ValueError, match="--kl_to_base: needs the fast path"):
+        FreezeTrainer(model=model, args=args, freeze_plan=make_plan(model, FreezeArguments("2")),
+                      train_dataset=Dataset.from_dict({"input_ids": [[5, 6]], "labels": [[5, 6]]}))
