@@ -283,7 +283,10 @@ def train(run: RecipeRun) -> RecipeRun:
     run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
     after = evaluator.measure(run.model, "after") if evaluator else {}
     if run.eval_dataset is not None:
-        run.metrics.update(final_eval_metrics(trainer, after.get("support_perplexity")))
+        # Only the main process measures before/after; reusing its number on one process only would leave the
+        # others alone in trainer.evaluate()'s collectives, so several processes always evaluate together.
+        reuse = after.get("support_perplexity") if PartialState().num_processes == 1 else None
+        run.metrics.update(final_eval_metrics(trainer, reuse))
     if evaluator:
         run.metrics.update(evaluator.finish(run.training_args.output_dir, before, after))
     return run
