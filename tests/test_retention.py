@@ -96,10 +96,26 @@ def tiny_train(tiny_model_dir, tmp_path, *extra):
 
 
 @pytest.mark.slow
-def test_recipe_mixes_replay_and_merge_interpolates_the_run(tiny_model_dir, tmp_path):
+def test_recipe_mixes_replay_and_merge_interpolates_the_run(tiny_model_dir, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    out = tiny_train(tiny_model_dir, tmp_path, "--replay_ratio", "0.25", "--replay_max_new_tokens", "4")
+    from chatfreeze.training import recipe
+    from chatfreeze.training.arguments import parse_args
+
+    # A random tiny model replies with nothing; give its "base replies" words, and skip the sample replies.
+    monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
+    fake_replies(monkeypatch, [])
+    monkeypatch.setattr(recipe, "generate_reply", lambda *args, **kwargs: "(stub reply)")
+    rows = [{"messages": [{"role": "user", "content": f"Where is order {i}?"},
+                          {"role": "assistant", "content": f"Order {i} ships tomorrow."}]} for i in range(16)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    recipe.run_training(*parse_args([
+        "--model_name_or_path", str(tiny_model_dir), "--dataset", str(data), "--eval_dataset", "none",
+        "--num_frozen_layers", "2", "--max_steps", "2", "--per_device_train_batch_size", "4", "--output_dir",
+        str(out), "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no", "--eval_before_after",
+        "false", "--replay_ratio", "0.25"]))
     info = json.loads((out / "run_info.json").read_text())
     assert info["data"]["replay"]["dialogues_in"] == 4  # 0.25 x 16 support dialogues
     merged = tmp_path / "merged"
