@@ -2,8 +2,9 @@
 
     python -m chatfreeze.evaluate --model_name_or_path outputs/support --dataset data/validation.jsonl
     python -m chatfreeze.evaluate --model_name_or_path HuggingFaceTB/SmolLM2-135M-Instruct \\
-        --dataset ../shared/data/bitext-customer-support/Bitext_Sample_Customer_Support_Training_Dataset.csv \\
-        --max_examples 64 --general_text ../shared/data/wikitext-2-raw/wiki.test.raw --max_windows 40 --json
+        --dataset data/validation.jsonl --general_text wiki.test.raw --max_windows 40 --json
+    python -m chatfreeze.evaluate --model outputs/support --base HuggingFaceTB/SmolLM2-135M-Instruct \\
+        --facts_probe data/facts_probe.jsonl --output_dir outputs/compare     # the learn-vs-keep report
 
 ``--json`` prints one JSON object (``support_perplexity``, ``general_perplexity`` with ``--general_text``,
 token counts and settings) on stdout; logs go to stderr. The work is ``chatfreeze.evaluation.evaluate_checkpoint``.
