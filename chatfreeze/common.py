@@ -72,3 +72,10 @@ def check_choice(option: str, value, choices, error: type[Exception] = ValueErro
     check behind an option's validation and the functions that take the same value from Python."""
     if value not in choices:
         raise error(f"--{option} {value!r}: choose one of {', '.join(map(str, choices))}.")
+
+
+def looks_like_path(source: str, suffixes: tuple[str, ...] = ()) -> bool:
+    """Whether ``source`` names a local path rather than a Hub id ("name" or "owner/name"): it starts like a path
+    (``/``, ``.``, ``~``) or ends with one of ``suffixes``. A missing one is then a missing file, not a Hub lookup
+    that would only fail with a confusing network error."""
+    return source.startswith(("/", ".", "~")) or source.lower().endswith(tuple(s.lower() for s in suffixes))

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..common import check_choice, first_line
+from ..common import check_choice, first_line, looks_like_path
 from .converters import _abcd_dialogues, convert_abcd, convert_sgd
 from .options import DATA_FORMATS
 from .readers import (
@@ -52,7 +52,7 @@ def load_dialogues(
         dialogues = _load_directory(path, split, data_format, columns)
     elif path.is_file():
         dialogues = _load_file(path, data_format, columns)
-    elif _looks_like_path(source):
+    elif looks_like_path(source, DATA_FILE_SUFFIXES):
         raise DataError(f"{source}: no such file or directory.")
     else:
         dialogues = _load_hub(source, split, config_name, data_format, columns)
@@ -87,12 +87,6 @@ def load_dialogues_from_args(data_args, *, eval: bool = False) -> list[Dialogue]
         logger.info("Using the first %d of %d dialogues from %s", limit, len(dialogues), source)
         dialogues = dialogues[:limit]
     return dialogues
-
-
-def _looks_like_path(source: str) -> bool:
-    # A Hub id is "name" or "owner/name"; anything with a data-file suffix or a path prefix is a local path
-    # that is missing, and sending it to the Hub would only produce a confusing network error.
-    return source.lower().endswith(DATA_FILE_SUFFIXES) or source.startswith(("/", "./", "../", "~", "."))
 
 
 def _load_directory(path: Path, split: str, data_format: str, columns: dict) -> list[Dialogue]:

@@ -22,14 +22,20 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..common import first_line, is_sharded
+from ..common import first_line, is_sharded, looks_like_path
 from ..data import opening_prompts
 from ..rundir import write_evaluation
 from . import lm_eval, probes
 from .agreement import reply_examples, reply_nll
 from .generation_metrics import generation_metrics, greedy_replies
 from .measurement_cache import MeasurementCache, inputs_fingerprint, weights_fingerprint
-from .perplexity import general_perplexity, load_general_text, support_perplexity, tokenize_general_text
+from .perplexity import (
+    GENERAL_TEXT_SUFFIXES,
+    general_perplexity,
+    load_general_text,
+    support_perplexity,
+    tokenize_general_text,
+)
 from .prefix_states import FrozenPrefixStates
 from .report import REPORTED, format_report, learn_keep
 
@@ -91,7 +97,7 @@ class EvaluationSettings:
 def _general_source_missing(source: str) -> bool:
     """A path-like general text that is not there (a Hub id is probed, and fails loudly, when loaded)."""
     path = Path(source).expanduser()
-    return not path.exists() and (source.startswith(("/", ".", "~")) or path.suffix.lower() in (".txt", ".raw"))
+    return not path.exists() and looks_like_path(source, GENERAL_TEXT_SUFFIXES)
 
 
 class BeforeAfterEvaluator:

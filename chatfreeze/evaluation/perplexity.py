@@ -18,12 +18,14 @@ from pathlib import Path
 
 import torch
 
-from ..common import first_line
+from ..common import first_line, looks_like_path
 from ..data import DialogueCollator, build_dataset
 from ..data.schema import IGNORE_INDEX
 from ..fastpath.loss import labelled_nll
 
 logger = logging.getLogger(__name__)
+
+GENERAL_TEXT_SUFFIXES = (".txt", ".raw")  # a --general_text with these is a file, never a Hub id
 
 
 def support_dataset(dialogues: list[list[dict]], tokenizer, max_length: int = 1024,
@@ -95,7 +97,7 @@ def load_general_text(source: str, config_name: str | None = None, split: str = 
     path = Path(source).expanduser()
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    if path.exists() or source.startswith(("/", ".", "~")) or source.lower().endswith((".txt", ".raw")):
+    if path.exists() or looks_like_path(source, GENERAL_TEXT_SUFFIXES):
         raise FileNotFoundError(f"--general_text {source}: no such file.")
     import datasets
 
