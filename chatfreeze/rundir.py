@@ -24,6 +24,8 @@ CARD_FILENAME = "README.md"  # the model card: only in what the push uploads, ne
 LOSS_CURVES_PLOT = "loss_curves.png"
 BEFORE_AFTER_PLOT = "before_after.png"
 LEARN_KEEP_PLOT = "learn_keep.png"
+DELTA_MANIFEST_FILENAME = "delta_manifest.json"  # a trained-only save: the base it pins (modeling.delta)
+DELTA_WEIGHTS_FILENAME = "delta.safetensors"  # a trained-only save: the tensors training changed
 PROVENANCE_FILENAME = "chatfreeze_source.json"  # in a converted offline checkpoint: where its weights came from
 
 

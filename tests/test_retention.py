@@ -139,6 +139,34 @@ def test_method_full_trains_everything_through_the_same_recipe(tiny_model_dir, t
     assert plan["frozen_parameter_names"] == [] and plan["spec"]["method"] == "full"
 
 
+@pytest.mark.slow
+def test_method_lora_trains_adapters_on_the_top_blocks_and_saves_a_merged_model(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tiny_train(tiny_model_dir, tmp_path, "--method", "lora", "--lora_layers", "1", "--lora_r", "4",
+                     "--learning_rate", "1e-2")
+    plan = json.loads((out / "freeze_plan.json").read_text())
+    assert plan["spec"]["method"] == "lora" and plan["spec"]["lora_layers"] == 1
+    base = dict(AutoModelForCausalLM.from_pretrained(tiny_model_dir).named_parameters())
+    merged = dict(AutoModelForCausalLM.from_pretrained(out).named_parameters())  # plain transformers: merged
+    assert set(base) == set(merged) and not any("lora" in name for name in merged)
+    top = len(plan["frozen_layers"])
+    changed = {name for name in base if not torch.equal(base[name], merged[name])}
+    assert changed and all(name.startswith(f"model.layers.{top}.") for name in changed), changed
+    assert set(changed) <= set(plan["trainable_parameter_names"])
+
+
+def test_a_peft_model_with_adapters_off_has_its_base_fingerprint():
+    from peft import LoraConfig, get_peft_model
+
+    from chatfreeze.evaluation.measurement_cache import weights_fingerprint
+
+    model = build_tiny_model("llama")
+    before = weights_fingerprint(model)
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert weights_fingerprint(wrapped) == before
+
+
 @pytest.mark.parametrize("untie", [False, True])
 def test_kl_to_base_equals_a_reference_computed_with_a_full_base_model(tmp_path, untie):
     import copy

@@ -1,6 +1,7 @@
-"""``chatfreeze merge RUN OUT --alpha A`` / ``python -m chatfreeze.merge``: a run's trained blocks interpolated
-toward its base (``θ = base + A · (tuned − base)``; A = 1 the run itself, A = 0 the base), written to OUT as a
-model directory that plain ``AutoModelForCausalLM.from_pretrained`` loads and the chat and evaluation accept."""
+"""``chatfreeze merge RUN OUT [--alpha A]`` / ``python -m chatfreeze.merge``: a run (or a trained-blocks-only
+delta, ``--save_trained_only``) written to OUT as a standalone model directory that plain
+``AutoModelForCausalLM.from_pretrained`` loads; with ``--alpha`` < 1 its trained blocks are interpolated toward
+the base (``θ = base + A · (tuned − base)``; A = 1 the run itself, A = 0 the base)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from .errors import run_cli
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatfreeze merge", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", help="A finished training run (its --output_dir; only read).")
+    parser.add_argument("run_dir", help="A finished training run or a delta (its --output_dir; only read).")
     parser.add_argument("output_dir", help="Where the interpolated model goes (new or empty).")
-    parser.add_argument("--alpha", type=float, required=True, help="0 = the base, 1 = the run; e.g. 0.7.")
+    parser.add_argument("--alpha", type=float, default=1.0,
+                        help="0 = the base, 1 = the run (default: a delta becomes a standalone model); e.g. 0.7.")
     parser.add_argument("--base", default=None, help="The base model (default: the one the run recorded).")
     return parser
 

@@ -28,9 +28,20 @@ CACHE_VERSION = 1  # bump when what a measurement holds changes
 def weights_fingerprint(model: nn.Module) -> str:
     """One hash of every parameter's name, dtype, shape and bytes (tied weights counted once)."""
     digest = hashlib.blake2b(digest_size=16)
-    for name, param in model.named_parameters():
+    for name, param in base_named_parameters(model):
         digest.update(f"{name}:{param.dtype}:{tuple(param.shape)}:{tensor_digest(param)};".encode())
     return digest.hexdigest()
+
+
+def base_named_parameters(model: nn.Module):
+    """``model.named_parameters()``; for a peft model, those of the base it wraps, by their base names and without
+    the adapters' own (a peft model with its adapters off computes what its base does)."""
+    if not (hasattr(model, "get_base_model") and hasattr(model, "disable_adapter")):
+        yield from model.named_parameters()
+        return
+    for name, param in model.get_base_model().named_parameters():
+        if "lora_" not in name:
+            yield name.replace(".base_layer.", "."), param
 
 
 def inputs_fingerprint(*parts) -> str:

@@ -10,6 +10,7 @@ _EXPORTS = {  # submodule: the public names it defines
     "errors": ("ModelResolutionError",),
     "options": ("ModelArguments",),
     "load": ("load_model", "load_tokenizer", "select_dtype"),
+    "delta": ("DeltaError", "is_delta", "load_delta", "write_delta"),
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

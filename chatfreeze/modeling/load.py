@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..common import check_choice
@@ -29,6 +31,16 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 def load_model(path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained(path)``; a trained-blocks-only directory (``modeling.delta``) is
+    rebuilt on its pinned base, every frozen tensor checked first. A Hub id is resolved (downloaded) first."""
     from transformers import AutoModelForCausalLM
 
+    from .delta import is_delta, load_delta
+
+    if not Path(path).is_dir():
+        from .resolve import resolve_model
+
+        path = resolve_model(path).path
+    if is_delta(path):
+        return load_delta(path, dtype, trust_remote_code, **kwargs)
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)

@@ -45,37 +45,46 @@ def trained_state(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]
 
 
 def interpolate_run(run_dir: str | Path, alpha: float, output_dir: str | Path, base: str | None = None) -> Path:
-    """Write the run at ``run_dir`` with its trained tensors interpolated toward its base as a model directory
-    (weights, tokenizer, the run's plan and info, ``interpolation.json``)."""
+    """Write the run (or delta) at ``run_dir`` with its trained tensors interpolated toward its base as a model
+    directory (weights, tokenizer, the run's plan and info, ``interpolation.json``). At ``alpha`` 1 this is the
+    run itself: for a trained-blocks-only save, the standalone model ``from_pretrained`` loads."""
     import json
     import shutil
 
     from ..freezing import FreezePlan
     from ..modeling import load_model, resolve_model
-    from ..rundir import GENERATION_CONFIG_FILENAME, PLAN_FILENAME, RUN_INFO_FILENAME, read_run_info
+    from ..modeling.delta import is_delta, read_manifest
+    from ..rundir import (
+        GENERATION_CONFIG_FILENAME,
+        PLAN_FILENAME,
+        RUN_INFO_FILENAME,
+        SAMPLES_FILENAME,
+        read_run_info,
+    )
 
     run_dir, output_dir = Path(run_dir), Path(output_dir)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"--alpha {alpha:g}: give a value between 0 (the base) and 1 (the tuned model).")
-    info = read_run_info(run_dir)
-    if info is None:
-        raise ValueError(f"{run_dir}: not a chatfreeze run (no {RUN_INFO_FILENAME}).")
-    if output_dir.exists() and any(output_dir.iterdir()):
+    info, delta = read_run_info(run_dir), is_delta(run_dir)
+    if info is None and not delta:
+        raise ValueError(f"{run_dir}: not a chatfreeze run (no {RUN_INFO_FILENAME}) nor a trained-only save.")
+    if output_dir.exists() and (output_dir.is_file() or any(output_dir.iterdir())):
         raise ValueError(f"--output_dir {output_dir}: exists and is not empty; choose a new directory.")
-    base_info = info.get("base_model") or {}
+    base_info = (info or {}).get("base_model") or (read_manifest(run_dir)["base"] if delta else {})
     base_name = base or base_info.get("name_or_path")
-    plan = FreezePlan.load(run_dir)
-    tuned = load_model(str(run_dir))
-    base_model = load_model(resolve_model(base_name, base_info.get("revision")).path)
-    names = plan.trainable_parameter_names
-    apply_interpolation(tuned, trained_state(base_model, names), trained_state(tuned, names), alpha, names)
+    tuned = load_model(str(run_dir))  # a delta is rebuilt on its base, every frozen tensor checked
+    if alpha < 1.0:
+        names = (FreezePlan.load(run_dir).trainable_parameter_names if (run_dir / PLAN_FILENAME).is_file()
+                 else read_manifest(run_dir)["trained"])
+        base_model = load_model(resolve_model(base_name, base_info.get("revision")).path)
+        apply_interpolation(tuned, trained_state(base_model, names), trained_state(tuned, names), alpha, names)
+        del base_model
     tuned.save_pretrained(output_dir)
-    for name in (PLAN_FILENAME, RUN_INFO_FILENAME, GENERATION_CONFIG_FILENAME, "tokenizer.json",
+    for name in (PLAN_FILENAME, RUN_INFO_FILENAME, GENERATION_CONFIG_FILENAME, SAMPLES_FILENAME, "tokenizer.json",
                  "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, output_dir / name)
     (output_dir / "interpolation.json").write_text(json.dumps(
-        {"run": str(run_dir), "base": base_name, "alpha": alpha, "tensors": len(names)}, indent=2) + "\n")
-    logger.info("Interpolated %d trained tensors of %s toward %s at alpha=%g into %s", len(names), run_dir,
-                base_name, alpha, output_dir)
+        {"run": str(run_dir), "base": base_name, "alpha": alpha, "from_delta": delta}, indent=2) + "\n")
+    logger.info("Wrote %s at alpha=%g (base %s) into %s", run_dir, alpha, base_name, output_dir)
     return output_dir

@@ -94,6 +94,12 @@ class FreezeTrainingArguments(TrainingArguments, RetentionArguments):
     prefix_cache_dir: str | None = field(
         default=None, metadata={"help": "Directory for a disk prefix cache (default: the system temp dir)."}
     )
+    save_trained_only: bool = field(
+        default=False,
+        metadata={"help": "Save only the tensors training changed (delta.safetensors) and a manifest pinning the "
+                  "base by a SHA-256 of every frozen tensor: about 1/6 of the full model for the default plan. "
+                  "chatfreeze loads it on its base (checked) like a full model; `chatfreeze merge` makes it one."},
+    )
 
     def __post_init__(self):
         import torch

@@ -29,14 +29,16 @@ from ..common import is_sharded
 from ..data import DialogueCollator, build_dataset, load_dialogues_from_args, opening_prompts
 from ..data.options import DataArguments
 from ..evaluation import evaluator_for_run, write_plots
-from ..freezing import FreezeArguments, FreezePlan, apply_plan, make_plan
+from ..freezing import FreezeArguments, FreezePlan, apply_plan, find_blocks, make_plan
 from ..generation import generate_reply, support_generation_config
 from ..modeling import ModelArguments, ResolvedModel, load_model, load_tokenizer, resolve_model, select_dtype
+from ..modeling.delta import write_delta
 from ..publish.hub import redact_command, take_training_push
 from ..retention.replay import replay_dataset
 from ..rundir import RUN_INFO_FILENAME, write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
 from .distributed import end_distributed, parallel_info, train_on_cpu_processes_without_gpus
+from .methods import build_lora_trainer, lora_options, lora_plan_spec, merge_lora
 from .trainer import FreezeTrainer
 
 logger = logging.getLogger(__name__)
@@ -173,6 +175,14 @@ def plan(run: RecipeRun, allow_no_freeze: bool = False) -> RecipeRun:
         allow_no_freeze = True
         if run.is_main_process:
             logger.info("--method full: nothing is frozen (the full fine-tuning baseline); freeze options ignored.")
+    elif spec.method == "lora":
+        # The plan says which tensors the merged LoRA model may differ in: the adapted blocks' weights. Below
+        # them, and the embeddings, head and final norm, stay bit-identical to the base.
+        spec = lora_plan_spec(spec)
+        allow_no_freeze = True
+        if run.is_main_process:
+            logger.info("--method lora: %s; freeze options ignored.", lora_options(spec).describe(
+                len(find_blocks(run.model)[1])))
     run.plan = make_plan(run.model, spec, allow_no_freeze=allow_no_freeze)
     if run.is_main_process:
         logger.info("\n%s", run.plan.format_table())
@@ -244,6 +254,8 @@ def build_trainer(run: RecipeRun, trainer_class: type[Trainer] = FreezeTrainer, 
     applied as ``requires_grad`` only: the "freeze by hand" baseline, without the fast path or the guard.
     """
     run.model.generation_config = support_generation_config(run.model.generation_config, run.tokenizer)
+    if run.freeze_args.method == "lora":
+        return build_lora_trainer(run, lora_options(run.freeze_args), **kwargs)
     common = dict(model=run.model, args=run.training_args, train_dataset=run.train_dataset,
                   eval_dataset=run.eval_dataset, data_collator=DialogueCollator(run.tokenizer),
                   processing_class=run.tokenizer, **kwargs)
@@ -272,6 +284,15 @@ def final_eval_metrics(trainer: FreezeTrainer, support_perplexity: float | None 
     return metrics
 
 
+def measure_base(evaluator, model) -> dict:
+    """The evaluator's "before" measurement of the base: a peft model is measured with its adapters off, as the
+    base model it wraps (so the base's cached measurements serve LoRA runs too)."""
+    if hasattr(model, "disable_adapter") and hasattr(model, "get_base_model"):
+        with model.disable_adapter():
+            return evaluator.measure(model, "before")
+    return evaluator.measure(model, "before")
+
+
 def train(run: RecipeRun) -> RecipeRun:
     """Measure the base (if asked), train, measure again; ``run.metrics`` gets train, eval and before/after."""
     trainer = run.trainer
@@ -279,7 +300,7 @@ def train(run: RecipeRun) -> RecipeRun:
         logger.info("Resuming from %s", run.resume_from)
     # Support perplexity, forgetting and reply quality of the base model (main process; None when not asked).
     evaluator = evaluator_for_run(run.data_args, run.tokenizer, run.eval_dataset, run.eval_dialogues, trainer)
-    before = evaluator.measure(run.model, "before") if evaluator else None
+    before = measure_base(evaluator, run.model) if evaluator else None
     run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
     after = evaluator.measure(run.model, "after") if evaluator else {}
     if run.eval_dataset is not None:
@@ -369,13 +390,23 @@ def finish_output_dir(output_dir, model, tokenizer, plan: FreezePlan, sections: 
 
 def save(run: RecipeRun) -> RecipeRun:
     """Save the weights (in the base checkpoint's dtype), metrics, trainer state and the run's evidence."""
-    trainer, model, output_dir = run.trainer, run.model, run.training_args.output_dir
+    trainer, output_dir = run.trainer, run.training_args.output_dir
+    if run.freeze_args.method == "lora":
+        run.model = merge_lora(run.model)  # a plain model that chat, evaluate and push load like any other
+    model = run.model
     if model.dtype != run.base_dtype and not is_sharded(trainer):
         # Save in the checkpoint's own dtype: a bf16 base loaded into fp32 casts back exactly, so frozen
         # tensors stay bit-identical to the published ones. (FSDP/DeepSpeed own the storage of sharded
         # parameters and gather them to save: their checkpoints keep the training dtype, values unchanged.)
         model.to(run.base_dtype)
-    trainer.save_model(output_dir)
+    if run.training_args.save_trained_only and not is_sharded(trainer):
+        if run.is_main_process:
+            save_delta(run, model, output_dir)
+    elif run.freeze_args.method == "lora":
+        if run.is_main_process:
+            model.save_pretrained(output_dir)
+    else:
+        trainer.save_model(output_dir)
     trainer.log_metrics("all", run.metrics)
     trainer.save_metrics("all", run.metrics)
     trainer.save_state()
@@ -385,6 +416,19 @@ def save(run: RecipeRun) -> RecipeRun:
             run.eval_dialogues, NUM_SAMPLE_REPLIES, run.data_args.system_prompt)
         finish_output_dir(output_dir, model, run.tokenizer, run.plan, run_info_sections(run), samples)
     return run
+
+
+def save_delta(run: RecipeRun, model, output_dir: str) -> None:
+    """``--save_trained_only``: the trained tensors and a manifest pinning the base (``modeling.delta``); the
+    run's own checkpoints (full copies kept for resuming) are removed once the delta is written."""
+    import shutil
+
+    write_delta(model, run.plan.trainable_parameter_names, output_dir, run.resolved.to_dict())
+    for checkpoint in sorted(Path(output_dir).glob("checkpoint-*")):
+        if checkpoint.is_dir():
+            shutil.rmtree(checkpoint)
+            logger.info("--save_trained_only: removed %s (a full copy for resuming; the run is finished).",
+                        checkpoint)
 
 
 def finish(run: RecipeRun) -> RecipeRun:
