@@ -194,6 +194,58 @@ def test_the_card_usage_snippet_runs(trained, tmp_path):
     exec(compile(snippet, "card-snippet", "exec"), {})
 
 
+def test_trained_only_publishes_a_delta_that_loads_to_the_same_model(trained, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from chatfreeze.modeling import is_delta, load_model
+
+    _isolate_hub_env(monkeypatch, "http://127.0.0.1:9", TOKEN, tmp_path)
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(trained.root / "hf-cache"))  # the base, as a user has it
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    target = tmp_path / "delta"
+    assert run_cli(lambda: push_main([str(trained.out), "--repo_id", "acme/support-bot", "--dry_run", str(target),
+                                      "--trained_only"])) == 0
+    assert "published as a delta" in capsys.readouterr().out
+    names = {p.name for p in target.iterdir()}
+    assert {"delta.safetensors", "delta_manifest.json", "config.json", "README.md"} <= names
+    assert "model.safetensors" not in names
+    full = (trained.out / "model.safetensors").stat().st_size
+    assert (target / "delta.safetensors").stat().st_size < full / 1.5  # 2 of 4 blocks, embeddings left out
+    manifest = json.loads((target / "delta_manifest.json").read_text())
+    assert manifest["base"]["name_or_path"] == BASE_ID and manifest["base"]["revision"] == BASE_SHA
+    ids = torch.randint(3, 250, (1, 8))
+    with torch.no_grad():
+        want = load_model(str(trained.out))(input_ids=ids).logits
+        got = load_model(str(target))(input_ids=ids).logits
+    assert is_delta(target) and (got - want).abs().max().item() <= 1e-6
+    card = (target / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1).replace('"acme/support-bot"', repr(str(target)))
+    namespace: dict = {}
+    exec(compile(snippet, "card-snippet", "exec"), namespace)
+    assert namespace["model"].config.num_hidden_layers == 4 and "python -m chatfreeze.merge" in card
+
+
+def test_the_token_scan_streams_and_finds_a_token_across_block_boundaries(tmp_path):
+    from chatfreeze.publish.hub import file_contains
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x" * 1000 + TOKEN.encode() + b"y" * 1000)
+    for block in (7, 64, 1000, 1003, 1 << 20):
+        assert file_contains(path, TOKEN.encode(), block=block), block
+    assert not file_contains(path, b"hf_not_there_at_all", block=16)
+
+
+def test_the_training_push_never_shows_its_token():
+    from chatfreeze.publish.hub import TrainingPush
+
+    push = TrainingPush(repo_id="a/b", private=False, revision=None, token=TOKEN)
+    assert TOKEN not in repr(push) and TOKEN not in str(push)
+    assert "<redacted>" in redact_command(f"train.py --hub-token {TOKEN}") and TOKEN not in redact_command(
+        f"train.py --hub-token={TOKEN} --token {TOKEN}")
+
+
 def test_dry_run_refuses_a_non_empty_directory_or_one_inside_the_output_dir(trained, tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()

@@ -61,31 +61,67 @@ def write_delta(model: nn.Module, trained_names: list[str], output_dir: str | Pa
     """Save ``model``'s ``trained_names`` tensors, its config and a manifest pinning every other tensor to its
     SHA-256 into ``output_dir``. ``base``: ``{"name_or_path", "revision", "source"}`` of the model it was tuned
     from (``ResolvedModel.to_dict()``). Returns the manifest."""
-    from safetensors.torch import save_file
-
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    trained = set(trained_names)
-    missing = sorted(trained - set(state))
+    missing = sorted(set(trained_names) - set(state))
     if missing:
         raise DeltaError(f"delta: trained tensor {missing[0]!r} is not in the model's state dict.")
-    tensors = {name: state[name].detach().cpu().contiguous().clone() for name in state if name in trained}
-    save_file(tensors, str(output_dir / DELTA_WEIGHTS_FILENAME), metadata={"format": "pt"})
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(output_dir)
-    dtypes = {str(t.dtype).replace("torch.", "") for t in tensors.values()}
+    return _write(state.items(), set(trained_names), output_dir, base)
+
+
+def delta_from_saved_model(model_dir: str | Path, trained_names: list[str], output_dir: str | Path,
+                           base: dict) -> dict:
+    """The delta of a full save (``model_dir``'s ``*.safetensors``, read tensor by tensor, no model built): what
+    ``push --trained_only`` uploads. Its frozen tensors are the base's (the freeze guard checked them)."""
+    import shutil
+
+    from safetensors import safe_open
+
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    files = sorted(f for f in model_dir.glob("*.safetensors") if f.name != DELTA_WEIGHTS_FILENAME)
+    if not files:
+        raise DeltaError(f"{model_dir}: no *.safetensors weights to make a delta of.")
+
+    def tensors():
+        for file in files:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    yield name, handle.get_tensor(name)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_dir / CONFIG_FILENAME, output_dir / CONFIG_FILENAME)
+    return _write(tensors(), set(trained_names), output_dir, base)
+
+
+def _write(named_tensors, trained: set[str], output_dir: Path, base: dict) -> dict:
+    """Write ``delta.safetensors`` (the ``trained`` tensors) and the manifest (a SHA-256 of every other one)."""
+    from safetensors.torch import save_file
+
+    kept, frozen = {}, {}
+    for name, value in named_tensors:
+        if name in trained:
+            kept[name] = value.detach().cpu().contiguous().clone()
+        else:
+            frozen[name] = tensor_sha256(value)
+    absent = sorted(trained - set(kept) - set(frozen))
+    if not kept or absent:
+        raise DeltaError(f"delta: trained tensor {(absent or sorted(trained) or ['?'])[0]!r} is not in the model.")
+    save_file(kept, str(output_dir / DELTA_WEIGHTS_FILENAME), metadata={"format": "pt"})
+    dtypes = {str(t.dtype).replace("torch.", "") for t in kept.values()}
     manifest = {
         "format": DELTA_FORMAT,
         "base": {key: base.get(key) for key in ("name_or_path", "revision", "source")},
         "dtype": dtypes.pop() if len(dtypes) == 1 else "mixed",
-        "trained": sorted(tensors),
-        "trained_parameters": sum(t.numel() for t in tensors.values()),
-        "frozen_sha256": {name: tensor_sha256(value) for name, value in state.items() if name not in trained},
+        "trained": sorted(kept),
+        "trained_parameters": sum(t.numel() for t in kept.values()),
+        "frozen_sha256": frozen,
     }
     (output_dir / DELTA_MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=1) + "\n")
     logger.info("Saved a delta of %d trained tensors (%s parameters) pinned to %s (%d frozen tensors hashed) in %s",
-                len(tensors), f"{manifest['trained_parameters']:,}", manifest["base"]["name_or_path"],
-                len(manifest["frozen_sha256"]), output_dir)
+                len(kept), f"{manifest['trained_parameters']:,}", manifest["base"]["name_or_path"], len(frozen),
+                output_dir)
     return manifest
 
 

@@ -30,7 +30,8 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_model(path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False, **kwargs):
+def load_model(path: str, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
+               revision: str | None = None, **kwargs):
     """``AutoModelForCausalLM.from_pretrained(path)``; a trained-blocks-only directory (``modeling.delta``) is
     rebuilt on its pinned base, every frozen tensor checked first. A Hub id is resolved (downloaded) first."""
     from transformers import AutoModelForCausalLM
@@ -40,7 +41,7 @@ def load_model(path: str, dtype: torch.dtype = torch.float32, trust_remote_code:
     if not Path(path).is_dir():
         from .resolve import resolve_model
 
-        path = resolve_model(path).path
+        path = resolve_model(path, revision).path
     if is_delta(path):
         return load_delta(path, dtype, trust_remote_code, **kwargs)
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)

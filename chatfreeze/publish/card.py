@@ -18,6 +18,8 @@ from ..freezing.plan import FreezePlan
 from ..rundir import (
     CARD_FILENAME,
     CONFIG_FILENAME,
+    DELTA_MANIFEST_FILENAME,
+    DELTA_WEIGHTS_FILENAME,
     EVALUATION_FILENAME,
     GENERATION_CONFIG_FILENAME,
     PLAN_FILENAME,
@@ -88,6 +90,7 @@ class Run:
     trainer_state: dict
     plots: list[str]
     base: BaseModel
+    delta: dict | None = None  # the manifest of a trained-blocks-only save (chatfreeze.modeling.delta)
 
 
 def check_run_dir(output_dir: Path) -> None:
@@ -122,6 +125,7 @@ def load_run(output_dir: str | Path, base_model: str | None = None) -> Run:
         trainer_state=read_json(out / TRAINER_STATE_FILENAME, {}, strict=True) or {},
         plots=sorted(p.name for p in out.glob("*.png")),
         base=describe_base_model(run_info.get("base_model") or {}, base_model),
+        delta=read_json(out / DELTA_MANIFEST_FILENAME, strict=True),
     )
 
 
@@ -529,7 +533,30 @@ def _section_samples(run: Run) -> str:
     return "\n\n".join(parts)
 
 
+def _section_usage_delta(run: Run, repo_id: str, revision: str | None) -> str:
+    base = run.delta["base"]
+    pinned = base.get("name_or_path") + (f"@{base['revision']}" if base.get("revision") else "")
+    rev = f", revision={revision!r}" if revision and revision != "main" else ""
+    return f"""## How to use
+
+This repository holds only the tensors training changed ({run.delta['trained_parameters']:,} parameters in \
+`{DELTA_WEIGHTS_FILENAME}`) and `{DELTA_MANIFEST_FILENAME}`, which pins the base model `{pinned}` by a SHA-256 \
+of every frozen tensor. chatfreeze downloads the base, checks every pinned tensor (a mismatch is an error naming \
+it) and adds the trained blocks:
+
+```python
+from chatfreeze import load_model  # pip install chatfreeze
+from transformers import AutoTokenizer
+model, tokenizer = load_model("{repo_id}"{rev}), AutoTokenizer.from_pretrained("{repo_id}"{rev})
+```
+
+To get a standalone model that plain `AutoModelForCausalLM.from_pretrained` loads:
+`python -m chatfreeze.merge {repo_id} ./merged`."""
+
+
 def _section_usage(run: Run, repo_id: str, revision: str | None) -> str:
+    if run.delta:
+        return _section_usage_delta(run, repo_id, revision)
     system = (run.run_info.get("data") or {}).get("system_prompt")
     rev = f", revision={revision!r}" if revision and revision != "main" else ""
     messages = ([{"role": "system", "content": system}] if system else []) + [

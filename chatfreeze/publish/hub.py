@@ -37,6 +37,7 @@ from typing import Any
 from ..common import env_flag, first_line
 from ..rundir import (
     CARD_FILENAME,
+    DELTA_MANIFEST_FILENAME,
     EVALUATION_FILENAME,
     PLAN_FILENAME,
     RESULTS_FILENAME,
@@ -56,7 +57,9 @@ PUBLISHED_PATTERNS = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model", "*.tiktoken",
     PLAN_FILENAME, RESULTS_FILENAME, SAMPLES_FILENAME, EVALUATION_FILENAME, TRAINER_STATE_FILENAME, "*.png",
+    DELTA_MANIFEST_FILENAME,
 )
+WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json")  # replaced by a delta with trained_only
 
 NO_TOKEN_MESSAGE = "no Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --hub_token"
 
@@ -73,7 +76,7 @@ class PushError(ValueError):
 # ----------------------------------------------------------------------------------------------------------
 
 _SECRET_KEY = re.compile(r"(token|secret|password|api_key|apikey|authorization)$", re.I)
-_TOKEN_FLAG = re.compile(r"(--(?:hub_)?token)(=|\s+)(\S+)")
+_TOKEN_FLAG = re.compile(r"(--(?:hub[_-])?token)(=|\s+)(\S+)")
 _HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
 
 
@@ -137,14 +140,26 @@ def _place(src: Path, dst: Path, link: bool) -> None:
 
 
 def stage(run: Run, folder: Path, repo_id: str, *, revision: str | None = None, token: str | None = None,
-          link: bool = False) -> Staged:
-    """Fill the empty directory ``folder`` with exactly what is uploaded; OUTPUT_DIR is only read."""
+          link: bool = False, trained_only: bool = False) -> Staged:
+    """Fill the empty directory ``folder`` with exactly what is uploaded; OUTPUT_DIR is only read. With
+    ``trained_only`` a full save is published as a delta (the trained tensors + a manifest pinning the base)."""
     left_out = []
+    make_delta = trained_only and run.delta is None
     for entry in sorted(run.output_dir.iterdir()):
-        if entry.is_file() and _published(entry.name):
+        if make_delta and any(fnmatch(entry.name, pattern) for pattern in WEIGHT_PATTERNS):
+            left_out.append(entry.name + " (published as a delta)")
+        elif entry.is_file() and _published(entry.name):
             _place(entry, folder / entry.name, link)
         elif entry.name not in (RUN_INFO_FILENAME, CARD_FILENAME):
             left_out.append(entry.name + ("/" if entry.is_dir() else ""))
+    if make_delta:
+        from ..modeling.delta import delta_from_saved_model, read_manifest
+
+        base = dict(run.run_info.get("base_model") or {})
+        if run.base.hub_id:
+            base.update(name_or_path=run.base.hub_id, revision=run.base.revision)
+        delta_from_saved_model(run.output_dir, run.plan.trainable_parameter_names, folder, base)
+        run.delta = read_manifest(folder)
     run_info = scrub(run.run_info, token)
     (folder / RUN_INFO_FILENAME).write_text(json.dumps(run_info, indent=2, ensure_ascii=False) + "\n",
                                             encoding="utf-8")
@@ -160,13 +175,26 @@ def _refuse_token_in(folder: Path, token: str | None) -> None:
         return
     needle = token.encode()
     for path in folder.iterdir():
-        with open(path, "rb") as handle:
-            if needle in handle.read():
-                raise PushError(f"{path.name} contains the Hub token; refusing to publish it.")
+        if file_contains(path, needle):
+            raise PushError(f"{path.name} contains the Hub token; refusing to publish it.")
+
+
+def file_contains(path: Path, needle: bytes, block: int = 1 << 20) -> bool:
+    """Whether ``needle`` occurs in the file, read in blocks (multi-GB weights never sit in memory whole); the
+    blocks overlap by ``len(needle) - 1`` bytes so a match across a block boundary is found."""
+    tail = b""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            window = tail + chunk
+            if needle in window:
+                return True
+            tail = window[-(len(needle) - 1):] if len(needle) > 1 else b""
+    return False
 
 
 def dry_run(output_dir: str | Path, target: str | Path, repo_id: str | None = None, *,
-            revision: str | None = None, base_model: str | None = None, token: str | None = None) -> Staged:
+            revision: str | None = None, base_model: str | None = None, token: str | None = None,
+            trained_only: bool = False) -> Staged:
     """Write exactly the folder that ``push_output_dir`` would upload to ``target`` (which must be new or empty)."""
     out, target = Path(output_dir).resolve(), Path(target).resolve()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -180,7 +208,7 @@ def dry_run(output_dir: str | Path, target: str | Path, repo_id: str | None = No
     # Build beside the target and rename, so a failure never leaves a half-written folder at ``target``.
     partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
-        staged = stage(run, partial, repo_id, revision=revision, token=token)
+        staged = stage(run, partial, repo_id, revision=revision, token=token, trained_only=trained_only)
         if target.exists():
             target.rmdir()
         partial.rename(target)
@@ -407,6 +435,7 @@ def push_output_dir(
     base_model: str | None = None,
     retry: RetryPolicy | None = None,
     endpoint: str | None = None,
+    trained_only: bool = False,
 ) -> PushResult:
     """Stage ``output_dir`` with its model card and upload it to the model repo ``repo_id`` (created if needed).
 
@@ -431,7 +460,8 @@ def push_output_dir(
 
     with _current_env_flags(), tempfile.TemporaryDirectory(prefix="chatfreeze-push-") as tmp:
         repo_id = _full_repo_id(api, repo_id, policy, describe)
-        staged = stage(run, Path(tmp), repo_id, revision=revision, token=token, link=True)
+        staged = stage(run, Path(tmp), repo_id, revision=revision, token=token, link=True,
+                       trained_only=trained_only)
         logger.info("Uploading %d files (%s) from %s to %s", len(staged.files), _size(staged.total_bytes),
                     run.output_dir, repo_id)
 
@@ -462,7 +492,7 @@ class TrainingPush:
     repo_id: str
     private: bool
     revision: str | None
-    token: str
+    token: str = field(repr=False)  # never in a repr, a log line or a traceback's locals printout
 
     def push(self, output_dir: str) -> PushResult:
         try:

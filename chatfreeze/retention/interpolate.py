@@ -62,6 +62,8 @@ def interpolate_run(run_dir: str | Path, alpha: float, output_dir: str | Path, b
         read_run_info,
     )
 
+    if not Path(run_dir).is_dir():  # a Hub id: the pushed run or delta, downloaded
+        run_dir = resolve_model(str(run_dir)).path
     run_dir, output_dir = Path(run_dir), Path(output_dir)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"--alpha {alpha:g}: give a value between 0 (the base) and 1 (the tuned model).")
