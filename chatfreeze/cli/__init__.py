@@ -1,4 +1,4 @@
-"""The ``chatfreeze`` command: ``chatfreeze train|chat|plan|evaluate|push|plots|merge ...``.
+"""The ``chatfreeze`` command: ``chatfreeze train|chat|web|plan|evaluate|push|plots|merge ...``.
 
 Each subcommand is one thin module here (``chatfreeze.cli.<name>``) with a ``main(argv)``; they are imported
 only when called, so ``chatfreeze chat`` or ``chatfreeze push`` never pay for the training stack. The train
@@ -14,11 +14,12 @@ COMMANDS = {
     "train": "freeze, fine-tune, evaluate and save (a recipe + flags; under accelerate: "
              "accelerate launch -m chatfreeze.cli.train)",
     "chat": "talk to a model or a training run in the terminal",
+    "web": "talk to it in the browser, side by side with its base (Gradio: pip install \"chatfreeze[web]\")",
     "plan": "show what a freeze spec would freeze, from the model's config alone",
     "evaluate": "measure a model on support dialogues and general text",
     "push": "upload a training run with its model card to the Hugging Face Hub",
     "plots": "(re)draw the plots of a finished run",
-    "merge": "interpolate a run's trained blocks toward its base (--alpha) into a new model directory",
+    "merge": "write a run or a delta as a standalone model; --alpha interpolates its trained blocks toward the base",
 }
 
 
