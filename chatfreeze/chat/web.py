@@ -16,7 +16,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..rundir import read_evaluation
-from .conversation import ChatError, ChatModel, ChatSession, ChatSettings, initial_settings, load_chat_model, pick_model
+from .conversation import (
+    ChatError,
+    ChatModel,
+    ChatSession,
+    ChatSettings,
+    initial_settings,
+    load_chat_model,
+    pick_model,
+)
 
 logger = logging.getLogger(__name__)
 
