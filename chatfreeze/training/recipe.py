@@ -33,6 +33,7 @@ from ..freezing import FreezeArguments, FreezePlan, apply_plan, find_blocks, mak
 from ..generation import generate_reply, support_generation_config
 from ..modeling import ModelArguments, ResolvedModel, load_model, load_tokenizer, resolve_model, select_dtype
 from ..modeling.delta import write_delta
+from ..modeling.offline import read_provenance
 from ..publish.hub import redact_command, take_training_push
 from ..retention.replay import replay_dataset
 from ..rundir import RUN_INFO_FILENAME, write_run_info, write_samples
@@ -356,7 +357,9 @@ def run_info_sections(run: RecipeRun) -> dict:
         world_size=state.num_processes,
         parallel=parallel_info(run.trainer),
         versions=library_versions(),
-        base_model=run.resolved.to_dict() | {"dtype": str(run.base_dtype).replace("torch.", "")},
+        # Where the base weights came from travels with the run (the card states it wherever it is pushed from).
+        base_model=run.resolved.to_dict() | {"dtype": str(run.base_dtype).replace("torch.", ""),
+                                             "provenance": read_provenance(run.resolved.path)},
         freeze=asdict(run.freeze_args),
         model=asdict(run.model_args),
         data=dict(
