@@ -658,3 +658,27 @@ def test_abcd_conversation_without_an_answered_turn_is_skipped(tmp_path, caplog)
         dialogues = load_dialogues(str(path), data_format="abcd")
     assert dialogues == [[user("hi\nmy order"), assistant("sure")]]
     assert "skipped 1 of 2 conversations" in caplog.text
+
+
+def test_every_example_must_end_its_trained_turns_with_an_end_of_turn_token(chatml_tokenizer):
+    """The check covers all examples (not a sample of the first few): example 20's reply is not closed."""
+    import copy
+
+    from chatfreeze.data import build_dataset
+    from chatfreeze.data.labels import check_turns_end
+
+    tokenizer = copy.deepcopy(chatml_tokenizer)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+        "{% if 'NOEND' in m['content'] %}\n{% else %}<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    dialogues = [[{"role": "user", "content": f"Question {i}?"},
+                  {"role": "assistant", "content": f"Answer {i}." + (" NOEND" if i == 20 else "")}]
+                 for i in range(30)]
+    build_dataset(dialogues[:20], tokenizer, max_length=256, overlong_policy="drop_example")  # closed turns pass
+    with pytest.raises(DataError, match=r"example 20: a trained assistant reply ends with token \d+, not with an "
+                                        "end-of-turn token"):
+        build_dataset(dialogues, tokenizer, max_length=256, overlong_policy="drop_example", source="data.jsonl")
+    check_turns_end([-100, 5, 2, -100, 7, 2], {2}, "x")
+    with pytest.raises(DataError, match="x: a trained assistant reply ends with token 7"):
+        check_turns_end([-100, 5, 2, -100, 7], {2}, "x")

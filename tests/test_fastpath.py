@@ -394,3 +394,25 @@ def test_benchmark_script_writes_the_json_contract(tmp_path, tiny_model_dir):
     assert 0 <= result["max_abs_diff"] < 1e-4
     assert "| target | measured | PASS/FAIL |" in run.stdout
     assert 0 < result["kl_to_base_speed_ratio"] < 10 and "KL to the base costs" in run.stdout
+
+
+def test_fast_path_is_off_under_data_parallel_and_on_under_ddp():
+    """torch.nn.DataParallel (n_gpu > 1 in one process) would run replicas that share the captured states: the
+    fast path refuses it with a reason; DDP (one GPU per process) keeps it. A CPU stand-in of each trainer."""
+    from types import SimpleNamespace
+
+    from transformers.training_args import ParallelMode
+
+    from chatfreeze.fastpath.policy import fast_path_refusal
+
+    model = build_tiny_model("llama")
+
+    def stand_in(n_gpu, mode):
+        args = SimpleNamespace(fast_path=True, n_gpu=n_gpu, parallel_mode=mode)
+        return SimpleNamespace(args=args, model=model, label_smoother=None, compute_loss_func=None,
+                               is_deepspeed_enabled=False, is_fsdp_enabled=False)
+
+    why = fast_path_refusal(stand_in(2, ParallelMode.NOT_DISTRIBUTED))
+    assert why and why.startswith("torch.nn.DataParallel over 2 GPUs") and "accelerate launch" in why
+    assert fast_path_refusal(stand_in(1, ParallelMode.DISTRIBUTED)) is None
+    assert fast_path_refusal(stand_in(1, ParallelMode.NOT_PARALLEL)) is None

@@ -216,3 +216,22 @@ def test_plan_cli_for_the_default_model(smollm2_path):
     # 6 blocks x 3,540,096 + final norm 576
     assert data["trainable_parameters"] == 6 * 3_540_096 + 576
     assert data["resolved_model_path"] == str(smollm2_path)
+
+
+def test_train_lm_head_under_zero3_is_refused_not_cloned_from_a_placeholder():
+    """Under DeepSpeed ZeRO-3 each parameter this process sees is a [0]-shaped placeholder (its data lives in
+    ``ds_tensor``): untying must refuse with a clear error instead of cloning an empty head."""
+    import torch
+
+    from chatfreeze.freezing import apply_plan
+
+    model = build_tiny_model("llama")
+    plan = make_plan(model, FreezeArguments(num_frozen_layers="2", train_lm_head=True))
+    assert plan.untie_lm_head
+    for param in model.parameters():
+        param.ds_tensor = param.data.clone().flatten()  # what ZeRO-3 leaves on a partitioned parameter
+        param.data = torch.empty(0)
+    with pytest.raises(FreezeSpecError, match=r"--train_lm_head: the tied LM head is partitioned by DeepSpeed "
+                                              r"ZeRO-3 \(shape \[0\] here\)"):
+        apply_plan(model, plan)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # left as it was

@@ -112,6 +112,27 @@ def _label_tokens(
     return labels, first_tokens
 
 
+def end_of_turn_ids(tokenizer) -> set[int]:
+    """Token ids that can end an assistant turn: the tokenizer's EOS and its special tokens (``<|im_end|>``,
+    ``<|eot_id|>``, ``</s>``, ...); generation stops on them."""
+    ids = set(getattr(tokenizer, "all_special_ids", None) or [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def check_turns_end(labels: list[int], end_ids: set[int], where: str) -> None:
+    """Every trained span (a run of labelled tokens) must end with an end-of-turn token: a model trained on
+    replies that never end learns to run on."""
+    for index, label in enumerate(labels):
+        ends_run = label != IGNORE_INDEX and (index + 1 == len(labels) or labels[index + 1] == IGNORE_INDEX)
+        if ends_run and label not in end_ids:
+            raise DataError(
+                f"{where}: a trained assistant reply ends with token {label}, not with an end-of-turn token "
+                "(EOS or a special token such as <|im_end|>); the model would not learn to stop. Use the chat "
+                "template of an -Instruct/-Chat model, or one that closes assistant turns with EOS.")
+
+
 def _check_boundary(starts: list[int], ends: list[int], boundary: int, where: str) -> None:
     """A turn boundary must fall between two tokens; a token across it would belong to both turns."""
     index = bisect.bisect_left(starts, boundary)
@@ -214,6 +235,7 @@ def _tokenize(
         return None, 0
     spans = _assistant_spans(rendered, tokenizer, where)
     labels, first_tokens = _label_tokens(rendered, spans, where)
+    check_turns_end(labels, end_of_turn_ids(tokenizer), where)
     if exact_check:
         _check_prefix_tokens(rendered, tokenizer, first_tokens, spans, where)
     if all(label == IGNORE_INDEX for label in labels):

@@ -72,6 +72,11 @@ def fast_path_refusal(trainer) -> str | None:
         return "--fast_path false"
     if is_sharded(trainer):
         return "DeepSpeed/FSDP shard the model; their engines run the plain forward"
+    if getattr(args, "n_gpu", 1) > 1 and getattr(args, "parallel_mode", None) != _distributed_mode():
+        # torch.nn.DataParallel (several GPUs, one process): its replicas would share one list of captured
+        # boundary states across threads. Launch with accelerate/torchrun (DDP) to keep the fast path.
+        return (f"torch.nn.DataParallel over {args.n_gpu} GPUs in one process (its replicas would share the "
+                "captured states); launch with `accelerate launch` or torchrun for DDP instead")
     if trainer.label_smoother is not None or trainer.compute_loss_func is not None:
         return "label smoothing or a custom compute_loss_func needs logits at every position"
     if model_type not in LOGIT_PROCESSING:
@@ -88,6 +93,12 @@ def cache_refusal(fast, trainer, plan_epochs: float | None) -> str | None:
     mode = fast.settings.prefix_cache
     if mode == "off":
         return "--prefix_cache off"
+    world = getattr(trainer.args, "world_size", 1) or 1
+    if world > 1:
+        # Each rank would hold room for the whole dataset, and the sampler reshuffles which rank sees which
+        # example every epoch, so a rank's cache would rarely hold the examples it is given next.
+        return (f"{world} processes train together and the distributed sampler moves examples between them "
+                "every epoch (few cache hits for the memory)")
     if not fast.skip_prefix:
         return "no frozen prefix to cache"
     if not fast.cache_wanted:
@@ -102,3 +113,9 @@ def cache_refusal(fast, trainer, plan_epochs: float | None) -> str | None:
     if mode == "auto" and plan_epochs is not None and plan_epochs <= 1:
         return f"this run covers {plan_epochs:.3g} epoch(s), so no example is seen twice"
     return None
+
+
+def _distributed_mode():
+    from transformers.training_args import ParallelMode
+
+    return ParallelMode.DISTRIBUTED

@@ -12,6 +12,13 @@ from .plan import FreezePlan
 def untie_lm_head(model: nn.Module) -> None:
     """Give the LM head its own copy of the embedding matrix and record in the config that they are untied."""
     head = model.get_output_embeddings()
+    if head.weight.numel() == 0 or hasattr(head.weight, "ds_tensor"):
+        # DeepSpeed ZeRO-3 partitions parameters at load time: this process holds a [0]-shaped placeholder,
+        # and a clone of it would be an empty head that no partitioner knows about.
+        raise FreezeSpecError(
+            "--train_lm_head: the tied LM head is partitioned by DeepSpeed ZeRO-3 (shape "
+            f"{list(head.weight.shape)} here), so it cannot be untied in place; use ZeRO-2 or FSDP, or train "
+            "without --train_lm_head.")
     head.weight = nn.Parameter(head.weight.detach().clone())
     model.config.tie_word_embeddings = False
     language_config = text_config(model.config)
