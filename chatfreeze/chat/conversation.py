@@ -257,13 +257,14 @@ def _read_run_info(path: str) -> dict | None:
 
 def load_chat_model(name: str, dtype: str = "auto", flag: str = "--model_name_or_path") -> ChatModel:
     """Resolve ``name`` (directory or Hub id) and load its tokenizer (with chat template) and model, in eval mode."""
-    from ..modeling import load_model, select_dtype
+    from ..modeling import check_tokenizer_fits, load_model, select_dtype
 
     resolved = _resolve(name, flag)
     if not (Path(resolved.path) / CONFIG_FILENAME).is_file():
         raise ChatError(f"{flag} {name}: {resolved.path} has no config.json.")
     tokenizer = _load_chat_tokenizer(name, resolved.path, flag)
     model = load_model(resolved.path, select_dtype(dtype)).eval()
+    check_tokenizer_fits(model, tokenizer, f"{flag} {name}")
     return ChatModel(
         name=name,
         resolved=resolved,

@@ -26,8 +26,13 @@ Record = tuple[str, Any]
 
 def _read_jsonl(path: Path) -> list[Record]:
     records = []
-    with _open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:  # decoded line by line, so a bad byte is reported with its line
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                f"{err.start + 1}); save the file as UTF-8.") from None
             if not line.strip():
                 continue
             try:
@@ -37,8 +42,6 @@ def _read_jsonl(path: Path) -> list[Record]:
                     f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno}); "
                     "each line of a .jsonl file must be one JSON object."
                 ) from None
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{lineno}: not UTF-8 text.") from None
     return records
 
 
@@ -71,6 +74,10 @@ def _read_csv(path: Path) -> tuple[list[Record], list[str]]:
         try:
             start_line = reader.line_num + 1
             for row in reader:
+                if None in row or any(value is None for value in row.values()):
+                    found = len(columns) + len(row.get(None) or []) - sum(v is None for v in row.values())
+                    raise DataError(f"{path}:{start_line}: {found} fields but the header has {len(columns)}; "
+                                    "quote fields that contain commas.")
                 records.append((f"{path}:{start_line}", row))
                 start_line = reader.line_num + 1
         except (csv.Error, UnicodeDecodeError) as err:

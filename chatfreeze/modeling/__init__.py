@@ -9,7 +9,7 @@ _EXPORTS = {  # submodule: the public names it defines
     "resolve": ("ResolvedModel", "resolve_model", "hub_offline", "hub_unreachable"),
     "errors": ("ModelResolutionError",),
     "options": ("ModelArguments",),
-    "load": ("load_model", "load_tokenizer", "select_dtype"),
+    "load": ("check_tokenizer_fits", "load_model", "load_tokenizer", "select_dtype"),
     "delta": ("DeltaError", "is_delta", "load_delta", "write_delta"),
 }
 

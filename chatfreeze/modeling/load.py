@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..common import check_choice
+from ..common import check_choice, first_line
+from .errors import ModelResolutionError
 from .options import MODEL_DTYPES
 
 
@@ -44,4 +45,25 @@ def load_model(path: str, dtype: torch.dtype = torch.float32, trust_remote_code:
         path = resolve_model(path, revision).path
     if is_delta(path):
         return load_delta(path, dtype, trust_remote_code, **kwargs)
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as err:
+        if "Unrecognized configuration class" in str(err):
+            raise ModelResolutionError(f"--model_name_or_path {path}: not a causal language model "
+                                       f"({first_line(err)}); chatfreeze fine-tunes chat LMs.") from None
+        raise
+    except Exception as err:
+        if type(err).__name__ == "SafetensorError" or "safetensors" in str(err).lower():
+            raise ModelResolutionError(f"--model_name_or_path {path}: its weights cannot be read "
+                                       f"({first_line(err)}); the file is truncated or damaged, copy or "
+                                       "download it again.") from None
+        raise
+
+
+def check_tokenizer_fits(model, tokenizer, where: str) -> None:
+    """A tokenizer with ids beyond the model's embedding rows comes from another model: refuse it."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows and len(tokenizer) > rows:
+        raise ModelResolutionError(
+            f"{where}: its tokenizer has {len(tokenizer):,} tokens but the model's embeddings only {rows:,} rows; "
+            "the tokenizer belongs to another model (save the model's own tokenizer with it).")

@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 # Files a causal LM needs; skips other formats (pytorch_model.bin, onnx, gguf) that some repos also carry.
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
 HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
 
 
@@ -57,6 +58,11 @@ def resolve_model(name_or_path: str, revision: str | None = None, token: str | b
             raise ModelResolutionError(
                 f"--model_name_or_path {name_or_path}: the directory has no config.json; "
                 "point it at a saved model (save_pretrained output or a chatfreeze output directory)."
+            )
+        if not any(local.glob(pattern) for pattern in WEIGHT_FILES):
+            raise ModelResolutionError(
+                f"--model_name_or_path {name_or_path}: the directory has a config.json but no weights "
+                "(*.safetensors or pytorch_model*.bin); copy the whole saved model, not only its config."
             )
         return ResolvedModel(name_or_path, str(local.resolve()), "local", None)
     if local.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:

@@ -25,13 +25,21 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from .. import __version__
-from ..common import is_sharded
+from ..common import first_line, is_sharded
 from ..data import DialogueCollator, build_dataset, load_dialogues_from_args, opening_prompts
 from ..data.options import DataArguments
 from ..evaluation import evaluator_for_run, write_plots
 from ..freezing import FreezeArguments, FreezePlan, apply_plan, find_blocks, make_plan
 from ..generation import generate_reply, support_generation_config
-from ..modeling import ModelArguments, ResolvedModel, load_model, load_tokenizer, resolve_model, select_dtype
+from ..modeling import (
+    ModelArguments,
+    ResolvedModel,
+    check_tokenizer_fits,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    select_dtype,
+)
 from ..modeling.delta import write_delta
 from ..modeling.offline import read_provenance
 from ..publish.hub import redact_command, take_training_push
@@ -96,6 +104,8 @@ def setup_logging(training_args: FreezeTrainingArguments) -> None:
 def check_output_dir(training_args: FreezeTrainingArguments) -> str | None:
     """Return the checkpoint to resume from, or None; refuse to write over a directory we did not make."""
     out = Path(training_args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"--output_dir {out}: is a file, not a directory; choose another --output_dir.")
     wanted = training_args.resume_from_checkpoint
     if wanted not in (None, "auto", "none", "None", ""):
         if not Path(wanted).is_dir():
@@ -105,7 +115,7 @@ def check_output_dir(training_args: FreezeTrainingArguments) -> str | None:
         return None
     last = get_last_checkpoint(str(out))
     if last and wanted == "auto":
-        return last
+        return usable_checkpoint(out)
     if training_args.overwrite_output_dir:
         return None
     what = "a finished run" if (out / RUN_INFO_FILENAME).is_file() else "files"
@@ -113,6 +123,46 @@ def check_output_dir(training_args: FreezeTrainingArguments) -> str | None:
         f"--output_dir {out} already holds {what} and no checkpoint to resume; choose another --output_dir "
         "or pass --overwrite_output_dir true to replace what is there."
     )
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from (a file cut short by a kill or a full disk), or None."""
+    import json
+
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError) as err:
+        return f"trainer_state.json unreadable ({type(err).__name__})"
+    weights = sorted(checkpoint.glob("*.safetensors"))
+    if not weights and not list(checkpoint.glob("pytorch_model*.bin")):
+        return "no weights"
+    from safetensors import safe_open
+
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    handle.get_slice(name)
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            return f"{file.name} unreadable ({first_line(err)})"
+    return None
+
+
+def usable_checkpoint(out: Path) -> str:
+    """The newest checkpoint in ``out`` that can be resumed from; a damaged newer one is named and skipped."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    checkpoints = sorted((p for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and
+                          p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for checkpoint in checkpoints:
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return str(checkpoint)
+        logger.warning("Checkpoint %s is damaged (%s): skipping it; resuming from an earlier one (delete it "
+                       "once the run has finished).", checkpoint, problem)
+    raise OutputDirError(f"--output_dir {out}: every checkpoint in it is damaged ({checkpoints[0].name}: "
+                         f"{checkpoint_problem(checkpoints[0])}); delete them, or pass --resume_from_checkpoint none "
+                         "--overwrite_output_dir true to start again.")
 
 
 def start(model_args: ModelArguments, data_args: DataArguments, freeze_args: FreezeArguments,
@@ -164,6 +214,7 @@ def load(run: RecipeRun) -> RecipeRun:
     extra = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     dtype = pick_precision(model_args, run.training_args)
     run.model = load_model(run.resolved.path, dtype, model_args.trust_remote_code, **extra)
+    check_tokenizer_fits(run.model, run.tokenizer, f"--model_name_or_path {model_args.model_name_or_path}")
     run.base_dtype = run.model.config.dtype if isinstance(run.model.config.dtype, torch.dtype) else torch.float32
     return run
 

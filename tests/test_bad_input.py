@@ -1,0 +1,249 @@
+"""The bad-input catalogue: every case runs a real command line (``chatfreeze COMMAND ...``, in-process through the
+console script's entry point) and must give exactly one line on stderr, ``error: ...`` naming the file, line or
+option and what to do, exit code 2, and leave what the user had untouched (a sentinel file in the output
+directory, the input files)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import build_chatml_tokenizer, build_tiny_model
+
+from chatfreeze.cli import main as cli_main
+
+GOOD = {"messages": [{"role": "user", "content": "Where is my order?"},
+                     {"role": "assistant", "content": "It ships tomorrow."}]}
+
+
+def jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny chat model, good data, and the odd models the catalogue needs."""
+    root = tmp_path_factory.mktemp("bad-input")
+    tokenizer = build_chatml_tokenizer()
+    model = build_tiny_model("llama")
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    no_template = build_chatml_tokenizer()
+    no_template.chat_template = None
+    model.save_pretrained(root / "no-template")
+    no_template.save_pretrained(root / "no-template")
+    (root / "no-weights").mkdir()
+    (root / "no-weights" / "config.json").write_text((root / "model" / "config.json").read_text())
+    tokenizer.save_pretrained(root / "no-weights")
+    truncated = root / "truncated"
+    model.save_pretrained(truncated)
+    tokenizer.save_pretrained(truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    T5ForConditionalGeneration(T5Config(vocab_size=259, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+                               ).save_pretrained(root / "encoder")
+    tokenizer.save_pretrained(root / "encoder")
+    jsonl(root / "good.jsonl", [GOOD] * 8)
+    return root
+
+
+def train_args(world: Path, out: Path, *extra: str, data: Path | None = None) -> list[str]:
+    return ["train", "--model_name_or_path", str(world / "model"), "--dataset", str(data or world / "good.jsonl"),
+            "--eval_dataset", "none", "--num_frozen_layers", "2", "--max_steps", "1",
+            "--per_device_train_batch_size", "2", "--output_dir", str(out), "--report_to", "none", "--use_cpu",
+            "true", "--eval_before_after", "false", "--save_strategy", "no", *extra]
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(argv: list[str], capsys, *fragments: str, keep: list[Path] = ()) -> str:
+    before = {path: digest(path) if path.is_dir() else path.read_bytes() for path in keep}
+    code = cli_main(argv)
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, (code, err[-2000:])
+    assert lines and lines[-1].startswith("error: "), err[-2000:]
+    message = lines[-1]
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    for path, state in before.items():
+        assert (digest(path) if path.is_dir() else path.read_bytes()) == state, f"{path} was changed"
+    return message
+
+
+def out_dir_with_sentinel(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's own file")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- recipe YAML
+
+RECIPES = [
+    ("num_frozen_layers: 2\nlearning_rate: [1e-4\n", ["r.yaml:", "not valid YAML"]),
+    ("num_frozen_layer: 3\n", ["r.yaml: unknown option 'num_frozen_layer'"]),
+    ("learning_rate: fast\n", ["r.yaml: option 'learning_rate' = 'fast' is not valid"]),
+    ("dataset: no/such/file.jsonl\n", ["no/such/file.jsonl"]),
+]
+
+
+@pytest.mark.parametrize(("body", "fragments"), RECIPES, ids=["syntax", "unknown-key", "wrong-type", "missing-path"])
+def test_recipe_errors(world, tmp_path, capsys, body, fragments):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(body)
+    argv = ["train", "--config", str(recipe), "--model_name_or_path", str(world / "model"), "--output_dir",
+            str(tmp_path / "out"), "--use_cpu", "true", "--report_to", "none", "--eval_before_after", "false"]
+    assert_one_line_error(argv, capsys, *fragments, keep=[recipe])
+
+
+# ---------------------------------------------------------------------------------------------- freeze specs
+
+FREEZES = [
+    (["--num_frozen_layers", "9"], ["--num_frozen_layers", "9"]),
+    (["--num_frozen_layers", "two"], ["--num_frozen_layers 'two'"]),
+    (["--extra_frozen_patterns", "model\\.nothing\\..*"], ["extra_frozen_patterns"]),
+    (["--num_frozen_layers", "4", "--freeze_final_norm", "true"], ["freezes every parameter"]),
+    (["--num_frozen_layers", "0", "--freeze_embeddings", "false"], ["freezes nothing"]),
+    (["--method", "lora", "--kl_to_base", "0.5"], ["--kl_to_base", "--method lora"]),
+]
+
+
+@pytest.mark.parametrize(("extra", "fragments"), FREEZES,
+                         ids=["out-of-range", "not-a-number", "regex-matches-nothing", "freezes-everything",
+                              "freezes-nothing", "conflicting-options"])
+def test_freeze_spec_errors(world, tmp_path, capsys, extra, fragments):
+    out = out_dir_with_sentinel(tmp_path)
+    assert_one_line_error(train_args(world, out, "--overwrite_output_dir", "true", *extra), capsys, *fragments,
+                          keep=[out])
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+def _data_cases():
+    bad_role = {"messages": [{"role": "customer", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    empty_content = {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "Hello"}]}
+    no_assistant = {"messages": [{"role": "user", "content": "Hi"}]}
+    long = {"messages": [{"role": "user", "content": "x " * 400}, {"role": "assistant", "content": "y " * 400}]}
+    return [
+        ("bad-json-line", "train.jsonl", [GOOD, GOOD, '{"messages": [oops'], [], ["train.jsonl:3"]),
+        ("empty-file", "train.jsonl", [], [], ["train.jsonl"]),
+        ("unknown-role", "train.jsonl", [GOOD, bad_role], [], ["train.jsonl:2", "customer"]),
+        ("empty-content", "train.jsonl", [empty_content], [], ["train.jsonl:1", "empty"]),
+        ("no-assistant-turn", "train.jsonl", [no_assistant], [], ["train.jsonl:1", "assistant"]),
+        ("all-over-long", "train.jsonl", [long, long], ["--max_length", "64", "--overlong_policy", "drop_example"],
+         ["max_length"]),
+        ("wrong-columns", "train.jsonl", [{"conversation": GOOD["messages"]}], [], ["train.jsonl", "messages"]),
+    ]
+
+
+@pytest.mark.parametrize(("name", "filename", "rows", "extra", "fragments"), _data_cases(),
+                         ids=[case[0] for case in _data_cases()])
+def test_data_errors(world, tmp_path, capsys, name, filename, rows, extra, fragments):
+    data = jsonl(tmp_path / filename, rows)
+    out = out_dir_with_sentinel(tmp_path)
+    argv = train_args(world, out, "--overwrite_output_dir", "true", *extra, data=data)
+    assert_one_line_error(argv, capsys, *fragments, keep=[out, data])
+
+
+def test_non_utf8_data(world, tmp_path, capsys):
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(json.dumps(GOOD).encode() + b"\n" + '{"messages": "caf\u00e9"}'.encode("latin-1") + b"\n")
+    assert_one_line_error(train_args(world, tmp_path / "out", data=data), capsys, "train.jsonl", "UTF-8",
+                          keep=[data])
+
+
+def test_ragged_csv_row(world, tmp_path, capsys):
+    data = tmp_path / "pairs.csv"
+    data.write_text("prompt,response\nWhere is it?,Shipped.\nHow long,does,it,take?\n")
+    assert_one_line_error(train_args(world, tmp_path / "out", data=data), capsys, "pairs.csv:3",
+                          keep=[data])
+
+
+# --------------------------------------------------------------------------------------------------- models
+
+MODELS = [
+    ("encoder", ["encoder", "not a causal language model"]),
+    ("no-template", ["chat template"]),
+    ("no-weights", ["no-weights"]),
+    ("truncated", ["truncated"]),
+]
+
+
+@pytest.mark.parametrize(("model", "fragments"), MODELS, ids=[m for m, _ in MODELS])
+def test_model_errors(world, tmp_path, capsys, model, fragments):
+    argv = train_args(world, tmp_path / "out")
+    argv[argv.index("--model_name_or_path") + 1] = str(world / model)
+    assert_one_line_error(argv, capsys, "--model_name_or_path", *fragments, keep=[world / model])
+
+
+# ----------------------------------------------------------------------------------------------- output dir
+
+def test_output_dir_holding_another_run_is_not_overwritten(world, tmp_path, capsys):
+    out = out_dir_with_sentinel(tmp_path)
+    (out / "run_info.json").write_text("{}")
+    assert_one_line_error(train_args(world, out), capsys, f"--output_dir {out}", "--overwrite_output_dir",
+                          keep=[out])
+
+
+def test_output_dir_that_is_a_file(world, tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    assert_one_line_error(train_args(world, target), capsys, f"--output_dir {target}", keep=[target])
+
+
+def test_disk_full_while_saving_says_so_in_one_line(world, tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("chatfreeze.training.recipe.finish_output_dir", full)
+    assert_one_line_error(train_args(world, tmp_path / "out"), capsys, "No space left on device")
+
+
+# -------------------------------------------------------------------------------------- resume, merge, push
+
+def test_a_corrupted_last_checkpoint_falls_back_to_the_previous_one(world, tmp_path, caplog):
+    out = tmp_path / "out"
+    argv = train_args(world, out, "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2",
+                      "--save_total_limit", "3")
+    assert cli_main(argv) == 0
+    last = out / "checkpoint-4"
+    (last / "model.safetensors").write_bytes(b"broken")
+    (out / "run_info.json").unlink()  # as if the run had been killed after saving checkpoint-4
+    caplog.set_level("INFO", logger="chatfreeze")
+    assert cli_main(argv + ["--max_steps", "6"]) == 0
+    assert "checkpoint-4 is damaged (model.safetensors unreadable" in caplog.text
+    assert "Resuming from" in caplog.text and str(out / "checkpoint-2") in caplog.text
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6
+
+
+def test_merge_with_a_bad_alpha_and_a_non_run(world, tmp_path, capsys):
+    assert_one_line_error(["merge", str(world / "model"), str(tmp_path / "o"), "--alpha", "2"], capsys, "--alpha 2")
+    assert_one_line_error(["merge", str(tmp_path), str(tmp_path / "o")], capsys, str(tmp_path))
+
+
+def test_push_with_a_bad_repo_id(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)
+    assert_one_line_error(["push", str(world / "model"), "--repo_id", "not a repo id"], capsys)
+
+
+def test_chat_with_a_tokenizer_from_another_model(world, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    other = tmp_path / "other"
+    model = build_tiny_model("llama")
+    model.save_pretrained(other)
+    tokenizer = AutoTokenizer.from_pretrained(world / "model")
+    tokenizer.add_tokens(["<|brand_new|>"] * 1 + [f"<extra_{i}>" for i in range(300)])
+    tokenizer.save_pretrained(other)
+    assert_one_line_error(["chat", "--model_name_or_path", str(other), "--prompt", "Hi"], capsys, str(other))
