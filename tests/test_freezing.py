@@ -235,3 +235,31 @@ def test_train_lm_head_under_zero3_is_refused_not_cloned_from_a_placeholder():
                                               r"ZeRO-3 \(shape \[0\] here\)"):
         apply_plan(model, plan)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # left as it was
+
+
+def test_plan_of_a_hub_model_downloads_its_config_only(tmp_path, monkeypatch):
+    """`chatfreeze plan` on a Hub id fetches config.json alone (the model is built on the meta device), so a 70B
+    model is planned from a few KB. A stand-in Hub answers with a 7B-shaped Llama config."""
+    import huggingface_hub
+    from transformers import LlamaConfig
+
+    from chatfreeze.cli.plan import plan_for
+    from chatfreeze.freezing import FreezeArguments
+    from chatfreeze.modeling import ModelArguments
+
+    calls = []
+    snapshot = tmp_path / "snapshot"
+    LlamaConfig(num_hidden_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,
+                vocab_size=32000).save_pretrained(snapshot)
+
+    def fake_download(repo_id, **kwargs):
+        calls.append(kwargs.get("allow_patterns"))
+        return str(snapshot)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("chatfreeze.modeling.resolve._probe_hub", lambda *args, **kwargs: None)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    plan, resolved = plan_for(ModelArguments(model_name_or_path="some-org/llama-7b"),
+                              FreezeArguments(num_frozen_layers="28"))
+    assert calls == [["config.json"]] and resolved.source == "hub"
+    assert plan.total_parameters > 6e9 and len(plan.frozen_layers) == 28

@@ -168,7 +168,7 @@ def test_console_script_trains_from_another_directory(tmp_path, tiny_model_dir):
     elsewhere.mkdir()
     command = [sys.executable, "-m", "chatfreeze", "train", "--model_name_or_path", str(tiny_model_dir),
                "--num_frozen_layers", "2", "--max_steps", "1", "--max_train_samples", "16", "--max_eval_samples", "4", "--eval_before_after",
-               "false", "--replay_ratio", "0",  # a random tiny model's replies are empty: nothing to replay "--output_dir", "outputs/run", "--report_to", "none", "--use_cpu", "true"]
+               "false", "--replay_ratio", "0", "--output_dir", "outputs/run", "--report_to", "none", "--use_cpu", "true"]  # a random tiny model replies with nothing: no replay
     result = subprocess.run(command, capture_output=True, text=True, cwd=elsewhere, timeout=600,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 from ..common import first_line
 
-
 # Faults of the machine, not bugs: a full disk, no permission, a read-only file system, a quota.
 MACHINE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM}
 

@@ -21,7 +21,8 @@ from .errors import run_cli
 
 
 def plan_for(model_args: ModelArguments, freeze_args: FreezeArguments) -> tuple[FreezePlan, ResolvedModel]:
-    resolved = resolve_model(model_args.model_name_or_path, model_args.model_revision)
+    # config.json alone: the weights are never downloaded to plan (the model is built on the meta device).
+    resolved = resolve_model(model_args.model_name_or_path, model_args.model_revision, config_only=True)
     config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=model_args.trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=model_args.trust_remote_code)

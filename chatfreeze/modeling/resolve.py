@@ -50,8 +50,11 @@ def hub_offline() -> bool:
     return env_flag("HF_HUB_OFFLINE")
 
 
-def resolve_model(name_or_path: str, revision: str | None = None, token: str | bool | None = None) -> ResolvedModel:
-    """Find a local directory holding ``name_or_path``'s weights, downloading or converting if needed."""
+def resolve_model(name_or_path: str, revision: str | None = None, token: str | bool | None = None,
+                  config_only: bool = False) -> ResolvedModel:
+    """Find a local directory holding ``name_or_path``'s weights, downloading or converting if needed. With
+    ``config_only`` only ``config.json`` is needed (and downloaded): planning a 70B model fetches a few KB."""
+    patterns = ["config.json"] if config_only else HUB_ALLOW_PATTERNS
     local = Path(name_or_path).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
@@ -59,7 +62,7 @@ def resolve_model(name_or_path: str, revision: str | None = None, token: str | b
                 f"--model_name_or_path {name_or_path}: the directory has no config.json; "
                 "point it at a saved model (save_pretrained output or a chatfreeze output directory)."
             )
-        if not any(local.glob(pattern) for pattern in WEIGHT_FILES):
+        if not config_only and not any(local.glob(pattern) for pattern in WEIGHT_FILES):
             raise ModelResolutionError(
                 f"--model_name_or_path {name_or_path}: the directory has a config.json but no weights "
                 "(*.safetensors or pytorch_model*.bin); copy the whole saved model, not only its config."
@@ -80,7 +83,7 @@ def resolve_model(name_or_path: str, revision: str | None = None, token: str | b
                 name_or_path,
                 revision=revision,
                 token=token,
-                allow_patterns=HUB_ALLOW_PATTERNS,
+                allow_patterns=patterns,
                 etag_timeout=HUB_TIMEOUT_S,
             )
             return ResolvedModel(name_or_path, path, "hub", revision)
@@ -94,7 +97,7 @@ def resolve_model(name_or_path: str, revision: str | None = None, token: str | b
         logger.info("Hub unreachable for %s (%s); trying offline sources.", name_or_path, first_line(hub_error, with_type=True))
     try:
         path = snapshot_download(
-            name_or_path, revision=revision, allow_patterns=HUB_ALLOW_PATTERNS, local_files_only=True
+            name_or_path, revision=revision, allow_patterns=patterns, local_files_only=True
         )
         return ResolvedModel(name_or_path, path, "hub-cache", revision)
     except Exception:  # noqa: BLE001 - not in the HF cache; try the PyPI fallback below
