@@ -113,7 +113,7 @@ FREEZES = [
     (["--extra_frozen_patterns", "model\\.nothing\\..*"], ["extra_frozen_patterns"]),
     (["--num_frozen_layers", "4", "--freeze_final_norm", "true"], ["freezes every parameter"]),
     (["--num_frozen_layers", "0", "--freeze_embeddings", "false"], ["freezes nothing"]),
-    (["--method", "lora", "--kl_to_base", "0.5"], ["--kl_to_base", "--method lora"]),
+    (["--kl_to_base", "0.5", "--fast_path", "false"], ["--kl_to_base", "fast path"]),
 ]
 
 

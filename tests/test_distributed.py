@@ -234,6 +234,7 @@ def tiny_args(model_dir: Path, data: Path, out: Path, per_device_batch: int) -> 
         "--model_name_or_path", str(model_dir), "--dataset", str(data), "--eval_dataset", str(data),
         "--num_frozen_layers", "2", "--max_steps", "6", "--per_device_train_batch_size", str(per_device_batch),
         "--learning_rate", "1e-2", "--logging_steps", "1", "--output_dir", str(out),
+        "--replay_ratio", "0", "--kl_to_base", "0",  # identical-length examples only: every step a whole epoch
     ]
 
 

@@ -134,7 +134,7 @@ def test_recipe_mixes_replay_and_merge_interpolates_the_run(tiny_model_dir, tmp_
 
 @pytest.mark.slow
 def test_method_full_trains_everything_through_the_same_recipe(tiny_model_dir, tmp_path):
-    out = tiny_train(tiny_model_dir, tmp_path, "--method", "full")
+    out = tiny_train(tiny_model_dir, tmp_path, "--method", "full")  # the default recipe's KL is ignored, said
     plan = json.loads((out / "freeze_plan.json").read_text())
     assert plan["frozen_parameter_names"] == [] and plan["spec"]["method"] == "full"
 

@@ -306,6 +306,11 @@ def build_trainer(run: RecipeRun, trainer_class: type[Trainer] = FreezeTrainer, 
     applied as ``requires_grad`` only: the "freeze by hand" baseline, without the fast path or the guard.
     """
     run.model.generation_config = support_generation_config(run.model.generation_config, run.tokenizer)
+    if run.freeze_args.method != "freeze" and run.training_args.kl_to_base:
+        # The KL term runs the base's frozen copy of what trains on the frozen prefix's states: a freeze only.
+        logger.warning("--kl_to_base %g ignored for --method %s (it needs a frozen prefix: --method freeze).",
+                       run.training_args.kl_to_base, run.freeze_args.method)
+        run.training_args.kl_to_base = 0.0
     if run.freeze_args.method == "lora":
         return build_lora_trainer(run, lora_options(run.freeze_args), **kwargs)
     common = dict(model=run.model, args=run.training_args, train_dataset=run.train_dataset,
