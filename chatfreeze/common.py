@@ -79,3 +79,14 @@ def looks_like_path(source: str, suffixes: tuple[str, ...] = ()) -> bool:
     (``/``, ``.``, ``~``) or ends with one of ``suffixes``. A missing one is then a missing file, not a Hub lookup
     that would only fail with a confusing network error."""
     return source.startswith(("/", ".", "~")) or source.lower().endswith(tuple(s.lower() for s in suffixes))
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -185,7 +185,8 @@ def load_base(chat_model: ChatModel, requested: str | None, dtype: str) -> ChatM
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, announce=logger.warning) -> int:
+    """Serve until interrupted; ``announce`` receives the line with the URL (the CLI prints it)."""
     args = build_parser().parse_args(argv)
     try:
         import gradio  # noqa: F401
@@ -201,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     app.queue()
     _, local_url, share_url = app.launch(server_name=args.host, server_port=args.port, share=args.share,
                                          prevent_thread_lock=True, quiet=True)
-    print(f"chatfreeze web: serving {name} at {local_url}" + (f" (public: {share_url})" if share_url else ""),
-          flush=True)
+    announce(f"chatfreeze web: serving {name} at {local_url}" + (f" (public: {share_url})" if share_url else ""))
     try:
         app.block_thread()
     except KeyboardInterrupt:

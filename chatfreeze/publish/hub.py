@@ -19,7 +19,6 @@ line; the token is never printed, logged or written anywhere.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from ..common import env_flag, first_line
+from ..common import env_flag, file_sha256, first_line
 from ..rundir import (
     CARD_FILENAME,
     DELTA_MANIFEST_FILENAME,
@@ -114,14 +113,6 @@ class Staged:
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _published(name: str) -> bool:
