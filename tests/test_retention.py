@@ -63,7 +63,8 @@ def test_replay_uses_pool_prompts_labels_only_the_reply_and_is_cached(monkeypatc
     fake_replies(monkeypatch, calls)
     tokenizer, model = build_chatml_tokenizer(), build_tiny_model("llama")
     dataset, report = replay_dataset(model, tokenizer, num_support=40, ratio=0.5, max_length=512)
-    assert len(dataset) == 20 and report.dialogues_used == 20 and calls == [130]
+    assert len(dataset) == 20 and report.dialogues_used == 20
+    assert calls == [20]  # only the prompts this run uses are answered by the base
     probe_prompts = {item.prompt for item in load_skills_probe(split="probe")}
     pool_prompts = {item.prompt for item in load_skills_probe(split="pool")}
     for row in dataset:
@@ -74,8 +75,30 @@ def test_replay_uses_pool_prompts_labels_only_the_reply_and_is_cached(monkeypatc
                                     if label != -100])
         assert trained.startswith("Here is my answer number") and trained.endswith("<|im_end|>")
     again, _ = replay_dataset(model, tokenizer, num_support=40, ratio=0.5, max_length=512)
-    assert calls == [130] and again["input_ids"] == dataset["input_ids"]  # the base's replies came from the cache
+    assert calls == [20] and again["input_ids"] == dataset["input_ids"]  # the base's replies came from the cache
+    assert len({tokenizer.decode(row["input_ids"]) for row in dataset}) == 20  # 20 different prompts
+    # More examples than prompts: every pool prompt is answered once and reused.
+    many, _ = replay_dataset(model, tokenizer, num_support=400, ratio=0.5, max_length=512)
+    assert len(many) == 200 and calls == [20, 130]
     assert replay_dataset(model, tokenizer, 40, 0.0) == (None, None)
+
+
+def test_replay_replaces_prompts_the_base_answers_with_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
+    calls: list = []
+
+    def replies(model, tokenizer, conversations, max_new_tokens, batch_size=16):
+        calls.append(len(conversations))
+        return ["" if i % 2 else "A reply." for i in range(len(conversations))]
+
+    monkeypatch.setattr("chatfreeze.retention.replay.greedy_replies", replies)
+    tokenizer, model = build_chatml_tokenizer(), build_tiny_model("llama")
+    dataset, _ = replay_dataset(model, tokenizer, num_support=8, ratio=0.5, max_length=512)
+    assert len(dataset) == 4 and calls == [4, 2, 1]  # every other reply is empty: the next prompts are asked
+    monkeypatch.setattr("chatfreeze.retention.replay.greedy_replies",
+                        lambda model, tokenizer, conversations, *a, **k: [""] * len(conversations))
+    with pytest.raises(ValueError, match="empty reply to every pool prompt"):
+        replay_dataset(model, tokenizer, num_support=8, ratio=0.5, max_length=512, cache=False)
 
 
 def tiny_train(tiny_model_dir, tmp_path, *extra):

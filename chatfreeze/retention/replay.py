@@ -47,26 +47,33 @@ def base_replies(model, tokenizer, items: list[probes.ProbeItem], max_new_tokens
 
 def replay_dataset(model, tokenizer, num_support: int, ratio: float, *, source: str = "builtin",
                    max_new_tokens: int = 96, max_length: int = 1024, seed: int = 0, cache: bool = True):
-    """``(datasets.Dataset, report)`` of ``round(ratio * num_support)`` replay examples (the pool prompts in a
-    seeded order, repeated when more are asked for than there are), or ``(None, None)`` for ``ratio == 0``."""
+    """``(datasets.Dataset, report)`` of ``round(ratio * num_support)`` replay examples, or ``(None, None)`` for
+    ``ratio == 0``. The pool prompts are taken in a seeded order and only as many are answered by the base as the
+    run uses (all of them, repeated, when more examples are asked for than there are prompts); a prompt the base
+    answers with nothing is replaced by the next one."""
     import random
 
     if ratio <= 0:
         return None, None
     items = replay_prompts(source)
-    replies = base_replies(model, tokenizer, items, max_new_tokens, cache=MeasurementCache() if cache else None)
-    usable = [(item, reply) for item, reply in zip(items, replies, strict=True) if reply.strip()]
+    random.Random(seed).shuffle(items)
+    wanted = max(1, round(ratio * num_support))
+    measurement_cache = MeasurementCache() if cache else None
+    usable: list[tuple[probes.ProbeItem, str]] = []
+    answered = 0
+    while len(usable) < wanted and answered < len(items):
+        batch = items[answered:answered + wanted - len(usable)]
+        replies = base_replies(model, tokenizer, batch, max_new_tokens, cache=measurement_cache)
+        usable += [(item, reply) for item, reply in zip(batch, replies, strict=True) if reply.strip()]
+        answered += len(batch)
     if not usable:
         raise ValueError("replay: the base model gave an empty reply to every pool prompt; nothing to replay.")
-    wanted = max(1, round(ratio * num_support))
-    order = list(range(len(usable)))
-    random.Random(seed).shuffle(order)
-    picked = [usable[order[i % len(order)]] for i in range(wanted)]
+    picked = [usable[i % len(usable)] for i in range(wanted)]
     dialogues = [[{"role": "user", "content": item.prompt}, {"role": "assistant", "content": reply}]
                  for item, reply in picked]
     dataset, report = build_dataset(dialogues, tokenizer, max_length=max_length, overlong_policy="drop_example",
                                     source="replay (base model's replies to the skills pool)")
     repeats = math.ceil(wanted / len(usable))
-    logger.info("Replay: %d examples from %d pool prompts (each used up to %d time(s)) mixed into %d support "
-                "dialogues.", len(dataset), len(usable), repeats, num_support)
+    logger.info("Replay: %d examples from %d of %d pool prompts (each used up to %d time(s)) mixed into %d "
+                "support dialogues.", len(dataset), len(usable), len(items), repeats, num_support)
     return dataset, report
