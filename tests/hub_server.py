@@ -4,13 +4,13 @@ which it takes with ``HF_HUB_DISABLE_XET=1``:
 
     GET  /api/whoami-v2                                   who owns the token
     GET  /api/{models|datasets|spaces}/NS/NAME[/revision/REV]   repo info (404 RepoNotFound if missing)
-    POST /api/repos/create                                {name, organization, type, visibility}
+    POST /api/repos/create                                {name, organization, type, visibility, sdk}
     POST /api/models/NS/NAME/branch/BRANCH                new branch from main (409 if it exists)
     POST /api/validate-yaml                               model card metadata check
-    POST /api/models/NS/NAME/preupload/REV                per file: regular or LFS, and the stored oid
+    POST /api/{models|spaces}/NS/NAME/preupload/REV       per file: regular or LFS, and the stored oid
     POST /NS/NAME.git/info/lfs/objects/batch              LFS batch API: basic transfer, PUT to /lfs-storage/OID
     PUT  /lfs-storage/OID                                 the LFS object (sha256-checked)
-    POST /api/models/NS/NAME/commit/REV                   NDJSON: header, file (base64), lfsFile, deletedFile
+    POST /api/{models|spaces}/NS/NAME/commit/REV          NDJSON: header, file (base64), lfsFile, deletedFile
 
 Tests can inject failures per route (``fail("commit", 500, times=1)``), require a token (wrong token -> 401 as
 the real Hub answers it), pre-create repos of other types, and read back what was committed.
@@ -36,10 +36,10 @@ ROUTES = [  # (method, path regex, route name)
     ("POST", r"/api/repos/create", "create"),
     ("POST", rf"/api/models/{REPO}/branch/(?P<branch>[^/]+)", "branch"),
     ("POST", r"/api/validate-yaml", "validate_yaml"),
-    ("POST", rf"/api/models/{REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
+    ("POST", rf"/api/(?P<kind>models|spaces)/{REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
     ("POST", rf"/{REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
     ("PUT", r"/lfs-storage/(?P<oid>[0-9a-f]{64})", "lfs_upload"),
-    ("POST", rf"/api/models/{REPO}/commit/(?P<rev>[^/]+)", "commit"),
+    ("POST", rf"/api/(?P<kind>models|spaces)/{REPO}/commit/(?P<rev>[^/]+)", "commit"),
 ]
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".png", ".gguf")
 
@@ -52,6 +52,7 @@ def git_blob_sha1(data: bytes) -> str:
 class FakeRepo:
     repo_type: str
     private: bool = False
+    sdk: str | None = None  # a Space's SDK, as create_repo sent it
     branches: dict[str, dict[str, bytes]] = field(default_factory=lambda: {"main": {}})
     heads: dict[str, str] = field(default_factory=lambda: {"main": "0" * 40})
     commits: list[dict] = field(default_factory=list)
@@ -155,7 +156,7 @@ class FakeHub:
         kind = payload.get("type") or "model"
         if repo_id in self.repos:
             return 409, {"error": f"You already created a {self.repos[repo_id].repo_type} repo named {repo_id}"}, {}
-        self.repos[repo_id] = FakeRepo(kind, private=payload.get("visibility") == "private")
+        self.repos[repo_id] = FakeRepo(kind, private=payload.get("visibility") == "private", sdk=payload.get("sdk"))
         prefix = "" if kind == "model" else f"{kind}s/"
         return 200, {"url": f"{self.url}/{prefix}{repo_id}", "name": repo_id}, {}
 
@@ -182,8 +183,8 @@ class FakeHub:
             return 400, {"errors": [{"message": "no YAML metadata block"}], "warnings": []}, {}
         return 200, {"errors": [], "warnings": []}, {}
 
-    def _preupload(self, body, repo, rev):
-        error = self._missing_repo(repo) or self._missing_revision(repo, rev)
+    def _preupload(self, body, kind, repo, rev):
+        error = self._missing_repo(repo, kind) or self._missing_revision(repo, rev)
         if error:
             return error
         stored = self.repos[repo].branches[rev]
@@ -215,8 +216,8 @@ class FakeHub:
         self.lfs[oid] = body
         return 200, None, {}
 
-    def _commit(self, body, repo, rev):
-        error = self._missing_repo(repo) or self._missing_revision(repo, rev)
+    def _commit(self, body, kind, repo, rev):
+        error = self._missing_repo(repo, kind) or self._missing_revision(repo, rev)
         if error:
             return error
         entry = self.repos[repo]

@@ -235,6 +235,8 @@ def test_merge_with_a_bad_alpha_and_a_non_run(world, tmp_path, capsys):
 def test_push_with_a_bad_repo_id(world, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 30)
     assert_one_line_error(["push", str(world / "model"), "--repo_id", "not a repo id"], capsys)
+    assert_one_line_error(["push", str(world / "model"), "--repo_id", "acme/bot", "--space", "no space id"],
+                          capsys, "--space no space id")
 
 
 def test_chat_with_a_tokenizer_from_another_model(world, tmp_path, capsys):

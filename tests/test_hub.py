@@ -411,6 +411,49 @@ def test_a_repo_of_another_type_is_refused(trained, fake_hub):
         push_output_dir(trained.out, "datasets/test-user/other", retry=FAST)
 
 
+def test_space_is_a_gradio_space_that_chats_with_the_pushed_model(trained, fake_hub, capsys):
+    result_code = run_cli(lambda: push_main([str(trained.out), "--repo_id", "acme-bot", "--revision", "v1",
+                                             "--space", "test-user/acme-bot-chat", "--retry_delay", "0.01"]))
+    assert result_code == 0 and "Space: " in capsys.readouterr().out
+    space = fake_hub.repos["test-user/acme-bot-chat"]
+    assert space.repo_type == "space" and space.sdk == "gradio"
+    files = fake_hub.files("test-user/acme-bot-chat")
+    assert set(files) == {"app.py", "requirements.txt", "README.md"}
+    meta = card_metadata(files["README.md"].decode())
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["models"] == ["test-user/acme-bot"]
+    app = files["app.py"].decode()
+    assert "'test-user/acme-bot'" in app and "'v1'" in app  # the full repo id (the token's user) and revision
+    assert files["requirements.txt"].decode().startswith("chatfreeze[web]==")
+    assert fake_hub.leaks == []
+    fake_hub.add_repo("test-user/a-model", "model")
+    with pytest.raises(PushError, match="--space test-user/a-model: the name is taken by a repository that is "
+                                        "not a space"):
+        push_output_dir(trained.out, "test-user/ok", space="test-user/a-model", retry=FAST)
+
+
+@pytest.mark.slow
+def test_the_space_app_builds_the_web_chat_for_the_model(trained, tmp_path, monkeypatch):
+    import runpy
+
+    import gradio as gr  # a dev dependency: the web chat's tests need it too
+
+    target = tmp_path / "dry"
+    dry_run(trained.out, target, "acme/support-bot", space="acme/support-bot-chat",
+            space_requirement="chatfreeze[web] @ git+https://example.com/chatfreeze.git")
+    space = tmp_path / "dry-space"
+    assert (space / "requirements.txt").read_text() == "chatfreeze[web] @ git+https://example.com/chatfreeze.git\n"
+    # The Space's variables point it at the dry-run folder (what the Hub repo will hold), no comparison tab.
+    monkeypatch.setenv("CHATFREEZE_MODEL", str(target))
+    monkeypatch.setenv("CHATFREEZE_BASE", "none")
+    namespace = runpy.run_path(str(space / "app.py"), run_name="space_app")  # not __main__: not launched
+    assert isinstance(namespace["demo"], gr.Blocks) and namespace["MODEL"] == str(target)
+    (tmp_path / "other-space").mkdir()
+    (tmp_path / "other-space" / "keep.txt").write_text("mine")
+    with pytest.raises(PushError, match="other-space: already exists and is not empty"):
+        dry_run(trained.out, tmp_path / "other", "acme/support-bot", space="acme/x")
+    assert not (tmp_path / "other").exists()  # refused before anything was written
+
+
 def test_revision_pushes_to_a_new_branch(trained, fake_hub):
     result = push_output_dir(trained.out, "test-user/branchy", revision="experiment", retry=FAST)
     assert result.url.endswith("/test-user/branchy/tree/experiment")

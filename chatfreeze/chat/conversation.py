@@ -216,12 +216,12 @@ def context_length(config, tokenizer) -> int:
     return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else FALLBACK_CONTEXT
 
 
-def _resolve(name: str, flag: str) -> ResolvedModel:
+def _resolve(name: str, flag: str, revision: str | None = None) -> ResolvedModel:
     if "/" in name and not Path(name).exists() and Path(name.split("/")[0]).is_dir():
         # "outputs/run-typo" looks like a Hub id ORG/NAME; a local folder ORG says the user meant a path.
         raise ModelResolutionError(f"{flag} {name}: no such directory.")
     try:
-        return resolve_model(name)
+        return resolve_model(name, revision=revision)
     except ModelResolutionError as err:
         raise ModelResolutionError(str(err).replace("--model_name_or_path", flag, 1)) from None
 
@@ -255,11 +255,13 @@ def _read_run_info(path: str) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
-def load_chat_model(name: str, dtype: str = "auto", flag: str = "--model_name_or_path") -> ChatModel:
-    """Resolve ``name`` (directory or Hub id) and load its tokenizer (with chat template) and model, in eval mode."""
+def load_chat_model(name: str, dtype: str = "auto", flag: str = "--model_name_or_path",
+                    revision: str | None = None) -> ChatModel:
+    """Resolve ``name`` (directory or Hub id, at ``revision``) and load its tokenizer (with chat template) and
+    model, in eval mode."""
     from ..modeling import check_tokenizer_fits, load_model, select_dtype
 
-    resolved = _resolve(name, flag)
+    resolved = _resolve(name, flag, revision)
     if not (Path(resolved.path) / CONFIG_FILENAME).is_file():
         raise ChatError(f"{flag} {name}: {resolved.path} has no config.json.")
     tokenizer = _load_chat_tokenizer(name, resolved.path, flag)

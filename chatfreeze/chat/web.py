@@ -185,20 +185,30 @@ def load_base(chat_model: ChatModel, requested: str | None, dtype: str) -> ChatM
         return None
 
 
-def main(argv: list[str] | None = None, announce=logger.warning) -> int:
-    """Serve until interrupted; ``announce`` receives the line with the URL (the CLI prints it)."""
-    args = build_parser().parse_args(argv)
+def make_app(model_name_or_path: str | None = None, *, base: str | None = None, dtype: str = "auto",
+             system_prompt: str | None = None, revision: str | None = None, title: str | None = None):
+    """Load a model (a run's output dir, a delta or a Hub id; default: the newest run under outputs/) and its
+    side-by-side base, and build the app (not launched): what ``chatfreeze web`` serves and what the ``app.py``
+    of a Space written by ``chatfreeze push --space`` calls. Returns ``(app, name)``."""
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise ChatError('the web chat needs Gradio: pip install "chatfreeze[web]" (or pip install gradio)') from None
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    name, _ = pick_model(args.model_name_or_path)
-    chat_model = load_chat_model(name, args.model_dtype)
-    base_model = load_base(chat_model, args.base, args.model_dtype)
+    name, _ = pick_model(model_name_or_path)
+    chat_model = load_chat_model(name, dtype, revision=revision)
+    base_model = load_base(chat_model, base, dtype)
     settings, _ = initial_settings(chat_model.model.generation_config, {})
-    system_prompt = chat_model.system_prompt if args.system_prompt is None else args.system_prompt
-    app = build_app(chat_model, settings, system_prompt, base_model, title=f"chatfreeze · {name}")
+    system_prompt = chat_model.system_prompt if system_prompt is None else system_prompt
+    app = build_app(chat_model, settings, system_prompt, base_model, title=title or f"chatfreeze · {name}")
+    return app, name
+
+
+def main(argv: list[str] | None = None, announce=logger.warning) -> int:
+    """Serve until interrupted; ``announce`` receives the line with the URL (the CLI prints it)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app, name = make_app(args.model_name_or_path, base=args.base, dtype=args.model_dtype,
+                         system_prompt=args.system_prompt)
     app.queue()
     _, local_url, share_url = app.launch(server_name=args.host, server_port=args.port, share=args.share,
                                          prevent_thread_lock=True, quiet=True)

@@ -3,6 +3,7 @@
     python -m chatfreeze.push OUTPUT_DIR --repo_id USER/NAME [--private] [--revision BRANCH]
                               [--commit_message TEXT] [--hub_token TOKEN]
     python -m chatfreeze.push OUTPUT_DIR --repo_id USER/NAME --dry_run DIR   # write the folder, upload nothing
+    python -m chatfreeze.push OUTPUT_DIR --repo_id USER/NAME --space USER/NAME-chat  # + a Gradio Space chatting with it
 
 The token comes from --hub_token, HF_TOKEN or `hf auth login`; HF_ENDPOINT selects another Hub.
 """
@@ -13,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from ..publish.hub import RetryPolicy, dry_run, format_listing, push_output_dir
+from ..publish.hub import RetryPolicy, dry_run, format_listing, push_output_dir, space_dry_run_dir
 from .errors import run_cli
 
 
@@ -36,6 +37,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trained_only", action="store_true",
                         help="Publish only the tensors training changed plus a manifest pinning the base (SHA-256 "
                         "of every frozen tensor): ~1/6 of the full model for the default plan. chatfreeze loads it.")
+    parser.add_argument("--space", metavar="USER/NAME", default=None,
+                        help="Also create/update a Gradio Space (app.py, requirements.txt, README.md) that serves the "
+                        "pushed model with `chatfreeze web`'s page. With --dry_run DIR its files go to DIR-space.")
+    parser.add_argument("--space_requirement", default=None,
+                        help="The Space's requirement line for chatfreeze (default: chatfreeze[web]==THIS_VERSION; "
+                        "e.g. a Git URL).")
     parser.add_argument("--max_attempts", type=int, default=RetryPolicy.attempts,
                         help="Tries of the whole upload on transient errors (HTTP 5xx/429, network).")
     parser.add_argument("--retry_delay", type=float, default=RetryPolicy.base_delay,
@@ -77,18 +84,23 @@ def main(argv: list[str] | None = None) -> int:
         disable_progress_bars()
     if args.dry_run:
         staged = dry_run(args.output_dir, args.dry_run, args.repo_id, revision=args.revision,
-                         base_model=args.base_model, token=args.hub_token, trained_only=args.trained_only)
+                         base_model=args.base_model, token=args.hub_token, trained_only=args.trained_only,
+                         space=args.space, space_requirement=args.space_requirement)
         print(f"Dry run: wrote the folder that would be uploaded to {staged.folder}")
         print(format_listing(staged))
+        if args.space:
+            print(f"Dry run: wrote the Space {args.space}'s files to {space_dry_run_dir(staged.folder)}")
         return 0
     result = push_output_dir(
         args.output_dir, args.repo_id, private=args.private, revision=args.revision,
         commit_message=args.commit_message, token=args.hub_token, base_model=args.base_model,
-        trained_only=args.trained_only,
+        trained_only=args.trained_only, space=args.space, space_requirement=args.space_requirement,
         retry=RetryPolicy(attempts=max(1, args.max_attempts), base_delay=max(0.0, args.retry_delay)),
     )
     print(format_listing(result.staged))
     print(f"Pushed to {result.url}" + (f" ({result.commit_url})" if result.commit_url else ""))
+    if result.space_url:
+        print(f"Space: {result.space_url}")
     return 0
 
 

@@ -183,15 +183,29 @@ def file_contains(path: Path, needle: bytes, block: int = 1 << 20) -> bool:
     return False
 
 
+def space_dry_run_dir(target: str | Path) -> Path:
+    """Where ``--dry_run DIR --space ID`` writes the Space's files: beside DIR, as ``DIR-space``."""
+    target = Path(target).resolve()
+    return target.with_name(target.name + "-space")
+
+
+def _check_new_dir(path: Path, out: Path, flag: str = "--dry_run") -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise PushError(f"{flag} {path}: already exists and is not empty; choose a new directory.")
+    if path == out or out in path.parents:
+        raise PushError(f"{flag} {path}: must be outside the output directory, which is never modified.")
+
+
 def dry_run(output_dir: str | Path, target: str | Path, repo_id: str | None = None, *,
             revision: str | None = None, base_model: str | None = None, token: str | None = None,
-            trained_only: bool = False) -> Staged:
-    """Write exactly the folder that ``push_output_dir`` would upload to ``target`` (which must be new or empty)."""
+            trained_only: bool = False, space: str | None = None, space_requirement: str | None = None) -> Staged:
+    """Write exactly the folder that ``push_output_dir`` would upload to ``target`` (which must be new or empty);
+    with ``space``, the Space's files too (to ``space_dry_run_dir(target)``)."""
     out, target = Path(output_dir).resolve(), Path(target).resolve()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise PushError(f"--dry_run {target}: already exists and is not empty; choose a new directory.")
-    if target == out or out in target.parents:
-        raise PushError(f"--dry_run {target}: must be outside the output directory, which is never modified.")
+    _check_new_dir(target, out)
+    if space:
+        check_space_id(space)
+        _check_new_dir(space_dry_run_dir(target), out, "--dry_run (the Space's folder)")
     run = load_run(out, base_model)
     repo_id = repo_id or f"your-username/{out.name}"
     token = token if token is not None else _quiet_token()
@@ -206,6 +220,10 @@ def dry_run(output_dir: str | Path, target: str | Path, repo_id: str | None = No
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     staged.folder = target
+    if space:
+        from .space import write_space
+
+        write_space(space_dry_run_dir(target), space, repo_id, revision=revision, requirement=space_requirement)
     return staged
 
 
@@ -248,6 +266,7 @@ class PushResult:
     url: str
     commit_url: str | None
     staged: Staged
+    space_url: str | None = None
 
 
 def _quiet_token() -> str | None:
@@ -265,6 +284,11 @@ def resolve_token(explicit: str | None = None) -> str:
     if not token:
         raise PushError(NO_TOKEN_MESSAGE)
     return token
+
+
+def check_space_id(space_id: str) -> None:
+    if not re.fullmatch(r"[\w-][\w.-]*/[\w-][\w.-]*", space_id or "") or ".." in space_id or len(space_id) > 96:
+        raise PushError(f"--space {space_id}: not a Space id; give USER/NAME (letters, digits, -, _, .).")
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -325,8 +349,10 @@ def _is_transport_error(err: BaseException) -> bool:
     return False
 
 
-def classify(err: BaseException, repo_id: str, endpoint: str, revision: str | None) -> tuple[bool, str] | None:
-    """``(transient, one-line message)`` for a Hub failure, or None for an error that is a bug (re-raised)."""
+def classify(err: BaseException, repo_id: str, endpoint: str, revision: str | None,
+             flag: str = "--repo_id", kind: str = "model") -> tuple[bool, str] | None:
+    """``(transient, one-line message)`` for a Hub failure, or None for an error that is a bug (re-raised).
+    ``flag``/``kind`` name the option and the kind of repository the failing request was about."""
     from huggingface_hub.errors import OfflineModeIsEnabled, RevisionNotFoundError
 
     if any(isinstance(e, OfflineModeIsEnabled) for e in _chain(err)):
@@ -341,10 +367,10 @@ def classify(err: BaseException, repo_id: str, endpoint: str, revision: str | No
     if status == 404:
         if revision and any(isinstance(e, RevisionNotFoundError) for e in _chain(err)):
             return False, f"--revision {revision}: not found in {repo_id} (404)."
-        return False, (f"{repo_id} not found (404): check --repo_id, and that the token's user or organisation "
+        return False, (f"{repo_id} not found (404): check {flag}, and that the token's user or organisation "
                        "may create it.")
     if status == 409:
-        return False, conflict_message(repo_id)
+        return False, conflict_message(repo_id, flag, kind)
     if status is not None and (status >= 500 or status in (408, 429)):
         return True, f"the Hub answered HTTP {status}"
     if status is None and _is_transport_error(err):
@@ -356,9 +382,9 @@ def classify(err: BaseException, repo_id: str, endpoint: str, revision: str | No
     return None
 
 
-def conflict_message(repo_id: str) -> str:
-    return (f"--repo_id {repo_id}: the name is taken by a repository that is not a model you can write to "
-            "(a dataset or Space, or a private repository of someone else); choose another --repo_id.")
+def conflict_message(repo_id: str, flag: str = "--repo_id", kind: str = "model") -> str:
+    return (f"{flag} {repo_id}: the name is taken by a repository that is not a {kind} you can write to "
+            f"(another kind of repository, or a private one of someone else); choose another {flag}.")
 
 
 def with_retries(action: Callable[[], Any], policy: RetryPolicy, describe: Callable[[BaseException],
@@ -387,23 +413,25 @@ def with_retries(action: Callable[[], Any], policy: RetryPolicy, describe: Calla
     raise AssertionError("unreachable")
 
 
-def _ensure_repo(api, repo_id: str, private: bool) -> None:
-    """Create the model repo unless it exists; a name held by another kind of repo is a clear error."""
+def _ensure_repo(api, repo_id: str, private: bool, repo_type: str = "model", flag: str = "--repo_id") -> None:
+    """Create the model (or Gradio Space) repo unless it exists; a name held by another kind of repo is a clear
+    error."""
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     try:
-        api.repo_info(repo_id, repo_type="model")
+        api.repo_info(repo_id, repo_type=repo_type)
         if private:
             logger.info("%s already exists; --private does not change the visibility of an existing repo.", repo_id)
         return
     except RepositoryNotFoundError:
         pass
     try:
-        api.create_repo(repo_id, private=private, repo_type="model", exist_ok=False)
-        logger.info("Created %s repository %s", "private" if private else "public", repo_id)
+        extra = {"space_sdk": "gradio"} if repo_type == "space" else {}
+        api.create_repo(repo_id, private=private, repo_type=repo_type, exist_ok=False, **extra)
+        logger.info("Created %s %s repository %s", "private" if private else "public", repo_type, repo_id)
     except HfHubHTTPError as err:
         if _status_of(err) == 409:
-            raise PushError(conflict_message(repo_id)) from None
+            raise PushError(conflict_message(repo_id, flag, repo_type)) from None
         raise
 
 
@@ -427,8 +455,11 @@ def push_output_dir(
     retry: RetryPolicy | None = None,
     endpoint: str | None = None,
     trained_only: bool = False,
+    space: str | None = None,
+    space_requirement: str | None = None,
 ) -> PushResult:
-    """Stage ``output_dir`` with its model card and upload it to the model repo ``repo_id`` (created if needed).
+    """Stage ``output_dir`` with its model card and upload it to the model repo ``repo_id`` (created if needed);
+    with ``space``, then write and upload a Gradio Space (``publish.space``) that chats with the pushed model.
 
     Raises ``PushError`` (one line) on any failure, after retrying transient ones; OUTPUT_DIR is never modified
     and a re-run completes an interrupted upload.
@@ -436,6 +467,8 @@ def push_output_dir(
     from huggingface_hub import HfApi
 
     check_repo_id(repo_id)
+    if space:
+        check_space_id(space)
     token = resolve_token(token)
     if env_flag("HF_HUB_OFFLINE"):
         raise PushError("HF_HUB_OFFLINE is set: unset it to push to the Hub (or use --dry_run DIR).")
@@ -467,7 +500,33 @@ def push_output_dir(
 
         commit = with_retries(attempt, policy, describe)
     url = f"{endpoint}/{repo_id}" + (f"/tree/{revision}" if revision and revision != "main" else "")
-    return PushResult(repo_id, url, getattr(commit, "commit_url", None), staged)
+    space_url = push_space(api, space, repo_id, revision, private, space_requirement, policy, endpoint,
+                           token) if space else None
+    return PushResult(repo_id, url, getattr(commit, "commit_url", None), staged, space_url)
+
+
+def push_space(api, space: str, model_repo_id: str, revision: str | None, private: bool,
+               requirement: str | None, policy: RetryPolicy, endpoint: str, token: str) -> str:
+    """Create (if needed) the Gradio Space ``space`` and upload its files, which chat with ``model_repo_id``."""
+    from .space import write_space
+
+    def describe(err: BaseException) -> tuple[bool, str] | None:
+        verdict = classify(err, space, endpoint, None, flag="--space", kind="space")
+        return None if verdict is None else (verdict[0], verdict[1].replace(token, "<redacted>"))
+
+    with tempfile.TemporaryDirectory(prefix="chatfreeze-space-") as tmp:
+        space = _full_repo_id(api, space, policy, describe)
+        write_space(tmp, space, model_repo_id, revision=revision, requirement=requirement)
+        _refuse_token_in(Path(tmp), token)
+
+        def attempt():
+            _ensure_repo(api, space, private, repo_type="space", flag="--space")
+            return api.upload_folder(repo_id=space, folder_path=tmp, repo_type="space",
+                                     commit_message=f"chatfreeze: chat with {model_repo_id}")
+
+        with_retries(attempt, policy, describe)
+    logger.info("Space %s chats with %s", space, model_repo_id)
+    return f"{endpoint}/spaces/{space}"
 
 
 # ----------------------------------------------------------------------------------------------------------
