@@ -244,3 +244,122 @@ def test_kl_to_base_without_the_fast_path_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--kl_to_base: needs the fast path"):
         FreezeTrainer(model=model, args=args, freeze_plan=make_plan(model, FreezeArguments("2")),
                       train_dataset=Dataset.from_dict({"input_ids": [[5, 6]], "labels": [[5, 6]]}))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --select_alpha
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_parse_alphas_sorts_and_names_bad_values():
+    from chatfreeze.retention.alpha_selection import parse_alphas
+
+    assert parse_alphas("1, 0.5,0.75,0.5") == [0.5, 0.75, 1.0]
+    for bad, message in (("0.5,x", "'x' is not a number"), ("0,1", "outside \\(0, 1\\]"), ("1.5", "outside"),
+                         (" , ", "at least one alpha")):
+        with pytest.raises(ValueError, match=message):
+            parse_alphas(bad)
+
+
+def test_select_alpha_keeps_the_most_learned_alpha_within_tolerance_and_leaves_the_model_there():
+    from chatfreeze.retention.alpha_selection import select_alpha
+
+    base = build_tiny_model("llama")
+    names = make_plan(base, FreezeArguments(num_frozen_layers="2")).trainable_parameter_names
+    model = perturbed(build_tiny_model("llama"), names)
+    base_state, tuned_state = trained_state(base, names), trained_state(model, names)
+    probe = names[0]
+    scale = (tuned_state[probe] - base_state[probe]).abs().max().item()
+
+    def measure(m):  # read where the model is now: alpha recovered from one trained tensor
+        alpha = ((dict(m.named_parameters())[probe] - base_state[probe]).abs().max().item()) / scale
+        return {"support_perplexity": 10 - 5 * alpha, "self_agreement_ratio": 1 + 0.04 * alpha ** 2,
+                "general_perplexity": 20.0}
+
+    base_measures = {"self_agreement_ratio": 1.0, "general_perplexity": 20.0}
+    selection = select_alpha(model, names, base_state, [0.25, 0.5, 0.75, 1.0], measure, base_measures, 0.02)
+    # 1 + 0.04 a^2 <= 1.02  <=>  a <= 0.707: 0.5 is the most-learned alpha that keeps.
+    assert selection.alpha == 0.5 and selection.kept
+    assert [c["keeps"] for c in selection.candidates] == [True, True, False, False]
+    assert "self-agreement ratio 1.040 > 1.020" in selection.candidates[-1]["violations"][0]
+    params = dict(model.named_parameters())
+    for name in names:
+        torch.testing.assert_close(params[name], torch.lerp(base_state[name], tuned_state[name], 0.5))
+    # Nothing keeps: the candidate that kept most, with kept=False; alpha 1 restores the tuned model exactly.
+    apply_interpolation(model, base_state, tuned_state, 1.0, names)  # select_alpha starts from the trained model
+    strict = select_alpha(model, names, base_state, [0.5, 1.0], measure, base_measures, 0.0)
+    assert strict.alpha == 0.5 and not strict.kept
+    apply_interpolation(model, base_state, tuned_state, 1.0, names)
+    loose = select_alpha(model, names, base_state, [0.5, 1.0], measure, base_measures, 1.0)
+    assert loose.alpha == 1.0
+    for name in names:
+        assert torch.equal(dict(model.named_parameters())[name], tuned_state[name]), name
+    with pytest.raises(ValueError, match="no keep measurement"):
+        select_alpha(model, names, base_state, [1.0], measure, {}, 0.02)
+
+
+@pytest.mark.slow
+def test_recipe_select_alpha_saves_the_chosen_model_and_records_the_choice(tiny_model_dir, tmp_path, monkeypatch):
+    from chatfreeze.publish.card import build_model_card, load_run
+    from chatfreeze.training import recipe
+    from chatfreeze.training.arguments import parse_args
+
+    monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
+    fake_replies(monkeypatch, [])  # the base's skills replies (a random tiny model says nothing)
+    monkeypatch.setattr("chatfreeze.evaluation.before_after.greedy_replies",
+                        lambda model, tokenizer, conversations, *a, **k: ["A plain reply."] * len(conversations))
+    monkeypatch.setattr(recipe, "generate_reply", lambda *args, **kwargs: "(stub reply)")
+    # A tiny random model hardly drifts in 4 steps: the real keep rule, plus "alpha 1 (the 3rd candidate) went too
+    # far", so that the recipe has to save and measure an interpolated model.
+    from chatfreeze.retention import alpha_selection
+
+    real_rule, seen = alpha_selection.keep_violations, []
+
+    def keep_rule(measures, base, tolerance):
+        seen.append(measures)
+        return ["too far (test)"] if len(seen) == 3 else real_rule(measures, base, tolerance)
+
+    monkeypatch.setattr(alpha_selection, "keep_violations", keep_rule)
+    rows = [{"messages": [{"role": "user", "content": f"Where is order {i}?"},
+                          {"role": "assistant", "content": f"Order {i} ships tomorrow."}]} for i in range(24)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:16]))
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[16:]))
+    (tmp_path / "general.txt").write_text("The river runs past the old mill and into the sea. " * 60)
+    out = tmp_path / "out"
+    recipe.run_training(*parse_args([
+        "--model_name_or_path", str(tiny_model_dir), "--dataset", str(tmp_path / "train.jsonl"), "--eval_dataset",
+        str(tmp_path / "val.jsonl"), "--num_frozen_layers", "2", "--max_steps", "4", "--learning_rate", "1e-2",
+        "--per_device_train_batch_size", "4", "--output_dir", str(out), "--report_to", "none", "--use_cpu", "true",
+        "--save_strategy", "no", "--eval_before_after", "true", "--skills_probe", "builtin", "--general_text",
+        str(tmp_path / "general.txt"), "--general_window", "64", "--general_stride", "64",
+        "--generation_eval_samples", "0", "--select_alpha", "0.25,0.5,1", "--alpha_tolerance", "0.05"]))
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    selection = evaluation["alpha_selection"]
+    assert [c["alpha"] for c in selection["candidates"]] == [0.25, 0.5, 1.0]
+    keeping = [c for c in selection["candidates"] if c["keeps"]]
+    assert keeping and selection["candidates"][-1]["violations"] == ["too far (test)"]
+    expected = min(keeping, key=lambda c: c["support_perplexity"])
+    assert selection["alpha"] == expected["alpha"] < 1 and selection["kept"]
+    chosen = next(c for c in selection["candidates"] if c["alpha"] == selection["alpha"])
+    # The "after" measurement is of the chosen model, and so is the saved one.
+    assert evaluation["after"]["support_perplexity"] == pytest.approx(chosen["support_perplexity"], rel=1e-5)
+    assert evaluation["after"]["self_agreement_ratio"] == pytest.approx(chosen["self_agreement_ratio"], rel=1e-5)
+    assert json.loads((out / "run_info.json").read_text())["alpha_selection"]["alpha"] == selection["alpha"]
+    card = build_model_card(load_run(out), "acme/bot")
+    assert f"alpha = {selection['alpha']:g}" in card and "--select_alpha" in card
+
+
+def test_select_alpha_needs_the_before_after_evaluation(tiny_model_dir, tmp_path):
+    from chatfreeze.training import recipe
+    from chatfreeze.training.arguments import parse_args
+
+    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}] * 4
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="--select_alpha: needs --eval_before_after true"):
+        recipe.run_training(*parse_args([
+            "--model_name_or_path", str(tiny_model_dir), "--dataset", str(tmp_path / "train.jsonl"),
+            "--eval_dataset", "none", "--num_frozen_layers", "2", "--max_steps", "1", "--output_dir",
+            str(tmp_path / "out"), "--report_to", "none", "--use_cpu", "true", "--eval_before_after", "false",
+            "--select_alpha", "0.5,1"]))
+    with pytest.raises(ValueError, match="--select_alpha 0.5,2: 2 is outside"):
+        parse_args(["--model_name_or_path", str(tiny_model_dir), "--select_alpha", "0.5,2"])

@@ -120,6 +120,7 @@ class BeforeAfterEvaluator:
         self.skipped: list[str] = []
         self.base_examples: list[dict] | None = None  # the base's skills replies, tokenized for self-agreement
         self.base_nll: float | None = None
+        self.alpha_selection: dict | None = None  # --select_alpha's candidates and choice, for evaluation.json
         if eval_dataset is None:
             self._skip("support perplexity and generation metrics: no held-out dialogues "
                        "(set --eval_dataset or --validation_split_ratio)")
@@ -197,17 +198,11 @@ class BeforeAfterEvaluator:
     def _measure(self, model, label: str, is_base: bool) -> dict:
         settings, result, started = self.settings, {}, time.perf_counter()
         if self.eval_dataset is not None:
-            support = support_perplexity(model, self.eval_dataset, self.tokenizer, settings.batch_size,
-                                         self._states_for(model))
-            result["support_perplexity"] = support["support_perplexity"]
-            self.details.update(support_examples=support["support_examples"], support_tokens=support["support_tokens"])
+            result.update(self._support(model))
             self._timed(label, "support_perplexity", started)
         if self.general_ids is not None:
             started = time.perf_counter()
-            general = general_perplexity(model, self.general_ids, settings.window, settings.stride,
-                                         settings.max_windows, max(1, settings.batch_size // 2))
-            result["general_perplexity"] = general["general_perplexity"]
-            self.details.update(general_windows=general["general_windows"], general_tokens=general["general_tokens"])
+            result.update(self._general(model))
             self._timed(label, "general_perplexity", started)
         if self.prompts:
             started = time.perf_counter()
@@ -220,6 +215,32 @@ class BeforeAfterEvaluator:
         result.update(self._lm_eval(model, label))
         if self.lm_eval_tasks:
             self._timed(label, "lm_eval", started)
+        return result
+
+    def _support(self, model) -> dict:
+        support = support_perplexity(model, self.eval_dataset, self.tokenizer, self.settings.batch_size,
+                                     self._states_for(model))
+        self.details.update(support_examples=support["support_examples"], support_tokens=support["support_tokens"])
+        return {"support_perplexity": support["support_perplexity"]}
+
+    def _general(self, model) -> dict:
+        settings = self.settings
+        general = general_perplexity(model, self.general_ids, settings.window, settings.stride,
+                                     settings.max_windows, max(1, settings.batch_size // 2))
+        self.details.update(general_windows=general["general_windows"], general_tokens=general["general_tokens"])
+        return {"general_perplexity": general["general_perplexity"]}
+
+    def measure_teacher_forced(self, model) -> dict:
+        """What needs no generation, after ``measure(base, "before")``: support perplexity, general-text
+        perplexity, and the self-agreement ratio with the base's skills replies (``--select_alpha`` compares
+        candidates on these; a few seconds each where a full measurement takes minutes)."""
+        result = {}
+        if self.eval_dataset is not None:
+            result.update(self._support(model))
+        if self.general_ids is not None:
+            result.update(self._general(model))
+        if self.base_examples and self.base_nll:
+            result["self_agreement_ratio"] = self._agreement(model)["self_agreement_ratio"]
         return result
 
     def _lm_eval(self, model, label: str) -> dict:
@@ -267,8 +288,9 @@ class BeforeAfterEvaluator:
                                       self._states_for(model))["nll"]
             self.details["self_agreement_replies"] = len(self.base_examples)
             return {"self_agreement_nll": self.base_nll, "self_agreement_ratio": 1.0}
-        if not self.base_examples:
-            return {}
+        return self._agreement(model) if self.base_examples else {}
+
+    def _agreement(self, model) -> dict:
         nll = reply_nll(model, self.tokenizer, self.base_examples, self.settings.batch_size,
                         self._states_for(model))["nll"]
         return {"self_agreement_nll": nll, "self_agreement_ratio": nll / self.base_nll}
@@ -331,6 +353,8 @@ class BeforeAfterEvaluator:
             ]
         if self.probe_results:
             record["probes"] = self.probe_results
+        if self.alpha_selection:
+            record["alpha_selection"] = self.alpha_selection
         return record
 
     def finish(self, output_dir: str | Path, before: dict, after: dict) -> dict:

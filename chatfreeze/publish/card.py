@@ -448,11 +448,36 @@ def _section_hyperparameters(run: Run) -> str:
         ["gradient checkpointing", ta.get("gradient_checkpointing")],
         ["seed", ta.get("seed")],
         ["device", run.run_info.get("device", "?")],
+        ["keeping old skills", _retention_text(ta, run.run_info.get("alpha_selection"))],
     ]
     for key, label in (("train_loss", "final train loss"), ("train_runtime", "train runtime (s)")):
         if isinstance(run.results.get(key), (int, float)):
             rows.append([label, _number(run.results[key])])
     return "## Training hyperparameters\n\n" + _table(["", ""], [[k, _number(v)] for k, v in rows])
+
+
+def _retention_text(ta: dict, selection: dict | None) -> str:
+    parts = []
+    if ta.get("replay_ratio"):
+        parts.append(f"replay of the base's own replies, {ta['replay_ratio']:g} per support dialogue")
+    if ta.get("kl_to_base"):
+        parts.append(f"KL to the base x {ta['kl_to_base']:g}")
+    if selection:
+        parts.append(f"trained blocks interpolated toward the base at alpha {selection['alpha']:g} (--select_alpha)")
+    return "; ".join(parts) or "none beyond the freeze"
+
+
+def _section_alpha_selection(selection: dict) -> str:
+    rows = [[c["alpha"], _number(c.get("support_perplexity", "n/a")), _number(c.get("self_agreement_ratio", "n/a")),
+             _number(c.get("general_perplexity", "n/a")), "yes" if c.get("keeps") else "no"]
+            for c in selection.get("candidates", [])]
+    verdict = ("" if selection.get("kept") else " None of the candidates kept the base's skills within the "
+               "tolerance; the one that kept most was taken.")
+    return (f"**Interpolation toward the base** (`--select_alpha`): the trained blocks were set to "
+            f"base + alpha x (tuned - base) at alpha = {selection['alpha']:g}, chosen by: {selection.get('rule')} "
+            f"(tolerance {selection.get('tolerance'):g}).{verdict} The graded probes were not used to choose; the "
+            "table above measures the chosen model.\n\n"
+            + _table(["alpha", "support perplexity", "self-agreement ratio", "general perplexity", "keeps"], rows))
 
 
 def _change(before: Any, after: Any, relative: bool = True) -> str:
@@ -491,6 +516,8 @@ def _section_results(run: Run) -> str:
         else:
             parts.append("**Forgetting was not measured** for this run (no general-text perplexity in "
                          f"`{EVALUATION_FILENAME}`).")
+        if isinstance(run.evaluation.get("alpha_selection"), dict):
+            parts.append(_section_alpha_selection(run.evaluation["alpha_selection"]))
         skipped = ((run.evaluation.get("config") or {}).get("not_measured")) or []
         if isinstance(skipped, list) and skipped:
             parts.append("Not measured: " + "; ".join(str(s) for s in skipped) + ".")

@@ -26,6 +26,20 @@ class RetentionArguments:
                   "the skills format whose 'pool' items are used."},
     )
 
+    select_alpha: str = field(
+        default="",
+        metadata={"help": "After training, try these alphas (comma-separated, e.g. 0.5,0.75,1) of the trained "
+                  "blocks interpolated toward the base, each measured without generation (support perplexity; "
+                  "self-agreement with the base's skills replies and general-text perplexity), and keep the one "
+                  "that learned most among those within --alpha_tolerance of the base. Needs the before/after "
+                  "evaluation. Recorded in evaluation.json, run_info.json and the card."},
+    )
+    alpha_tolerance: float = field(
+        default=0.02,
+        metadata={"help": "--select_alpha's keep tolerance: the largest relative rise of the self-agreement ratio "
+                  "and of the general-text perplexity over the base's (0.02 = 2%)."},
+    )
+
     def validate_retention(self) -> None:
         if not 0.0 <= self.replay_ratio <= 10.0:
             raise ValueError(f"--replay_ratio {self.replay_ratio}: give replay examples per support dialogue, "
@@ -34,3 +48,9 @@ class RetentionArguments:
             raise ValueError(f"--kl_to_base {self.kl_to_base}: give a weight from 0 (off) to 100.")
         if self.replay_max_new_tokens < 1:
             raise ValueError(f"--replay_max_new_tokens {self.replay_max_new_tokens}: must be >= 1.")
+        if self.select_alpha:
+            from .alpha_selection import parse_alphas
+
+            parse_alphas(self.select_alpha)
+        if not 0.0 <= self.alpha_tolerance <= 10.0:
+            raise ValueError(f"--alpha_tolerance {self.alpha_tolerance}: give a relative tolerance, e.g. 0.02.")

@@ -43,6 +43,8 @@ from ..modeling import (
 from ..modeling.delta import write_delta
 from ..modeling.offline import read_provenance
 from ..publish.hub import redact_command, take_training_push
+from ..retention.alpha_selection import parse_alphas, select_alpha
+from ..retention.interpolate import apply_interpolation, trained_state
 from ..retention.replay import replay_dataset
 from ..rundir import RUN_INFO_FILENAME, write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
@@ -81,6 +83,7 @@ class RecipeRun:
     eval_report: Any = None
     eval_dialogues: list = field(default_factory=list)
     replay_report: Any = None
+    alpha_selection: Any = None  # retention.alpha_selection.AlphaSelection, with --select_alpha
     trainer: FreezeTrainer | None = None
     metrics: dict = field(default_factory=dict)
 
@@ -99,6 +102,21 @@ def setup_logging(training_args: FreezeTrainingArguments) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
     logging.getLogger("chatfreeze").setLevel(level)
     transformers.utils.logging.set_verbosity(level if level > logging.INFO else logging.WARNING)
+
+
+def note_cpu_threads(training_args: FreezeTrainingArguments, num_processes: int) -> None:
+    """On CPU, say how many threads each process computes with: ``accelerate launch`` sets OMP_NUM_THREADS=1
+    unless given ``--num_cpu_threads_per_process`` (or ``--cpu``), which halves a 2-core machine's speed."""
+    if torch.cuda.is_available() and not training_args.use_cpu:
+        return
+    threads, cores = torch.get_num_threads(), os.cpu_count() or 1
+    if threads * num_processes < cores:
+        logger.warning("Training on CPU with %d thread(s) per process, %d process(es), on %d cores "
+                       "(OMP_NUM_THREADS=%s): `accelerate launch --num_cpu_threads_per_process %d` uses them all.",
+                       threads, num_processes, cores, os.environ.get("OMP_NUM_THREADS", "unset"),
+                       max(1, cores // num_processes))
+    else:
+        logger.info("Training on CPU with %d thread(s) per process.", threads)
 
 
 def check_output_dir(training_args: FreezeTrainingArguments) -> str | None:
@@ -173,6 +191,8 @@ def start(model_args: ModelArguments, data_args: DataArguments, freeze_args: Fre
     state = PartialState()
     if on_cpu_processes and state.is_main_process:
         logger.info("No GPU found: %d CPU processes train together over %s.", state.num_processes, state.backend)
+    if state.is_main_process:
+        note_cpu_threads(training_args, state.num_processes)
     run = RecipeRun(model_args, data_args, freeze_args, training_args)
     run.resume_from = check_output_dir(training_args)
     # chatfreeze pushes once, model card included, after the final save: the Trainer must not push, nor pickle
@@ -272,6 +292,7 @@ def data(run: RecipeRun) -> RecipeRun:
     run.train_dataset, run.eval_dataset, run.train_report, run.eval_report, run.eval_dialogues = prepare_datasets(
         run.data_args, run.tokenizer, run.training_args.seed
     )
+    check_select_alpha(run)  # before the replay's generation: a wrong combination fails in seconds
     if run.training_args.replay_ratio > 0:
         run = add_replay(run)
     if run.eval_dataset is None and run.training_args.eval_strategy != "no":
@@ -357,8 +378,13 @@ def train(run: RecipeRun) -> RecipeRun:
         logger.info("Resuming from %s", run.resume_from)
     # Support perplexity, forgetting and reply quality of the base model (main process; None when not asked).
     evaluator = evaluator_for_run(run.data_args, run.tokenizer, run.eval_dataset, run.eval_dialogues, trainer)
+    check_select_alpha(run)
     before = measure_base(evaluator, run.model) if evaluator else None
+    names = run.plan.trainable_parameter_names
+    base_state = trained_state(run.model, names) if run.training_args.select_alpha else None
     run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
+    if base_state is not None:
+        run.alpha_selection = choose_alpha(run, evaluator, before, base_state)
     after = evaluator.measure(run.model, "after") if evaluator else {}
     if run.eval_dataset is not None:
         # Only the main process measures before/after; reusing its number on one process only would leave the
@@ -366,8 +392,44 @@ def train(run: RecipeRun) -> RecipeRun:
         reuse = after.get("support_perplexity") if PartialState().num_processes == 1 else None
         run.metrics.update(final_eval_metrics(trainer, reuse))
     if evaluator:
+        if run.alpha_selection is not None:
+            evaluator.alpha_selection = run.alpha_selection.to_dict()
         run.metrics.update(evaluator.finish(run.training_args.output_dir, before, after))
     return run
+
+
+def check_select_alpha(run: RecipeRun) -> None:
+    """``--select_alpha`` needs the before/after evaluation (its measurements), held-out dialogues, a plan whose
+    trained tensors can be interpolated (freeze or full, not LoRA adapters) and an unsharded model."""
+    args = run.training_args
+    if not args.select_alpha:
+        return
+    if not run.data_args.eval_before_after:
+        raise ValueError("--select_alpha: needs --eval_before_after true (it compares each alpha with the base).")
+    if run.eval_dataset is None:
+        raise ValueError("--select_alpha: needs held-out dialogues (--eval_dataset or --validation_split_ratio).")
+    if run.freeze_args.method == "lora":
+        raise ValueError("--select_alpha: interpolates trained tensors, not LoRA adapters; use --method freeze or "
+                         "full (or `chatfreeze merge RUN OUT --alpha A` on the merged LoRA run).")
+    if run.trainer is not None and is_sharded(run.trainer):
+        raise ValueError("--select_alpha: the model is sharded (FSDP/DeepSpeed); run `chatfreeze merge --alpha` "
+                         "and `chatfreeze evaluate` on the saved run instead.")
+
+
+def choose_alpha(run: RecipeRun, evaluator, before: dict | None, base_state: dict):
+    """Pick α on the main process (``retention.alpha_selection``) and set every process's model to it."""
+    from accelerate.utils import broadcast_object_list
+
+    names = run.plan.trainable_parameter_names
+    selection = None
+    if evaluator is not None:
+        selection = select_alpha(run.model, names, base_state, parse_alphas(run.training_args.select_alpha),
+                                 evaluator.measure_teacher_forced, before or {}, run.training_args.alpha_tolerance)
+    if PartialState().num_processes > 1:
+        selection = broadcast_object_list([selection])[0]
+        if evaluator is None:  # the other processes: the same weights as the main one
+            apply_interpolation(run.model, base_state, trained_state(run.model, names), selection.alpha, names)
+    return selection
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -425,6 +487,7 @@ def run_info_sections(run: RecipeRun) -> dict:
             eval=run.eval_report.to_dict() if run.eval_report else None,
             replay=run.replay_report.to_dict() if run.replay_report else None,
         ),
+        alpha_selection=run.alpha_selection.to_dict() if run.alpha_selection else None,
         training_args=public_training_args(args),
         metrics=run.metrics,
         command=redact_command(sys.argv),
