@@ -54,13 +54,16 @@ VARIANTS = [
     Variant("full", "full fine-tuning, lr 5e-5", ["--method", "full", "--learning_rate", "5e-5"]),
     Variant("freeze80_replay", "freeze 80% + replay 0.25", ["--num_frozen_layers", "24", "--replay_ratio", "0.25"]),
     Variant("freeze80_kl", "freeze 80% + KL 0.5", ["--num_frozen_layers", "24", "--kl_to_base", "0.5"]),
-    Variant("lora_top6", "LoRA r=16 on the top 6 blocks", ["--method", "lora", "--lora_layers", "6"]),
-    Variant("freeze80_alpha0.5", "freeze 80%, interpolated to alpha 0.5", interpolate=("freeze80", 0.5)),
-    Variant("freeze50", "freeze 50% (15/30)", ["--num_frozen_layers", "15"]),
-    Variant("freeze93", "freeze 93% (28/30)", ["--num_frozen_layers", "28"]),
-    Variant("lora_all", "LoRA r=16 on every block", ["--method", "lora", "--lora_layers", "0"]),
     Variant("freeze80_replay_kl_alpha0.75", "freeze 80% + replay + KL, interpolated to alpha 0.75",
             interpolate=("freeze80_replay_kl", 0.75)),
+    Variant("freeze80_replay_kl_select", "freeze 80% + replay + KL + --select_alpha 0.5,0.75,1",
+            ["--num_frozen_layers", "24", "--replay_ratio", "0.25", "--kl_to_base", "0.5",
+             "--select_alpha", "0.5,0.75,1"]),
+    Variant("freeze93", "freeze 93% (28/30)", ["--num_frozen_layers", "28"]),
+    Variant("freeze50", "freeze 50% (15/30)", ["--num_frozen_layers", "15"]),
+    Variant("lora_top6", "LoRA r=16 on the top 6 blocks", ["--method", "lora", "--lora_layers", "6"]),
+    Variant("freeze80_alpha0.5", "freeze 80%, interpolated to alpha 0.5", interpolate=("freeze80", 0.5)),
+    Variant("lora_all", "LoRA r=16 on every block", ["--method", "lora", "--lora_layers", "0"]),
 ]
 
 COLUMNS = ["variant", "label", "facts_accuracy", "support_perplexity", "skills_accuracy", "skills_change_points",
@@ -153,6 +156,8 @@ def read_row(variant: Variant, work: Path) -> dict | None:
            "general_perplexity": after.get("general_perplexity"),
            "general_change_pct": change.get("general_perplexity_change_pct"), "rougeL": after.get("rougeL"),
            "peak_rss_mib": round(process["peak_rss_mib"])}
+    if evaluation.get("alpha_selection"):  # --select_alpha: say which alpha it kept
+        row["label"] += f" (chose alpha {evaluation['alpha_selection']['alpha']:g})"
     results_file = out / "all_results.json"
     if results_file.is_file():  # a trained variant
         results = json.loads(results_file.read_text())

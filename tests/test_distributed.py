@@ -228,13 +228,14 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=600)
 
 
-def tiny_args(model_dir: Path, data: Path, out: Path, per_device_batch: int) -> list[str]:
+def tiny_args(model_dir: Path, data: Path, out: Path, per_device_batch: int, kl: str = "0") -> list[str]:
     # The default recipe (configs/default.yaml: eval + save every epoch, sample replies) on a tiny model.
     return [
         "--model_name_or_path", str(model_dir), "--dataset", str(data), "--eval_dataset", str(data),
         "--num_frozen_layers", "2", "--max_steps", "6", "--per_device_train_batch_size", str(per_device_batch),
         "--learning_rate", "1e-2", "--logging_steps", "1", "--output_dir", str(out),
-        "--replay_ratio", "0", "--kl_to_base", "0",  # identical-length examples only: every step a whole epoch
+        "--replay_ratio", "0",  # identical-length examples only (no replay's): every step a whole epoch
+        "--kl_to_base", kl,
     ]
 
 
@@ -244,8 +245,9 @@ def step_losses(out: Path) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("accumulation", [1, 4])
-def test_two_cpu_processes_train_together_and_match_one_process(tiny_model_dir, tmp_path, accumulation):
+@pytest.mark.parametrize(("accumulation", "kl"), [(1, "0"), (4, "0"), (2, "0.5")],
+                         ids=["accum1", "accum4", "accum2-kl0.5"])
+def test_two_cpu_processes_train_together_and_match_one_process(tiny_model_dir, tmp_path, accumulation, kl):
     # 8 dialogues of identical length (no padding) and a global batch of 8: every step is a whole epoch, so
     # both runs see the same examples at every step whatever order the samplers draw them in (DDP: 2 x 4 / acc,
     # one process: 8 / acc, each x acc micro-batches), and the loss is token-weighted over the global batch in
@@ -258,7 +260,7 @@ def test_two_cpu_processes_train_together_and_match_one_process(tiny_model_dir, 
     launched = run([
         *ACCELERATE, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        TRAIN_SCRIPT, *tiny_args(tiny_model_dir, data, two, per_device_batch=4 // accumulation), *sgd,
+        TRAIN_SCRIPT, *tiny_args(tiny_model_dir, data, two, per_device_batch=4 // accumulation, kl=kl), *sgd,
     ])
     assert launched.returncode == 0, launched.stderr[-4000:]
     info = json.loads((two / "run_info.json").read_text())
@@ -274,8 +276,8 @@ def test_two_cpu_processes_train_together_and_match_one_process(tiny_model_dir, 
     # The prefix cache is per process and the sampler moves examples between processes: off, and said so.
     assert "Fast path on" in launched.stderr and "Prefix cache off: 2 processes train together" in launched.stderr
 
-    single = run([sys.executable, TRAIN_SCRIPT, *tiny_args(tiny_model_dir, data, one, per_device_batch=8 // accumulation),
-                  *sgd, "--use_cpu", "true"])
+    single = run([sys.executable, TRAIN_SCRIPT, *tiny_args(tiny_model_dir, data, one, per_device_batch=8 // accumulation,
+                                                           kl=kl), *sgd, "--use_cpu", "true"])
     assert single.returncode == 0, single.stderr[-4000:]
     assert json.loads((one / "run_info.json").read_text())["world_size"] == 1
     # One process: the cache fills in epoch 1 and serves the 5 later epochs' micro-batches.
