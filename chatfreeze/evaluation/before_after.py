@@ -233,7 +233,7 @@ class BeforeAfterEvaluator:
     def measure_teacher_forced(self, model) -> dict:
         """What needs no generation, after ``measure(base, "before")``: support perplexity, general-text
         perplexity, and the self-agreement ratio with the base's skills replies (``--select_alpha`` compares
-        candidates on these; a few seconds each where a full measurement takes minutes)."""
+        candidates on these: no generation, so about a third of a full measurement's time)."""
         result = {}
         if self.eval_dataset is not None:
             result.update(self._support(model))
