@@ -360,7 +360,7 @@ def test_piped_stdin_subprocess_exits_zero_with_plain_output(tmp_path, tiny_mode
     assert b["messages"] == [] and c["messages"] == a["messages"] and c["settings"] == a["settings"]
 
 
-def spawn_chat(args, cwd, timeout=60):
+def spawn_chat(args, cwd, timeout=180):  # generous: a loaded 2-core machine starts Python + torch slowly
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(sys.executable, ["-m", "chatfreeze.chat", *args], cwd=str(cwd), env=chat_env(),
                           encoding="utf-8", codec_errors="replace", timeout=timeout, dimensions=(40, 200))
