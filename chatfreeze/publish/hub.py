@@ -382,6 +382,14 @@ def classify(err: BaseException, repo_id: str, endpoint: str, revision: str | No
     return None
 
 
+def describer(repo_id: str, endpoint: str, revision: str | None, token: str, **kwargs):
+    """``classify`` for one repository, with the token redacted from every message."""
+    def describe(err: BaseException) -> tuple[bool, str] | None:
+        verdict = classify(err, repo_id, endpoint, revision, **kwargs)
+        return None if verdict is None else (verdict[0], verdict[1].replace(token, "<redacted>"))
+    return describe
+
+
 def conflict_message(repo_id: str, flag: str = "--repo_id", kind: str = "model") -> str:
     return (f"{flag} {repo_id}: the name is taken by a repository that is not a {kind} you can write to "
             f"(another kind of repository, or a private one of someone else); choose another {flag}.")
@@ -478,12 +486,11 @@ def push_output_dir(
     revision = revision or None
     api = HfApi(endpoint=endpoint, token=token)
 
-    def describe(err: BaseException) -> tuple[bool, str] | None:
-        verdict = classify(err, repo_id, endpoint, revision)
-        return None if verdict is None else (verdict[0], verdict[1].replace(token, "<redacted>"))
+    describe = describer(repo_id, endpoint, revision, token)
 
     with _current_env_flags(), tempfile.TemporaryDirectory(prefix="chatfreeze-push-") as tmp:
         repo_id = _full_repo_id(api, repo_id, policy, describe)
+        describe = describer(repo_id, endpoint, revision, token)  # messages name USER/NAME
         staged = stage(run, Path(tmp), repo_id, revision=revision, token=token, link=True,
                        trained_only=trained_only)
         logger.info("Uploading %d files (%s) from %s to %s", len(staged.files), _size(staged.total_bytes),
@@ -510,12 +517,11 @@ def push_space(api, space: str, model_repo_id: str, revision: str | None, privat
     """Create (if needed) the Gradio Space ``space`` and upload its files, which chat with ``model_repo_id``."""
     from .space import write_space
 
-    def describe(err: BaseException) -> tuple[bool, str] | None:
-        verdict = classify(err, space, endpoint, None, flag="--space", kind="space")
-        return None if verdict is None else (verdict[0], verdict[1].replace(token, "<redacted>"))
+    describe = describer(space, endpoint, None, token, flag="--space", kind="space")
 
     with tempfile.TemporaryDirectory(prefix="chatfreeze-space-") as tmp:
         space = _full_repo_id(api, space, policy, describe)
+        describe = describer(space, endpoint, None, token, flag="--space", kind="space")
         write_space(tmp, space, model_repo_id, revision=revision, requirement=requirement)
         _refuse_token_in(Path(tmp), token)
 
