@@ -1,5 +1,6 @@
 """Small helpers every layer shares, each with one home: error text for one-line messages, boolean environment
-flags, the text config of (multimodal) models, whether a trainer shards the model, chatfreeze's cache folder.
+flags, the text config of (multimodal) models, whether a trainer shards the model, chatfreeze's cache folder, the
+permissions of saved weights.
 
 Imports nothing heavy (no torch, no transformers), so the lightest commands can use it.
 """
@@ -46,6 +47,29 @@ def cache_root() -> Path:
         return Path(os.environ["CHATFREEZE_CACHE"])
     hf_home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
     return Path(hf_home) / "chatfreeze"
+
+
+def current_umask() -> int:
+    """The process's umask (read without changing it where /proc says it, as on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_weights_like_umask(directory: str | Path) -> None:
+    """Give the ``*.safetensors`` files in ``directory`` the mode any other file written there gets (0644 under
+    the usual umask 022). safetensors 0.8 writes its files 0600 whatever the umask, so a model saved by one user
+    could not be read by the serving or CI user that reads the rest of the folder."""
+    mode = 0o666 & ~current_umask()
+    for file in Path(directory).glob("*.safetensors"):
+        if file.is_file() and not file.is_symlink() and (file.stat().st_mode & 0o777) != mode:
+            file.chmod(mode)
 
 
 def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]):

@@ -123,7 +123,30 @@ def test_recipe_saves_a_delta_that_chat_evaluate_and_merge_read(tiny_model_dir, 
     standalone = AutoModelForCausalLM.from_pretrained(merged)  # plain transformers, no chatfreeze
     assert torch.equal(logits(standalone, ids), logits(full, ids))
     assert not is_delta(merged)
+    # Every weights file the run, the delta and the merge wrote is readable like the rest of its folder (the
+    # subprocesses inherit this umask): safetensors alone would leave them 0600.
+    for folder in (outs["full"], delta, merged):
+        for weights in folder.glob("*.safetensors"):
+            assert weights.stat().st_mode & 0o777 == (folder / "config.json").stat().st_mode & 0o777, weights
     chat = subprocess.run([sys.executable, "-m", "chatfreeze.chat", "--model_name_or_path", str(delta), "--prompt",
                            "Where is order 3?", "--max_new_tokens", "4"], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=300, env=env)
     assert chat.returncode == 0, chat.stderr[-2000:]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_saved_weights_get_the_mode_of_the_umask(tmp_path, umask):
+    from safetensors.torch import save_file
+
+    from chatfreeze.common import current_umask, share_weights_like_umask
+
+    previous = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        save_file({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+        (tmp_path / "notes.txt").write_text("x")
+        share_weights_like_umask(tmp_path)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "notes.txt").stat().st_mode & 0o777 == 0o666 & ~umask

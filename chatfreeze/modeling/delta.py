@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..common import share_weights_like_umask
 from ..rundir import CONFIG_FILENAME, DELTA_MANIFEST_FILENAME, DELTA_WEIGHTS_FILENAME
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def _write(named_tensors, trained: set[str], output_dir: Path, base: dict) -> di
     if not kept or absent:
         raise DeltaError(f"delta: trained tensor {(absent or sorted(trained) or ['?'])[0]!r} is not in the model.")
     save_file(kept, str(output_dir / DELTA_WEIGHTS_FILENAME), metadata={"format": "pt"})
+    share_weights_like_umask(output_dir)
     dtypes = {str(t.dtype).replace("torch.", "") for t in kept.values()}
     manifest = {
         "format": DELTA_FORMAT,

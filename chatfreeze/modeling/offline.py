@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..common import cache_root, file_sha256
+from ..common import cache_root, file_sha256, share_weights_like_umask
 from ..rundir import PROVENANCE_FILENAME, write_json
 from .errors import ModelResolutionError
 
@@ -118,6 +118,7 @@ def _convert_gguf(gguf_path: Path, out_dir: Path, model_id: str, requirement: st
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir, safe_serialization=True)
+    share_weights_like_umask(out_dir)
     tokenizer.save_pretrained(out_dir)
     provenance = {
         "model_id": model_id,

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..common import share_weights_like_umask
+
 logger = logging.getLogger(__name__)
 
 
@@ -82,6 +84,7 @@ def interpolate_run(run_dir: str | Path, alpha: float, output_dir: str | Path, b
         apply_interpolation(tuned, trained_state(base_model, names), trained_state(tuned, names), alpha, names)
         del base_model
     tuned.save_pretrained(output_dir)
+    share_weights_like_umask(output_dir)
     for name in (PLAN_FILENAME, RUN_INFO_FILENAME, GENERATION_CONFIG_FILENAME, SAMPLES_FILENAME, "tokenizer.json",
                  "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
         if (run_dir / name).is_file():

@@ -2,7 +2,8 @@
 
 ``run_training`` runs them in order (``chatfreeze train`` / ``scripts/train.py``); scripts that compare methods
 (the sweep, the benchmark) call the same steps and never wire a trainer by hand. Each step reads and fills a
-``RecipeRun``, so a caller can stop after any step, look at what it made, or replace what comes next.
+``RecipeRun``, so a caller can stop after any step, look at what it made, or replace what comes next. What the
+output directory may hold before a run is ``output_dir``'s concern; what ``run_info.json`` records, ``run_info``'s.
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
 import random
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,8 @@ import torch
 import transformers
 from accelerate import PartialState
 from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
 
-from .. import __version__
-from ..common import first_line, is_sharded
+from ..common import is_sharded, share_weights_like_umask
 from ..data import DialogueCollator, build_dataset, load_dialogues_from_args, opening_prompts
 from ..data.options import DataArguments
 from ..evaluation import evaluator_for_run, write_plots
@@ -41,24 +38,21 @@ from ..modeling import (
     select_dtype,
 )
 from ..modeling.delta import write_delta
-from ..modeling.offline import read_provenance
-from ..publish.hub import redact_command, take_training_push
+from ..publish.hub import take_training_push
 from ..retention.alpha_selection import parse_alphas, select_alpha
 from ..retention.interpolate import apply_interpolation, trained_state
 from ..retention.replay import replay_dataset
-from ..rundir import RUN_INFO_FILENAME, write_run_info, write_samples
+from ..rundir import write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
-from .distributed import end_distributed, parallel_info, train_on_cpu_processes_without_gpus
+from .distributed import end_distributed, train_on_cpu_processes_without_gpus
 from .methods import build_lora_trainer, lora_options, lora_plan_spec, merge_lora
+from .output_dir import check_output_dir
+from .run_info import run_info_sections
 from .trainer import FreezeTrainer
 
 logger = logging.getLogger(__name__)
 
 NUM_SAMPLE_REPLIES = 3
-
-
-class OutputDirError(ValueError):
-    """The output directory holds something a run must not overwrite."""
 
 
 @dataclass
@@ -117,70 +111,6 @@ def note_cpu_threads(training_args: FreezeTrainingArguments, num_processes: int)
                        max(1, cores // num_processes))
     else:
         logger.info("Training on CPU with %d thread(s) per process.", threads)
-
-
-def check_output_dir(training_args: FreezeTrainingArguments) -> str | None:
-    """Return the checkpoint to resume from, or None; refuse to write over a directory we did not make."""
-    out = Path(training_args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"--output_dir {out}: is a file, not a directory; choose another --output_dir.")
-    wanted = training_args.resume_from_checkpoint
-    if wanted not in (None, "auto", "none", "None", ""):
-        if not Path(wanted).is_dir():
-            raise OutputDirError(f"--resume_from_checkpoint {wanted}: no such checkpoint directory.")
-        return wanted
-    if not out.is_dir() or not any(out.iterdir()):
-        return None
-    last = get_last_checkpoint(str(out))
-    if last and wanted == "auto":
-        return usable_checkpoint(out)
-    if training_args.overwrite_output_dir:
-        return None
-    what = "a finished run" if (out / RUN_INFO_FILENAME).is_file() else "files"
-    raise OutputDirError(
-        f"--output_dir {out} already holds {what} and no checkpoint to resume; choose another --output_dir "
-        "or pass --overwrite_output_dir true to replace what is there."
-    )
-
-
-def checkpoint_problem(checkpoint: Path) -> str | None:
-    """Why ``checkpoint`` cannot be resumed from (a file cut short by a kill or a full disk), or None."""
-    import json
-
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text())
-    except (OSError, ValueError) as err:
-        return f"trainer_state.json unreadable ({type(err).__name__})"
-    weights = sorted(checkpoint.glob("*.safetensors"))
-    if not weights and not list(checkpoint.glob("pytorch_model*.bin")):
-        return "no weights"
-    from safetensors import safe_open
-
-    for file in weights:
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    handle.get_slice(name)
-        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-            return f"{file.name} unreadable ({first_line(err)})"
-    return None
-
-
-def usable_checkpoint(out: Path) -> str:
-    """The newest checkpoint in ``out`` that can be resumed from; a damaged newer one is named and skipped."""
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-    checkpoints = sorted((p for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and
-                          p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for checkpoint in checkpoints:
-        problem = checkpoint_problem(checkpoint)
-        if problem is None:
-            return str(checkpoint)
-        logger.warning("Checkpoint %s is damaged (%s): skipping it; resuming from an earlier one (delete it "
-                       "once the run has finished).", checkpoint, problem)
-    raise OutputDirError(f"--output_dir {out}: every checkpoint in it is damaged ({checkpoints[0].name}: "
-                         f"{checkpoint_problem(checkpoints[0])}); delete them, or pass --resume_from_checkpoint none "
-                         "--overwrite_output_dir true to start again.")
 
 
 def start(model_args: ModelArguments, data_args: DataArguments, freeze_args: FreezeArguments,
@@ -292,7 +222,7 @@ def data(run: RecipeRun) -> RecipeRun:
     run.train_dataset, run.eval_dataset, run.train_report, run.eval_report, run.eval_dialogues = prepare_datasets(
         run.data_args, run.tokenizer, run.training_args.seed
     )
-    check_select_alpha(run)  # before the replay's generation: a wrong combination fails in seconds
+    check_select_alpha(run)
     if run.training_args.replay_ratio > 0:
         run = add_replay(run)
     if run.eval_dataset is None and run.training_args.eval_strategy != "no":
@@ -378,7 +308,9 @@ def train(run: RecipeRun) -> RecipeRun:
         logger.info("Resuming from %s", run.resume_from)
     # Support perplexity, forgetting and reply quality of the base model (main process; None when not asked).
     evaluator = evaluator_for_run(run.data_args, run.tokenizer, run.eval_dataset, run.eval_dialogues, trainer)
-    check_select_alpha(run)
+    if run.training_args.select_alpha and is_sharded(trainer):
+        raise ValueError("--select_alpha: the model is sharded (FSDP/DeepSpeed); run `chatfreeze merge --alpha` "
+                         "and `chatfreeze evaluate` on the saved run instead.")
     before = measure_base(evaluator, run.model) if evaluator else None
     names = run.plan.trainable_parameter_names
     base_state = trained_state(run.model, names) if run.training_args.select_alpha else None
@@ -399,8 +331,9 @@ def train(run: RecipeRun) -> RecipeRun:
 
 
 def check_select_alpha(run: RecipeRun) -> None:
-    """``--select_alpha`` needs the before/after evaluation (its measurements), held-out dialogues, a plan whose
-    trained tensors can be interpolated (freeze or full, not LoRA adapters) and an unsharded model."""
+    """``--select_alpha`` needs the before/after evaluation (its measurements), held-out dialogues and a plan whose
+    trained tensors can be interpolated (freeze or full, not LoRA adapters). Checked with the data, before the
+    replay's generation: a wrong combination fails in seconds. (An unsharded model: checked in ``train``.)"""
     args = run.training_args
     if not args.select_alpha:
         return
@@ -411,9 +344,6 @@ def check_select_alpha(run: RecipeRun) -> None:
     if run.freeze_args.method == "lora":
         raise ValueError("--select_alpha: interpolates trained tensors, not LoRA adapters; use --method freeze or "
                          "full (or `chatfreeze merge RUN OUT --alpha A` on the merged LoRA run).")
-    if run.trainer is not None and is_sharded(run.trainer):
-        raise ValueError("--select_alpha: the model is sharded (FSDP/DeepSpeed); run `chatfreeze merge --alpha` "
-                         "and `chatfreeze evaluate` on the saved run instead.")
 
 
 def choose_alpha(run: RecipeRun, evaluator, before: dict | None, base_state: dict):
@@ -437,27 +367,6 @@ def choose_alpha(run: RecipeRun, evaluator, before: dict | None, base_state: dic
 # ----------------------------------------------------------------------------------------------------------
 
 
-def library_versions() -> dict[str, str]:
-    import accelerate
-    import datasets
-    import peft
-
-    return {
-        "chatfreeze": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "accelerate": accelerate.__version__,
-        "peft": peft.__version__,
-    }
-
-
-def public_training_args(training_args: FreezeTrainingArguments) -> dict:
-    """Training arguments safe to publish: no tokens, whatever their name."""
-    return {k: v for k, v in training_args.to_dict().items() if "token" not in k.lower()}
-
-
 def write_sample_replies(model, tokenizer, samples: list[dict], output_dir: str) -> list[dict]:
     model.eval()
     torch.manual_seed(0)
@@ -465,34 +374,6 @@ def write_sample_replies(model, tokenizer, samples: list[dict], output_dir: str)
         sample["reply"] = generate_reply(model, tokenizer, sample["messages"], do_sample=False)
     write_samples(output_dir, samples)
     return samples
-
-
-def run_info_sections(run: RecipeRun) -> dict:
-    """What ``run_info.json`` records about this run."""
-    state, args = PartialState(), run.training_args
-    return dict(
-        started=run.started,
-        world_size=state.num_processes,
-        parallel=parallel_info(run.trainer),
-        versions=library_versions(),
-        # Where the base weights came from travels with the run (the card states it wherever it is pushed from).
-        base_model=run.resolved.to_dict() | {"dtype": str(run.base_dtype).replace("torch.", ""),
-                                             "provenance": read_provenance(run.resolved.path)},
-        freeze=asdict(run.freeze_args),
-        model=asdict(run.model_args),
-        data=dict(
-            args=asdict(run.data_args),
-            system_prompt=run.data_args.system_prompt,
-            train=run.train_report.to_dict(),
-            eval=run.eval_report.to_dict() if run.eval_report else None,
-            replay=run.replay_report.to_dict() if run.replay_report else None,
-        ),
-        alpha_selection=run.alpha_selection.to_dict() if run.alpha_selection else None,
-        training_args=public_training_args(args),
-        metrics=run.metrics,
-        command=redact_command(sys.argv),
-        device=str(args.device),
-    )
 
 
 def finish_output_dir(output_dir, model, tokenizer, plan: FreezePlan, sections: dict, samples: list[dict]) -> None:
@@ -504,6 +385,7 @@ def finish_output_dir(output_dir, model, tokenizer, plan: FreezePlan, sections: 
     if samples:
         for sample in write_sample_replies(model, tokenizer, samples, output_dir):
             logger.info("Sample reply\n  user: %s\n  model: %s", sample["messages"][-1]["content"], sample["reply"])
+    share_weights_like_umask(output_dir)
     sections["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_run_info(output_dir, **sections)
     write_plots(output_dir)
