@@ -23,14 +23,8 @@ from hub_server import FakeHub
 from chatfreeze.cli.errors import run_cli
 from chatfreeze.cli.push import main as push_main
 from chatfreeze.publish.card import build_model_card, describe_base_model, load_run
-from chatfreeze.publish.hub import (
-    PushError,
-    RetryPolicy,
-    dry_run,
-    push_output_dir,
-    redact_command,
-    scrub,
-)
+from chatfreeze.publish.hub import RetryPolicy, dry_run, push_output_dir
+from chatfreeze.publish.staging import PushError, redact_command, scrub
 
 TOKEN = "hf_chatfreezeTESTtoken0123456789abcdefXYZ"
 BASE_ID = "test-org/tiny-chat"
@@ -228,7 +222,7 @@ def test_trained_only_publishes_a_delta_that_loads_to_the_same_model(trained, tm
 
 
 def test_the_token_scan_streams_and_finds_a_token_across_block_boundaries(tmp_path):
-    from chatfreeze.publish.hub import file_contains
+    from chatfreeze.publish.staging import file_contains
 
     path = tmp_path / "weights.bin"
     path.write_bytes(b"x" * 1000 + TOKEN.encode() + b"y" * 1000)

@@ -14,7 +14,8 @@ import argparse
 import logging
 import sys
 
-from ..publish.hub import RetryPolicy, dry_run, format_listing, push_output_dir, space_dry_run_dir
+from ..publish.hub import RetryPolicy, dry_run, push_output_dir, space_dry_run_dir
+from ..publish.staging import format_listing
 from .errors import run_cli
 
 

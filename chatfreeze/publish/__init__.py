@@ -1,4 +1,5 @@
-"""Publishing a run: the model card (``card``) and the Hub push (``hub``)."""
+"""Publishing a run: the model card (``card``), the folder that is uploaded (``staging``), the Hub push (``hub``)
+and the Space that chats with the pushed model (``space``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from ..common import lazy_exports
 
 _EXPORTS = {  # submodule: the public names it defines
     "card": ("build_model_card", "load_run"),
-    "hub": ("push_output_dir", "dry_run", "PushError"),
+    "staging": ("PushError",),
+    "hub": ("push_output_dir", "dry_run"),
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,15 +1,6 @@
-"""Publish a training run: stage the output directory with a model card, then push it to the Hugging Face Hub.
-
-The folder that is uploaded is built in a staging directory, never in ``OUTPUT_DIR`` (which is only read):
-
-* the model (``*.safetensors`` + ``config.json`` + ``generation_config.json``), the tokenizer and its chat
-  template: what plain ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained`` need;
-* the run's evidence: ``freeze_plan.json``, ``run_info.json`` (token-like fields removed), ``all_results.json``,
-  ``samples.json``, ``trainer_state.json``, ``evaluation.json`` and plots when present;
-* ``README.md``, the model card (``chatfreeze.publish.card``) generated from those files.
-
-Checkpoints, optimizer/scheduler/RNG states and ``training_args.bin`` (a pickle that can hold the Hub token) are
-never uploaded. ``dry_run`` writes the staged folder to a directory instead of pushing it.
+"""Push a training run to the Hugging Face Hub: the folder ``chatfreeze.publish.staging`` builds (model, tokenizer,
+evidence, model card), never ``OUTPUT_DIR`` itself (which is only read). ``dry_run`` writes that folder to a
+directory instead of pushing it.
 
 The push is ``HfApi.create_repo`` + ``create_branch`` (for ``revision``) + ``upload_folder``; each step is
 idempotent, so transient failures (HTTP 5xx/429, connection errors) are retried as a whole with exponential
@@ -19,7 +10,6 @@ line; the token is never printed, logged or written anywhere.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -29,158 +19,24 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from ..common import env_flag, file_sha256, first_line
+from ..common import env_flag, first_line
 from ..rundir import (
-    CARD_FILENAME,
-    DELTA_MANIFEST_FILENAME,
-    EVALUATION_FILENAME,
-    PLAN_FILENAME,
-    RESULTS_FILENAME,
-    RUN_INFO_FILENAME,
-    SAMPLES_FILENAME,
-    TRAINER_STATE_FILENAME,
     RunDirError,
 )
-from .card import Run, build_model_card, load_run
+from .card import load_run
+from .staging import PushError, Staged, format_size, refuse_token_in, stage
 
 logger = logging.getLogger(__name__)
-
-# Top-level files of OUTPUT_DIR that are published as they are. Anything else (checkpoint-*/, training_args.bin,
-# optimizer.pt, rng_state*.pth, runs/, a stale README.md, *.bin weights) stays local.
-PUBLISHED_PATTERNS = (
-    "*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model", "*.tiktoken",
-    PLAN_FILENAME, RESULTS_FILENAME, SAMPLES_FILENAME, EVALUATION_FILENAME, TRAINER_STATE_FILENAME, "*.png",
-    DELTA_MANIFEST_FILENAME,
-)
-WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json")  # replaced by a delta with trained_only
 
 NO_TOKEN_MESSAGE = "no Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass --hub_token"
 
 
-class PushError(ValueError):
-    """A push or dry run that cannot go ahead; the message is one line meant for the user.
-
-    A ``ValueError`` so that ``chatfreeze.cli.run_cli`` prints it as ``error: ...`` without a traceback.
-    """
-
-
 # ----------------------------------------------------------------------------------------------------------
-# Staging the folder to upload
+# Dry run
 # ----------------------------------------------------------------------------------------------------------
-
-_SECRET_KEY = re.compile(r"(token|secret|password|api_key|apikey|authorization)$", re.I)
-_TOKEN_FLAG = re.compile(r"(--(?:hub[_-])?token)(=|\s+)(\S+)")
-_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
-
-
-def redact_command(command: str | list[str]) -> str:
-    """A command line safe to record: the value of ``--hub_token``/``--token`` and anything like a token hidden."""
-    text = " ".join(command) if isinstance(command, list) else command
-    return _HF_TOKEN.sub("<redacted>", _TOKEN_FLAG.sub(r"\1\2<redacted>", text))
-
-
-def scrub(value: Any, token: str | None = None) -> Any:
-    """A copy of ``value`` (JSON data) without token-like keys, with token-like strings redacted."""
-    if isinstance(value, dict):
-        return {k: scrub(v, token) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
-    if isinstance(value, list):
-        return [scrub(v, token) for v in value]
-    if isinstance(value, str):
-        value = redact_command(value)
-        return value.replace(token, "<redacted>") if token else value
-    return value
-
-
-@dataclass
-class StagedFile:
-    name: str
-    size: int
-    sha256: str
-
-
-@dataclass
-class Staged:
-    folder: Path
-    files: list[StagedFile]
-    left_out: list[str] = field(default_factory=list)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
-
-def _published(name: str) -> bool:
-    return any(fnmatch(name, pattern) for pattern in PUBLISHED_PATTERNS)
-
-
-def _place(src: Path, dst: Path, link: bool) -> None:
-    """Copy ``src`` to ``dst``; with ``link``, hard-link when possible (the staged upload only ever reads it)."""
-    if link:
-        try:
-            os.link(src, dst)
-            return
-        except OSError:
-            pass
-    shutil.copyfile(src, dst)
-
-
-def stage(run: Run, folder: Path, repo_id: str, *, revision: str | None = None, token: str | None = None,
-          link: bool = False, trained_only: bool = False) -> Staged:
-    """Fill the empty directory ``folder`` with exactly what is uploaded; OUTPUT_DIR is only read. With
-    ``trained_only`` a full save is published as a delta (the trained tensors + a manifest pinning the base)."""
-    left_out = []
-    make_delta = trained_only and run.delta is None
-    for entry in sorted(run.output_dir.iterdir()):
-        if make_delta and any(fnmatch(entry.name, pattern) for pattern in WEIGHT_PATTERNS):
-            left_out.append(entry.name + " (published as a delta)")
-        elif entry.is_file() and _published(entry.name):
-            _place(entry, folder / entry.name, link)
-        elif entry.name not in (RUN_INFO_FILENAME, CARD_FILENAME):
-            left_out.append(entry.name + ("/" if entry.is_dir() else ""))
-    if make_delta:
-        from ..modeling.delta import delta_from_saved_model, read_manifest
-
-        base = dict(run.run_info.get("base_model") or {})
-        if run.base.hub_id:
-            base.update(name_or_path=run.base.hub_id, revision=run.base.revision)
-        delta_from_saved_model(run.output_dir, run.plan.trainable_parameter_names, folder, base)
-        run.delta = read_manifest(folder)
-    run_info = scrub(run.run_info, token)
-    (folder / RUN_INFO_FILENAME).write_text(json.dumps(run_info, indent=2, ensure_ascii=False) + "\n",
-                                            encoding="utf-8")
-    (folder / CARD_FILENAME).write_text(build_model_card(run, repo_id, revision), encoding="utf-8")
-    files = [StagedFile(p.name, p.stat().st_size, file_sha256(p)) for p in sorted(folder.iterdir())]
-    _refuse_token_in(folder, token)
-    return Staged(folder, files, left_out)
-
-
-def _refuse_token_in(folder: Path, token: str | None) -> None:
-    """Last line of defence: never upload or write a file that contains the token."""
-    if not token or len(token) < 8:
-        return
-    needle = token.encode()
-    for path in folder.iterdir():
-        if file_contains(path, needle):
-            raise PushError(f"{path.name} contains the Hub token; refusing to publish it.")
-
-
-def file_contains(path: Path, needle: bytes, block: int = 1 << 20) -> bool:
-    """Whether ``needle`` occurs in the file, read in blocks (multi-GB weights never sit in memory whole); the
-    blocks overlap by ``len(needle) - 1`` bytes so a match across a block boundary is found."""
-    tail = b""
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            window = tail + chunk
-            if needle in window:
-                return True
-            tail = window[-(len(needle) - 1):] if len(needle) > 1 else b""
-    return False
 
 
 def space_dry_run_dir(target: str | Path) -> Path:
@@ -225,22 +81,6 @@ def dry_run(output_dir: str | Path, target: str | Path, repo_id: str | None = No
 
         write_space(space_dry_run_dir(target), space, repo_id, revision=revision, requirement=space_requirement)
     return staged
-
-
-def format_listing(staged: Staged) -> str:
-    lines = [f"{_size(f.size):>10}  {f.name}" for f in staged.files]
-    lines.append(f"{_size(staged.total_bytes):>10}  total, {len(staged.files)} files")
-    if staged.left_out:
-        lines.append("not published: " + ", ".join(staged.left_out))
-    return "\n".join(lines)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -493,7 +333,7 @@ def push_output_dir(
         describe = describer(repo_id, endpoint, revision, token)  # messages name USER/NAME
         staged = stage(run, Path(tmp), repo_id, revision=revision, token=token, link=True,
                        trained_only=trained_only)
-        logger.info("Uploading %d files (%s) from %s to %s", len(staged.files), _size(staged.total_bytes),
+        logger.info("Uploading %d files (%s) from %s to %s", len(staged.files), format_size(staged.total_bytes),
                     run.output_dir, repo_id)
 
         def attempt():
@@ -523,7 +363,7 @@ def push_space(api, space: str, model_repo_id: str, revision: str | None, privat
         space = _full_repo_id(api, space, policy, describe)
         describe = describer(space, endpoint, None, token, flag="--space", kind="space")
         write_space(tmp, space, model_repo_id, revision=revision, requirement=requirement)
-        _refuse_token_in(Path(tmp), token)
+        refuse_token_in(Path(tmp), token)
 
         def attempt():
             _ensure_repo(api, space, private, repo_type="space", flag="--space")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import platform
 import sys
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 import torch
 import transformers
@@ -14,12 +13,9 @@ from accelerate import PartialState
 
 from .. import __version__
 from ..modeling.offline import read_provenance
-from ..publish.hub import redact_command
+from ..publish.staging import redact_command
 from .arguments import FreezeTrainingArguments
 from .distributed import parallel_info
-
-if TYPE_CHECKING:
-    from .recipe import RecipeRun
 
 
 def library_versions() -> dict[str, str]:
@@ -43,8 +39,9 @@ def public_training_args(training_args: FreezeTrainingArguments) -> dict:
     return {k: v for k, v in training_args.to_dict().items() if "token" not in k.lower()}
 
 
-def run_info_sections(run: RecipeRun) -> dict:
-    """What ``run_info.json`` records about this run."""
+def run_info_sections(run) -> dict:
+    """What ``run_info.json`` records about ``run`` (a ``recipe.RecipeRun``: this module is imported by the recipe,
+    so it does not import it back)."""
     state, args = PartialState(), run.training_args
     return dict(
         started=run.started,
