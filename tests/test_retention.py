@@ -300,7 +300,8 @@ def test_select_alpha_keeps_the_most_learned_alpha_within_tolerance_and_leaves_t
 
 @pytest.mark.slow
 def test_recipe_select_alpha_saves_the_chosen_model_and_records_the_choice(tiny_model_dir, tmp_path, monkeypatch):
-    from chatfreeze.publish.card import build_model_card, load_run
+    from chatfreeze.publish.card import build_model_card
+    from chatfreeze.publish.run import load_run
     from chatfreeze.training import recipe
     from chatfreeze.training.arguments import parse_args
 

@@ -26,7 +26,7 @@ from ..common import env_flag, first_line
 from ..rundir import (
     RunDirError,
 )
-from .card import load_run
+from .run import load_run
 from .staging import PushError, Staged, format_size, refuse_token_in, stage
 
 logger = logging.getLogger(__name__)

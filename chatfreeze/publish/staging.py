@@ -33,7 +33,8 @@ from ..rundir import (
     SAMPLES_FILENAME,
     TRAINER_STATE_FILENAME,
 )
-from .card import Run, build_model_card
+from .card import build_model_card
+from .run import Run
 
 # Top-level files of OUTPUT_DIR that are published as they are. Anything else (checkpoint-*/, training_args.bin,
 # optimizer.pt, rng_state*.pth, runs/, a stale README.md, *.bin weights) stays local.
