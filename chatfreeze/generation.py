@@ -55,6 +55,23 @@ def generate_reply(
     return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True).strip()
 
 
+class Reply(str):
+    """A generated reply's text, and whether the model ended it (``finished``: it produced an end-of-sequence
+    token) rather than running into ``max_new_tokens``. A ``str`` everywhere else."""
+
+    finished: bool
+
+    def __new__(cls, text: str, finished: bool = True) -> Reply:
+        reply = super().__new__(cls, text)
+        reply.finished = finished
+        return reply
+
+
+def _stop_ids(generation_config: GenerationConfig, tokenizer) -> set[int]:
+    eos = generation_config.eos_token_id if generation_config.eos_token_id is not None else tokenizer.eos_token_id
+    return {int(token) for token in (eos if isinstance(eos, (list, tuple)) else [eos]) if token is not None}
+
+
 # Below this many shared leading tokens a separate prefill of them costs more than it saves.
 MIN_SHARED_TOKENS = 16
 
@@ -96,8 +113,8 @@ def _batch(prompts: list[torch.Tensor], rows: list[int], pad: int, shared: int):
 
 @torch.inference_mode()
 def generate_replies(model, tokenizer, conversations: list[list[dict]], generation_config: GenerationConfig,
-                     batch_size: int = 64) -> list[str]:
-    """Replies to many conversations, ``batch_size`` at a time (decoding a batch costs little more than one row
+                     batch_size: int = 64) -> list[Reply]:
+    """Replies (``Reply``: text + whether the model ended it) to many conversations, ``batch_size`` at a time (decoding a batch costs little more than one row
     on a CPU). Leading tokens every prompt shares (the system prompt) run once: their KV cache, the model's own,
     is copied to every row. Conversations are batched by length and returned in input order.
 
@@ -114,20 +131,22 @@ def generate_replies(model, tokenizer, conversations: list[list[dict]], generati
     # per step whatever its size, so a nearly empty last batch would cost a whole batch's steps).
     batch_size = -(-len(prompts) // -(-len(prompts) // max(1, batch_size)))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stops = _stop_ids(generation_config, tokenizer)
 
-    def run(rows: list[int], shared: int, cache) -> list[str]:
+    def run(rows: list[int], shared: int, cache) -> list[Reply]:
         input_ids, attention_mask, width = _batch(prompts, rows, pad, shared)
         extra = {"cache": _copies(cache, len(rows))} if cache is not None else {}
         output = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device),
                                 generation_config=generation_config, **extra)
-        return [tokenizer.decode(output[row, width:], skip_special_tokens=True).strip() for row in range(len(rows))]
+        return [Reply(tokenizer.decode(output[row, width:], skip_special_tokens=True).strip(),
+                      finished=bool(stops & set(output[row, width:].tolist()))) for row in range(len(rows))]
 
     shared = shared_prefix_length(prompts)
     layouts = [(shared, _prefill(model, prompts[0][:shared]))] if shared >= MIN_SHARED_TOKENS else []
     layouts = [(n, cache) for n, cache in layouts if cache is not None] + [(0, None)]
     first = order[:batch_size]
     alone = run([first[0]], 0, None)[0] if len(first) > 1 else None
-    replies: dict[int, str] = {}
+    replies: dict[int, Reply] = {}
     for shared, cache in layouts:
         batch = run(first, shared, cache)
         if alone is None or batch[0] == alone:

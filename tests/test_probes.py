@@ -117,6 +117,24 @@ def test_batched_greedy_replies_equal_one_at_a_time(tiny):
     assert generate_replies(model, tokenizer, conversations, config, batch_size=3) == alone
 
 
+def test_generated_replies_say_whether_the_model_ended_them(tiny):
+    from chatfreeze.evaluation.generation_metrics import greedy_config
+    from chatfreeze.generation import generate_replies, render_prompt
+
+    model, tokenizer = tiny
+    conversations = [[{"role": "user", "content": text}] for text in ("Hi", "Where is my order, please?")]
+    config = greedy_config(model, tokenizer, 5)
+    replies = generate_replies(model, tokenizer, conversations, config, batch_size=2)
+    # A random tiny model does not stop by itself: both ran into the 5-token cap.
+    assert [r.finished for r in replies] == [False, False]
+    prompt = render_prompt(tokenizer, conversations[0])
+    first = int(model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), generation_config=config)[
+        0, prompt.shape[1]])
+    config.eos_token_id = first  # now the first row's first token ends it
+    ended = generate_replies(model, tokenizer, conversations[:1], config)
+    assert ended[0].finished
+
+
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_labelled_nll_equals_the_full_logits_nll(family):
     from chatfreeze.fastpath.loss import labelled_nll

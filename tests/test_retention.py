@@ -49,6 +49,33 @@ def test_interpolation_end_points_are_bit_for_bit_and_frozen_tensors_untouched()
         interpolate_state(tuned_state, base_state, 1.5, names)
 
 
+def test_interpolation_end_points_are_copies_byte_for_byte_and_keep_the_dtype():
+    base = {"w": torch.tensor([-0.0, 1.0, float("inf"), 2.0], dtype=torch.bfloat16)}
+    tuned = {"w": torch.tensor([0.5, -0.0, 3.0, float("inf")], dtype=torch.bfloat16)}
+    for alpha, expected in ((0.0, base), (1.0, tuned)):
+        out = interpolate_state(tuned, base, alpha, ["w"])["w"]
+        assert out.dtype == torch.bfloat16 and out.untyped_storage() is not expected["w"].untyped_storage()
+        assert out.view(torch.int16).tolist() == expected["w"].view(torch.int16).tolist()  # -0.0 and inf too
+    half = interpolate_state(tuned, base, 0.5, ["w"])["w"]
+    assert half.dtype == torch.bfloat16 and half[1].item() == 0.5
+
+
+def test_interpolation_reads_an_untied_head_from_a_tied_base():
+    from chatfreeze.freezing import apply_plan
+
+    base = build_tiny_model("llama", tie=True)
+    tuned = build_tiny_model("llama", tie=True)
+    plan = make_plan(tuned, FreezeArguments(num_frozen_layers="2", train_lm_head=True))
+    apply_plan(tuned, plan)  # unties the head: the plan trains lm_head.weight, a tensor the base only ties
+    names = plan.trainable_parameter_names
+    assert "lm_head.weight" in names and "lm_head.weight" not in dict(base.named_parameters())
+    base_state = trained_state(base, names)
+    assert torch.equal(base_state["lm_head.weight"], base.get_input_embeddings().weight)
+    perturbed(tuned, names)
+    apply_interpolation(tuned, base_state, trained_state(tuned, names), 0.0, names)
+    assert torch.equal(tuned.lm_head.weight, base.get_input_embeddings().weight)
+
+
 def fake_replies(monkeypatch, calls: list):
     def replies(model, tokenizer, conversations, max_new_tokens, batch_size=16):
         calls.append(len(conversations))
@@ -79,7 +106,7 @@ def test_replay_uses_pool_prompts_labels_only_the_reply_and_is_cached(monkeypatc
     assert len({tokenizer.decode(row["input_ids"]) for row in dataset}) == 20  # 20 different prompts
     # More examples than prompts: every pool prompt is answered once and reused.
     many, _ = replay_dataset(model, tokenizer, num_support=400, ratio=0.5, max_length=512)
-    assert len(many) == 200 and calls == [20, 130]
+    assert len(many) == 200 and calls == [20, 110]  # cached per prompt: only the 110 not answered before
     assert replay_dataset(model, tokenizer, 40, 0.0) == (None, None)
 
 
@@ -99,6 +126,32 @@ def test_replay_replaces_prompts_the_base_answers_with_nothing(monkeypatch, tmp_
                         lambda model, tokenizer, conversations, *a, **k: [""] * len(conversations))
     with pytest.raises(ValueError, match="empty reply to every pool prompt"):
         replay_dataset(model, tokenizer, num_support=8, ratio=0.5, max_length=512, cache=False)
+
+
+def test_replay_does_not_train_the_end_of_a_reply_the_base_did_not_finish(monkeypatch, tmp_path):
+    from chatfreeze.generation import Reply
+
+    monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
+    calls: list = []
+
+    def replies(model, tokenizer, conversations, max_new_tokens, batch_size=16):
+        calls.append(len(conversations))  # every third reply ran into the token cap
+        return [Reply(f"Reply {i} goes on and on", finished=i % 3 != 0) for i in range(len(conversations))]
+
+    monkeypatch.setattr("chatfreeze.retention.replay.greedy_replies", replies)
+    tokenizer, model = build_chatml_tokenizer(), build_tiny_model("llama")
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for attempt in range(2):  # the second time from the cache: the same labels, the "finished" flags kept
+        dataset, report = replay_dataset(model, tokenizer, num_support=12, ratio=1.0, max_length=512)
+        assert calls == [12] and "index" not in dataset.column_names
+        ends = []
+        for row in dataset:
+            trained = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+            ends.append(trained[-1] == end)
+            assert tokenizer.decode(trained).startswith("Reply ")
+            assert end in row["input_ids"]  # the marker is in the text, just not trained
+        assert ends == [i % 3 != 0 for i in range(12)], attempt
+        assert report.trained_tokens == sum(sum(label != -100 for label in row["labels"]) for row in dataset)
 
 
 def tiny_train(tiny_model_dir, tmp_path, *extra):
@@ -296,6 +349,43 @@ def test_select_alpha_keeps_the_most_learned_alpha_within_tolerance_and_leaves_t
         assert torch.equal(dict(model.named_parameters())[name], tuned_state[name]), name
     with pytest.raises(ValueError, match="no keep measurement"):
         select_alpha(model, names, base_state, [1.0], measure, {}, 0.02)
+
+
+def test_select_alpha_never_keeps_a_diverged_candidate_and_falls_back_on_the_smallest_excess():
+    from chatfreeze.retention.alpha_selection import choose, keep_violations
+
+    base = {"self_agreement_ratio": 1.0, "general_perplexity": 20.0}
+    nan = float("nan")
+    assert keep_violations({"support_perplexity": 3.0, "self_agreement_ratio": nan}, base, 0.02)
+    assert keep_violations({"support_perplexity": nan, "self_agreement_ratio": 1.0}, base, 0.02)
+    candidates = [
+        {"alpha": 1.0, "support_perplexity": 2.0, "self_agreement_ratio": nan, "general_perplexity": 20.0},
+        {"alpha": 0.75, "support_perplexity": 3.0, "self_agreement_ratio": 1.01, "general_perplexity": 20.1},
+    ]
+    for c in candidates:
+        c["keeps"] = not keep_violations(c, base, 0.02)
+    assert choose(candidates, 0.02, base).alpha == 0.75
+    # Nothing keeps: ratio 1.030 with general +50% loses to ratio 1.031 with general +0% (worst excess decides).
+    none_keep = [
+        {"alpha": 1.0, "support_perplexity": 2.0, "self_agreement_ratio": 1.030, "general_perplexity": 30.0,
+         "keeps": False},
+        {"alpha": 0.5, "support_perplexity": 3.0, "self_agreement_ratio": 1.031, "general_perplexity": 20.0,
+         "keeps": False},
+    ]
+    chosen = choose(none_keep, 0.02, base)
+    assert chosen.alpha == 0.5 and not chosen.kept
+
+
+def test_kl_to_base_refuses_a_trainable_tensor_whose_module_is_partly_frozen():
+    from chatfreeze.retention.kl_to_base import BaseTop
+
+    model = build_tiny_model("llama")
+    names = make_plan(model, FreezeArguments(num_frozen_layers="2")).trainable_parameter_names
+    BaseTop(model, names)  # whole blocks: fine
+    mixed = build_tiny_model("llama")
+    mixed.model.layers[3].self_attn.q_proj.bias = torch.nn.Parameter(torch.zeros(mixed.config.hidden_size))
+    with pytest.raises(ValueError, match="shares its module with frozen tensors"):
+        BaseTop(mixed, names)  # q_proj's new bias stays frozen: the copy of q_proj would not be whole
 
 
 @pytest.mark.slow

@@ -49,16 +49,19 @@ class DataReport:
 
 
 def build_dataset(
-    dialogues: list[list[dict]], tokenizer, *, max_length: int, overlong_policy: str, source: str = ""
+    dialogues: list[list[dict]], tokenizer, *, max_length: int, overlong_policy: str, source: str = "",
+    keep_index: bool = False,
 ):
     """Tokenize and label every dialogue; return ``(datasets.Dataset, DataReport)``.
 
-    The dataset has exactly the columns ``input_ids`` and ``labels`` (the collator builds attention masks).
+    The dataset has exactly the columns ``input_ids`` and ``labels`` (the collator builds attention masks), and
+    with ``keep_index`` an ``index`` column: each row's position in ``dialogues`` (rows dropped as over-long leave
+    gaps), for a caller that treats some dialogues differently after tokenization.
     Raises ``DataError`` naming the example index if one ends with no trained token, or if none is left.
     """
     import datasets
 
-    columns: dict[str, list] = {"input_ids": [], "labels": []}
+    columns: dict[str, list] = {"input_ids": [], "labels": []} | ({"index": []} if keep_index else {})
     report = DataReport(source, len(dialogues), 0, 0, 0, 0, 0, 0, 0)
     for index, messages in enumerate(dialogues):
         where = f"{source} example {index}" if source else f"example {index}"
@@ -73,6 +76,8 @@ def build_dataset(
         _count(report, encoded)
         columns["input_ids"].append(encoded["input_ids"])
         columns["labels"].append(encoded["labels"])
+        if keep_index:
+            columns["index"].append(index)
     _log_overlong(report, max_length, overlong_policy)
     if not columns["input_ids"]:
         raise DataError(

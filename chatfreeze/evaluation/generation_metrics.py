@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..generation import DEFAULT_GENERATION, generate_replies
+from ..generation import DEFAULT_GENERATION, Reply, generate_replies
 from .perplexity import _EvalMode
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
@@ -42,8 +42,9 @@ def greedy_config(model, tokenizer, max_new_tokens: int):
 
 
 def greedy_replies(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int,
-                   batch_size: int = 64) -> list[str]:
-    """Greedy replies (``greedy_config``) to ``conversations``, batched with left padding."""
+                   batch_size: int = 64) -> list[Reply]:
+    """Greedy replies (``greedy_config``) to ``conversations``, batched with left padding; each says whether the
+    model ended it (``Reply.finished``) or ran into ``max_new_tokens``."""
     config = greedy_config(model, tokenizer, max_new_tokens)
     with _EvalMode(model):
         return generate_replies(model, tokenizer, conversations, config, batch_size)

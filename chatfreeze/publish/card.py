@@ -330,11 +330,13 @@ def _section_alpha_selection(selection: dict) -> str:
              _number(c.get("general_perplexity", "n/a")), "yes" if c.get("keeps") else "no"]
             for c in selection.get("candidates", [])]
     verdict = ("" if selection.get("kept") else " None of the candidates kept the base's skills within the "
-               "tolerance; the one that kept most was taken.")
+               "tolerance; the one whose worst keep measure was least over its bound was taken.")
     return (f"**Interpolation toward the base** (`--select_alpha`): the trained blocks were set to "
             f"base + alpha x (tuned - base) at alpha = {selection['alpha']:g}, chosen by: {selection.get('rule')} "
-            f"(tolerance {selection.get('tolerance'):g}).{verdict} The graded probes were not used to choose; the "
-            "table above measures the chosen model.\n\n"
+            f"(tolerance {selection.get('tolerance'):g}).{verdict} The choice used the held-out support dialogues and the "
+            "base's replies to the skills probe's prompts, which the table above also reports on (so its support "
+            "perplexity and self-agreement are slightly optimistic); the graded probes (facts, short answers) were "
+            "not used to choose.\n\n"
             + _table(["alpha", "support perplexity", "self-agreement ratio", "general perplexity", "keeps"], rows))
 
 

@@ -1,6 +1,8 @@
 """Interpolation of the trained blocks toward the base: ``θ(α) = base + α · (tuned − base)`` on every tensor the
 freeze plan trained (the frozen ones are the base's already). α = 1 is the tuned model, α = 0 the base, bit for
-bit (``torch.lerp`` returns its end points exactly); values between trade what was learned for what was kept.
+bit (copies of the end points, not ``lerp`` results: those can turn -0.0 into +0.0 and an inf into NaN); values
+between trade what was learned for what was kept. The blend is computed in float32 and stored in each tensor's
+own dtype, so a bf16 run stays bf16.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ def interpolate_state(tuned: dict[str, torch.Tensor], base: dict[str, torch.Tens
         raise ValueError(f"interpolation: tensor {missing[0]!r} is not in both models; is this the run's base?")
     out = dict(tuned)
     for name in names:
-        out[name] = torch.lerp(base[name].to(tuned[name].dtype), tuned[name], alpha)
+        target = tuned[name]
+        if alpha == 1.0:
+            out[name] = target.clone()
+        elif alpha == 0.0:
+            out[name] = base[name].to(target.dtype, copy=True)
+        else:
+            out[name] = torch.lerp(base[name].float(), target.float(), alpha).to(target.dtype)
     return out
 
 
@@ -41,9 +49,14 @@ def apply_interpolation(model: nn.Module, base_state: dict[str, torch.Tensor], t
 
 
 def trained_state(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of ``names``' tensors of ``model``."""
-    params = dict(model.named_parameters())
-    return {name: params[name].detach().to("cpu", copy=True) for name in names}
+    """A detached CPU copy of ``names``' tensors of ``model``. Read from the state dict, which names a tied tensor
+    under each of its names: a run that untied its head (``--train_lm_head``) names ``lm_head.weight``, which a
+    tied base holds as its embedding."""
+    state = model.state_dict()
+    missing = [name for name in names if name not in state]
+    if missing:
+        raise ValueError(f"interpolation: the model has no tensor {missing[0]!r}; is this the run's base?")
+    return {name: state[name].detach().to("cpu", copy=True) for name in names}
 
 
 def interpolate_run(run_dir: str | Path, alpha: float, output_dir: str | Path, base: str | None = None) -> Path:
@@ -76,11 +89,14 @@ def interpolate_run(run_dir: str | Path, alpha: float, output_dir: str | Path, b
         raise ValueError(f"--output_dir {output_dir}: exists and is not empty; choose a new directory.")
     base_info = (info or {}).get("base_model") or (read_manifest(run_dir)["base"] if delta else {})
     base_name = base or base_info.get("name_or_path")
-    tuned = load_model(str(run_dir))  # a delta is rebuilt on its base, every frozen tensor checked
+    # In the dtype the run was saved in (the base checkpoint's): a bf16 run stays bf16, half the size of fp32.
+    dtype = getattr(torch, str(base_info.get("dtype") or "float32"), None)
+    dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
+    tuned = load_model(str(run_dir), dtype)  # a delta is rebuilt on its base, every frozen tensor checked
     if alpha < 1.0:
         names = (FreezePlan.load(run_dir).trainable_parameter_names if (run_dir / PLAN_FILENAME).is_file()
                  else read_manifest(run_dir)["trained"])
-        base_model = load_model(resolve_model(base_name, base_info.get("revision")).path)
+        base_model = load_model(resolve_model(base_name, base_info.get("revision")).path, dtype)
         apply_interpolation(tuned, trained_state(base_model, names), trained_state(tuned, names), alpha, names)
         del base_model
     tuned.save_pretrained(output_dir)
@@ -89,7 +105,10 @@ def interpolate_run(run_dir: str | Path, alpha: float, output_dir: str | Path, b
                  "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, output_dir / name)
+    # A run saved by --select_alpha is at its chosen alpha already: this alpha applies on top of it.
+    saved_at = ((info or {}).get("alpha_selection") or {}).get("alpha", 1.0)
     (output_dir / "interpolation.json").write_text(json.dumps(
-        {"run": str(run_dir), "base": base_name, "alpha": alpha, "from_delta": delta}, indent=2) + "\n")
+        {"run": str(run_dir), "base": base_name, "alpha": alpha, "run_saved_at_alpha": saved_at,
+         "alpha_from_the_trained_weights": alpha * saved_at, "from_delta": delta}, indent=2) + "\n")
     logger.info("Wrote %s at alpha=%g (base %s) into %s", run_dir, alpha, base_name, output_dir)
     return output_dir

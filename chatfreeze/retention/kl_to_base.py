@@ -27,13 +27,34 @@ def trainable_modules(model: nn.Module, trainable_names: list[str]) -> list[nn.M
     return [module for _, module in chosen if module is not model]
 
 
+def check_copies_cover(model: nn.Module, trainable_names: list[str], modules: list[nn.Module]) -> None:
+    """Every trainable tensor must sit in a module that is copied whole, and the head must not share a trained
+    tensor without being copied: otherwise the "base" pass would run some tuned weights and the KL would pull the
+    model toward itself."""
+    params = dict(model.named_parameters())
+    covered = {id(p) for module in modules for p in module.parameters()}
+    loose = [name for name in trainable_names if name in params and id(params[name]) not in covered]
+    if loose:
+        raise ValueError(f"--kl_to_base: the trainable tensor {loose[0]} shares its module with frozen tensors, so "
+                         "the base's copy of what trains would miss it; train whole modules (e.g. whole blocks) "
+                         "or drop --kl_to_base.")
+    head = model.get_output_embeddings()
+    trainable = {id(params[name]) for name in trainable_names if name in params}
+    if head is not None and head not in modules and any(id(p) in trainable for p in head.parameters()):
+        raise ValueError("--kl_to_base: the LM head is tied to trained embeddings, so the base's head would be the "
+                         "tuned one; freeze the embeddings (--freeze_embeddings true) or untie the head "
+                         "(--train_lm_head true).")
+
+
 class BaseTop:
     """Frozen copies of the modules that train, taken before training (the base's weights), and the
     ``forward`` replacements that run the base's top instead of the tuned one."""
 
     def __init__(self, model: nn.Module, trainable_names: list[str]):
-        self.copies = {module: copy.deepcopy(module).requires_grad_(False) for module in
-                       trainable_modules(model, trainable_names)}
+        modules = trainable_modules(model, trainable_names)
+        check_copies_cover(model, trainable_names, modules)
+        # eval(): the base's output is a fixed target, without dropout whatever mode the model is in.
+        self.copies = {module: copy.deepcopy(module).requires_grad_(False).eval() for module in modules}
         head = model.get_output_embeddings()
         self.head = self.copies.get(head, head)  # a frozen (tied) head is the base's already
 

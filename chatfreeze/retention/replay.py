@@ -3,9 +3,14 @@ to general prompts, so the trained top blocks keep answering general questions a
 
 The prompts are the *pool* half of the skills set (``chatfreeze/evaluation/probes/skills.jsonl``); the scored
 *probe* half is never trained on, so the skills probe stays a held-out measurement. The base's replies are
-generated once per base model (greedy, the evaluation's decoding) and cached, keyed by a fingerprint of its
-weights, the prompts and the settings. A replay example is a single-turn dialogue labelled like every other:
-loss on the reply tokens (and the end-of-turn marker) only, through the same collator and fast path.
+generated once per base model (greedy, the evaluation's decoding) and cached per prompt, keyed by a fingerprint
+of its weights, the pool and the settings: a later run that uses more of the pool answers only the new prompts.
+A replay example is a single-turn dialogue labelled like every other: loss on the reply tokens (and the
+end-of-turn marker) only, through the same collator and fast path.
+
+A reply the base did not end (it ran into ``--replay_max_new_tokens``; open-ended prompts such as "write an
+email" often do) is trained on its tokens but *not* on the end-of-turn marker after them: otherwise the model
+would learn to stop mid-sentence wherever the cap cut the base off.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ import logging
 import math
 
 from ..data import build_dataset
+from ..data.schema import IGNORE_INDEX
 from ..evaluation import probes
 from ..evaluation.generation_metrics import greedy_replies
 from ..evaluation.measurement_cache import MeasurementCache, inputs_fingerprint, weights_fingerprint
+from ..generation import Reply
 
 logger = logging.getLogger(__name__)
+
+REPLAY_SOURCE = "replay (base model's replies to the skills pool)"
 
 
 def replay_prompts(source: str = "builtin") -> list[probes.ProbeItem]:
@@ -29,20 +38,33 @@ def replay_prompts(source: str = "builtin") -> list[probes.ProbeItem]:
     return items
 
 
-def base_replies(model, tokenizer, items: list[probes.ProbeItem], max_new_tokens: int, batch_size: int = 64,
-                 cache: MeasurementCache | None = None) -> list[str]:
-    """The base model's greedy replies to ``items`` (from the cache when this base answered them before)."""
-    conversations = probes.conversations(items)
-    keys = (weights_fingerprint(model), inputs_fingerprint("replay", conversations, max_new_tokens,
-                                                           tokenizer.chat_template))
-    cached = cache.get(*keys) if cache else None
-    if cached is not None:
-        logger.info("Replay: the base model's replies to %d pool prompts come from the cache.", len(items))
-        return cached["replies"]
-    replies = greedy_replies(model, tokenizer, conversations, max_new_tokens, batch_size)
-    if cache:
-        cache.put(*keys, {"replies": replies})
-    return replies
+class BaseReplies:
+    """The base model's greedy replies to pool prompts, answered on demand and cached per prompt (text and
+    whether the base ended it) under one entry per (base weights, pool, decoding settings)."""
+
+    def __init__(self, model, tokenizer, pool: list[probes.ProbeItem], max_new_tokens: int, batch_size: int = 64,
+                 cache: MeasurementCache | None = None):
+        self.model, self.tokenizer, self.max_new_tokens, self.batch_size = model, tokenizer, max_new_tokens, batch_size
+        self.cache = cache
+        self.keys = (weights_fingerprint(model), inputs_fingerprint(
+            "replay-v2", sorted(item.prompt for item in pool), max_new_tokens, tokenizer.chat_template)) if cache else None
+        stored = (cache.get(*self.keys) if cache else None) or {}
+        self.known: dict[str, Reply] = {prompt: Reply(text, finished)
+                                        for prompt, (text, finished) in (stored.get("replies") or {}).items()}
+
+    def __call__(self, items: list[probes.ProbeItem]) -> list[Reply]:
+        missing = [item for item in items if item.prompt not in self.known]
+        if missing:
+            replies = greedy_replies(self.model, self.tokenizer, probes.conversations(missing), self.max_new_tokens,
+                                     self.batch_size)
+            for item, reply in zip(missing, replies, strict=True):
+                self.known[item.prompt] = reply if isinstance(reply, Reply) else Reply(reply)
+            if self.cache:
+                self.cache.put(*self.keys, {"replies": {prompt: [str(reply), reply.finished]
+                                                        for prompt, reply in self.known.items()}})
+        else:
+            logger.info("Replay: the base model's replies to %d pool prompts come from the cache.", len(items))
+        return [self.known[item.prompt] for item in items]
 
 
 def replay_dataset(model, tokenizer, num_support: int, ratio: float, *, source: str = "builtin",
@@ -55,25 +77,42 @@ def replay_dataset(model, tokenizer, num_support: int, ratio: float, *, source: 
 
     if ratio <= 0:
         return None, None
-    items = replay_prompts(source)
+    pool = replay_prompts(source)
+    items = list(pool)
     random.Random(seed).shuffle(items)
     wanted = max(1, round(ratio * num_support))
-    measurement_cache = MeasurementCache() if cache else None
-    usable: list[tuple[probes.ProbeItem, str]] = []
+    answer = BaseReplies(model, tokenizer, pool, max_new_tokens, cache=MeasurementCache() if cache else None)
+    usable: list[tuple[probes.ProbeItem, Reply]] = []
     answered = 0
     while len(usable) < wanted and answered < len(items):
         batch = items[answered:answered + wanted - len(usable)]
-        replies = base_replies(model, tokenizer, batch, max_new_tokens, cache=measurement_cache)
-        usable += [(item, reply) for item, reply in zip(batch, replies, strict=True) if reply.strip()]
+        usable += [(item, reply) for item, reply in zip(batch, answer(batch), strict=True) if reply.strip()]
         answered += len(batch)
     if not usable:
         raise ValueError("replay: the base model gave an empty reply to every pool prompt; nothing to replay.")
     picked = [usable[i % len(usable)] for i in range(wanted)]
-    dialogues = [[{"role": "user", "content": item.prompt}, {"role": "assistant", "content": reply}]
-                 for item, reply in picked]
-    dataset, report = build_dataset(dialogues, tokenizer, max_length=max_length, overlong_policy="drop_example",
-                                    source="replay (base model's replies to the skills pool)")
+    dataset, report = build_dataset(
+        [[{"role": "user", "content": item.prompt}, {"role": "assistant", "content": str(reply)}]
+         for item, reply in picked], tokenizer, max_length=max_length, overlong_policy="drop_example",
+        source=REPLAY_SOURCE, keep_index=True)
+    open_ended = {index for index, (_, reply) in enumerate(picked) if not getattr(reply, "finished", True)}
+    if open_ended:
+        dataset = dataset.map(lambda row: {"labels": untrained_end(row["labels"]) if row["index"] in open_ended
+                                           else row["labels"]})
+        report.trained_tokens -= sum(row["index"] in open_ended for row in dataset)
+    dataset = dataset.remove_columns("index")
     repeats = math.ceil(wanted / len(usable))
+    cut = sum(not getattr(reply, "finished", True) for _, reply in usable)
     logger.info("Replay: %d examples from %d of %d pool prompts (each used up to %d time(s)) mixed into %d "
-                "support dialogues.", len(dataset), len(usable), len(items), repeats, num_support)
+                "support dialogues; %d of those replies ran into --replay_max_new_tokens %d (their end-of-turn "
+                "marker is not trained).", len(dataset), len(usable), len(items), repeats, num_support, cut,
+                max_new_tokens)
     return dataset, report
+
+
+def untrained_end(labels: list[int]) -> list[int]:
+    """``labels`` with the last trained token (an unfinished reply's end-of-turn marker) set to -100."""
+    labels = list(labels)
+    last = max(index for index, label in enumerate(labels) if label != IGNORE_INDEX)
+    labels[last] = IGNORE_INDEX
+    return labels

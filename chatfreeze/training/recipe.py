@@ -39,7 +39,7 @@ from ..modeling import (
 )
 from ..modeling.delta import write_delta
 from ..publish.hub import take_training_push
-from ..retention.alpha_selection import parse_alphas, select_alpha
+from ..retention.alpha_selection import check_keep_measures, parse_alphas, select_alpha
 from ..retention.interpolate import apply_interpolation, trained_state
 from ..retention.replay import replay_dataset
 from ..rundir import write_run_info, write_samples
@@ -270,16 +270,21 @@ def build_trainer(run: RecipeRun, trainer_class: type[Trainer] = FreezeTrainer, 
     if issubclass(trainer_class, FreezeTrainer):
         run.trainer = trainer_class(freeze_plan=run.plan, **common)
     else:
+        if run.training_args.kl_to_base:
+            logger.warning("--kl_to_base %g ignored: %s is not a FreezeTrainer (the KL term is the fast path's).",
+                           run.training_args.kl_to_base, trainer_class.__name__)
+            run.training_args.kl_to_base = 0.0
         apply_plan(run.model, run.plan)
         run.trainer = trainer_class(**common)
     return run
 
 
-def final_eval_metrics(trainer: FreezeTrainer, support_perplexity: float | None = None) -> dict:
-    """Eval metrics of the final weights: the evaluation the Trainer ran at the last step if it did, else the
-    before/after evaluator's support perplexity of the final weights (the same held-out tokens, token-weighted:
-    no second pass over them), else a ``trainer.evaluate()``."""
-    last = trainer.state.log_history[-2:] if trainer.state.log_history else []
+def final_eval_metrics(trainer: FreezeTrainer, support_perplexity: float | None = None, logged: bool = True) -> dict:
+    """Eval metrics of the final weights: the evaluation the Trainer ran at the last step if it did (and
+    ``logged``: not when ``--select_alpha`` moved the weights since), else the before/after evaluator's support
+    perplexity of the final weights (the same held-out tokens, token-weighted: no second pass over them), else a
+    ``trainer.evaluate()``."""
+    last = trainer.state.log_history[-2:] if trainer.state.log_history and logged else []
     for entry in reversed(last):
         if "eval_loss" in entry and entry.get("step") == trainer.state.global_step:
             metrics = {k: v for k, v in entry.items() if k.startswith("eval_")}
@@ -312,6 +317,8 @@ def train(run: RecipeRun) -> RecipeRun:
         raise ValueError("--select_alpha: the model is sharded (FSDP/DeepSpeed); run `chatfreeze merge --alpha` "
                          "and `chatfreeze evaluate` on the saved run instead.")
     before = measure_base(evaluator, run.model) if evaluator else None
+    if run.training_args.select_alpha and evaluator is not None:
+        check_keep_measures(before)  # before training, not after it
     names = run.plan.trainable_parameter_names
     base_state = trained_state(run.model, names) if run.training_args.select_alpha else None
     run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
@@ -322,7 +329,8 @@ def train(run: RecipeRun) -> RecipeRun:
         # Only the main process measures before/after; reusing its number on one process only would leave the
         # others alone in trainer.evaluate()'s collectives, so several processes always evaluate together.
         reuse = after.get("support_perplexity") if PartialState().num_processes == 1 else None
-        run.metrics.update(final_eval_metrics(trainer, reuse))
+        moved = run.alpha_selection is not None and run.alpha_selection.alpha != 1.0
+        run.metrics.update(final_eval_metrics(trainer, reuse, logged=not moved))
     if evaluator:
         if run.alpha_selection is not None:
             evaluator.alpha_selection = run.alpha_selection.to_dict()
@@ -351,14 +359,22 @@ def choose_alpha(run: RecipeRun, evaluator, before: dict | None, base_state: dic
     from accelerate.utils import broadcast_object_list
 
     names = run.plan.trainable_parameter_names
-    selection = None
+    selection, failure = None, None
     if evaluator is not None:
-        selection = select_alpha(run.model, names, base_state, parse_alphas(run.training_args.select_alpha),
-                                 evaluator.measure_teacher_forced, before or {}, run.training_args.alpha_tolerance)
+        try:
+            selection = select_alpha(run.model, names, base_state, parse_alphas(run.training_args.select_alpha),
+                                     evaluator.measure_teacher_forced, before or {}, run.training_args.alpha_tolerance)
+        except Exception as err:  # noqa: BLE001 - re-raised below, on every process (none is left waiting)
+            failure = err
     if PartialState().num_processes > 1:
-        selection = broadcast_object_list([selection])[0]
-        if evaluator is None:  # the other processes: the same weights as the main one
-            apply_interpolation(run.model, base_state, trained_state(run.model, names), selection.alpha, names)
+        # Failure or not, every process takes part in the broadcast: one left out would wait for it forever.
+        selection, message = broadcast_object_list([selection, None if failure is None else str(failure)])
+        if message is not None and failure is None:
+            raise RuntimeError(f"--select_alpha failed on the main process: {message}")
+    if failure is not None:
+        raise failure
+    if evaluator is None:  # the other processes: the same weights as the main one
+        apply_interpolation(run.model, base_state, trained_state(run.model, names), selection.alpha, names)
     return selection
 
 
