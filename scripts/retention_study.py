@@ -62,8 +62,8 @@ VARIANTS = [
     Variant("freeze80_replay_kl_select", "freeze 80% + replay + KL + --select_alpha 0.5,0.75,1",
             ["--num_frozen_layers", "24", "--replay_ratio", "0.25", "--kl_to_base", "0.5",
              "--select_alpha", "0.5,0.75,1"]),
-    Variant("freeze80_alpha0.5", "freeze 80%, interpolated to alpha 0.5", interpolate=("freeze80", 0.5)),
     Variant("lora_all", "LoRA r=16 on every block", ["--method", "lora", "--lora_layers", "0"]),
+    Variant("freeze80_alpha0.5", "freeze 80%, interpolated to alpha 0.5", interpolate=("freeze80", 0.5)),
 ]
 
 COLUMNS = ["variant", "label", "facts_accuracy", "support_perplexity", "skills_accuracy", "skills_change_points",

@@ -85,7 +85,11 @@ def replay_dataset(model, tokenizer, num_support: int, ratio: float, *, source: 
     usable: list[tuple[probes.ProbeItem, Reply]] = []
     answered = 0
     while len(usable) < wanted and answered < len(items):
-        batch = items[answered:answered + wanted - len(usable)]
+        # Ask for what is missing, scaled by how many replies so far were empty (all of them: grow the batch
+        # geometrically), so a base that often answers with nothing costs a few batches, not one per missing reply.
+        missing = wanted - len(usable)
+        size = missing if not answered else math.ceil(missing * answered / max(1, len(usable)))
+        batch = items[answered:answered + size]
         usable += [(item, reply) for item, reply in zip(batch, answer(batch), strict=True) if reply.strip()]
         answered += len(batch)
     if not usable:
