@@ -19,7 +19,9 @@ class RetentionArguments:
                   "The base's distribution comes from a frozen copy of the trainable blocks run on the boundary "
                   "states the fast path computes anyway: only the top is run twice. Needs the fast path."},
     )
-    replay_max_new_tokens: int = field(default=96, metadata={"help": "Length cap of the base's replay replies."})
+    replay_max_new_tokens: int = field(default=96, metadata={
+        "help": "Length cap of the base's replay replies; a reply cut by it is trained without its end-of-turn "
+                "marker (the model should not learn to stop there)."})
     replay_prompts: str = field(
         default="builtin",
         metadata={"help": "Replay prompts: 'builtin' (the pool half of the shipped skills set) or a JSONL file of "
