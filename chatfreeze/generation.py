@@ -114,9 +114,9 @@ def _batch(prompts: list[torch.Tensor], rows: list[int], pad: int, shared: int):
 @torch.inference_mode()
 def generate_replies(model, tokenizer, conversations: list[list[dict]], generation_config: GenerationConfig,
                      batch_size: int = 64) -> list[Reply]:
-    """Replies (``Reply``: text + whether the model ended it) to many conversations, ``batch_size`` at a time (decoding a batch costs little more than one row
-    on a CPU). Leading tokens every prompt shares (the system prompt) run once: their KV cache, the model's own,
-    is copied to every row. Conversations are batched by length and returned in input order.
+    """Replies (``Reply``: text + whether the model ended it) to many conversations, ``batch_size`` at a time
+    (decoding a batch costs little more than one row on a CPU). Leading tokens every prompt shares (the system
+    prompt) run once: their KV cache, the model's own, is copied to every row. Conversations are batched by length and returned in input order.
 
     Checked once per call: the most padded row of the first batch must get the reply it gets alone. A model whose
     generation does not derive positions from the attention mask (e.g. learned absolute positions) fails that

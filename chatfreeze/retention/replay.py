@@ -46,8 +46,8 @@ class BaseReplies:
                  cache: MeasurementCache | None = None):
         self.model, self.tokenizer, self.max_new_tokens, self.batch_size = model, tokenizer, max_new_tokens, batch_size
         self.cache = cache
-        self.keys = (weights_fingerprint(model), inputs_fingerprint(
-            "replay-v2", sorted(item.prompt for item in pool), max_new_tokens, tokenizer.chat_template)) if cache else None
+        self.keys = None if cache is None else (weights_fingerprint(model), inputs_fingerprint(
+            "replay-v2", sorted(item.prompt for item in pool), max_new_tokens, tokenizer.chat_template))
         stored = (cache.get(*self.keys) if cache else None) or {}
         self.known: dict[str, Reply] = {prompt: Reply(text, finished)
                                         for prompt, (text, finished) in (stored.get("replies") or {}).items()}
@@ -62,7 +62,7 @@ class BaseReplies:
             if self.cache:
                 self.cache.put(*self.keys, {"replies": {prompt: [str(reply), reply.finished]
                                                         for prompt, reply in self.known.items()}})
-        else:
+        elif self.cache:
             logger.info("Replay: the base model's replies to %d pool prompts come from the cache.", len(items))
         return [self.known[item.prompt] for item in items]
 
@@ -99,14 +99,14 @@ def replay_dataset(model, tokenizer, num_support: int, ratio: float, *, source: 
         [[{"role": "user", "content": item.prompt}, {"role": "assistant", "content": str(reply)}]
          for item, reply in picked], tokenizer, max_length=max_length, overlong_policy="drop_example",
         source=REPLAY_SOURCE, keep_index=True)
-    open_ended = {index for index, (_, reply) in enumerate(picked) if not getattr(reply, "finished", True)}
+    open_ended = {index for index, (_, reply) in enumerate(picked) if not reply.finished}
     if open_ended:
         dataset = dataset.map(lambda row: {"labels": untrained_end(row["labels"]) if row["index"] in open_ended
                                            else row["labels"]})
         report.trained_tokens -= sum(row["index"] in open_ended for row in dataset)
     dataset = dataset.remove_columns("index")
     repeats = math.ceil(wanted / len(usable))
-    cut = sum(not getattr(reply, "finished", True) for _, reply in usable)
+    cut = sum(not reply.finished for _, reply in usable)
     logger.info("Replay: %d examples from %d of %d pool prompts (each used up to %d time(s)) mixed into %d "
                 "support dialogues; %d of those replies ran into --replay_max_new_tokens %d (their end-of-turn "
                 "marker is not trained).", len(dataset), len(usable), len(items), repeats, num_support, cut,
