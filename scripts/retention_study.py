@@ -166,7 +166,8 @@ def read_row(variant: Variant, work: Path) -> dict | None:
         plan = json.loads((out / "freeze_plan.json").read_text())
         row.update(train_seconds=round(results["train_runtime"]),
                    tokens_per_second=round(tokens / results["train_runtime"], 1) if tokens else None,
-                   trainable_params=plan.get("trainable_parameters"))
+                   # LoRA: the adapters' parameters (the plan counts the block weights the merge changes)
+                   trainable_params=results.get("adapter_parameters", plan.get("trainable_parameters")))
     else:  # interpolation: the source run's training
         source = read_row(next(v for v in VARIANTS if v.name == variant.interpolate[0]), work) or {}
         row.update(train_seconds=source.get("train_seconds"), tokens_per_second=source.get("tokens_per_second"),

@@ -455,3 +455,21 @@ def test_revision_pushes_to_a_new_branch(trained, fake_hub):
     assert fake_hub.files("test-user/branchy", "main") == {}
     card = fake_hub.files("test-user/branchy", "experiment")["README.md"].decode()
     assert "revision='experiment'" in card
+
+
+def test_card_names_the_method_of_a_full_or_lora_run(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained.out, out, ignore=shutil.ignore_patterns("checkpoint-*"))
+    assert "freeze-tuned from" in build_model_card(load_run(out), "acme/bot")
+    plan = json.loads((out / "freeze_plan.json").read_text())
+    results = json.loads((out / "all_results.json").read_text())
+    plan["spec"].update(method="lora", lora_r=8)
+    (out / "freeze_plan.json").write_text(json.dumps(plan))
+    (out / "all_results.json").write_text(json.dumps({**results, "adapter_parameters": 1234}))
+    intro = build_model_card(load_run(out), "acme/bot").split("\n## ")[0]
+    assert "with LoRA adapters (r=8)" in intro and "(1,234 adapter parameters)" in intro
+    assert "freeze-tuned" not in intro and "merge changed" in intro
+    plan["spec"]["method"] = "full"
+    (out / "freeze_plan.json").write_text(json.dumps(plan))
+    intro = build_model_card(load_run(out), "acme/bot").split("\n## ")[0]
+    assert "fully fine-tuned from" in intro and "nothing was frozen" in intro

@@ -231,6 +231,11 @@ def test_method_lora_trains_adapters_on_the_top_blocks_and_saves_a_merged_model(
     changed = {name for name in base if not torch.equal(base[name], merged[name])}
     assert changed and all(name.startswith(f"model.layers.{top}.") for name in changed), changed
     assert set(changed) <= set(plan["trainable_parameter_names"])
+    # What trained are the adapters: r x (in + out) for every linear map of the top block, recorded as such.
+    base_model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapters = sum(4 * (m.in_features + m.out_features) for name, m in base_model.named_modules()
+                   if isinstance(m, torch.nn.Linear) and name.startswith(f"model.layers.{top}."))
+    assert json.loads((out / "all_results.json").read_text())["adapter_parameters"] == adapters
 
 
 def test_a_peft_model_with_adapters_off_has_its_base_fingerprint():

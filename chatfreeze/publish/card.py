@@ -194,14 +194,24 @@ def _intro(run: Run, repo_id: str) -> str:
     plan = run.plan
     frozen = ("the embeddings and " if plan.embeddings_frozen else "") + (
         f"blocks {_spans(plan.frozen_layers)} of {plan.num_layers}" if plan.frozen_layers else "no block")
-    return (
-        f"# {repo_id.split('/')[-1]}\n\n"
-        f"A customer-support assistant freeze-tuned from {_base_link(run.base)} with chatfreeze: {frozen} were "
-        f"kept frozen, bit-identical to the base weights training started from, and only {plan.trainable_parameters:,} of "
-        f"{plan.total_parameters:,} parameters ({100 * plan.trainable_fraction:.2f}%) were trained on support "
-        "dialogues. Freezing the bottom of the network keeps most of what the base model knows; the results "
-        "below show what was learned and, where measured, what was forgotten."
-    )
+    method = plan.spec.get("method", "freeze")
+    if method == "full":
+        how = (f"fully fine-tuned from {_base_link(run.base)} with chatfreeze (its full fine-tuning baseline): "
+               f"nothing was frozen and all {plan.total_parameters:,} parameters were trained on support dialogues.")
+    elif method == "lora":
+        adapters = run.results.get("adapter_parameters")
+        counted = f" ({adapters:,} adapter parameters)" if adapters else ""
+        how = (f"fine-tuned from {_base_link(run.base)} with LoRA adapters (r={plan.spec.get('lora_r')}) on blocks "
+               f"{_spans(plan.trainable_layers)} through chatfreeze{counted}, trained on support dialogues and "
+               f"merged into the weights: {frozen} are bit-identical to the base, and the merge changed "
+               f"{plan.trainable_parameters:,} of {plan.total_parameters:,} parameters.")
+    else:
+        how = (f"freeze-tuned from {_base_link(run.base)} with chatfreeze: {frozen} were kept frozen, "
+               f"bit-identical to the base weights training started from, and only {plan.trainable_parameters:,} of "
+               f"{plan.total_parameters:,} parameters ({100 * plan.trainable_fraction:.2f}%) were trained on "
+               "support dialogues. Freezing the bottom of the network keeps most of what the base model knows.")
+    return (f"# {repo_id.split('/')[-1]}\n\nA customer-support assistant {how} The results below show what was "
+            "learned and, where measured, what was forgotten.")
 
 
 def _section_base(base: BaseModel) -> str:

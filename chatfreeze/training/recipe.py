@@ -322,6 +322,8 @@ def train(run: RecipeRun) -> RecipeRun:
     names = run.plan.trainable_parameter_names
     base_state = trained_state(run.model, names) if run.training_args.select_alpha else None
     run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
+    if hasattr(run.model, "get_nb_trainable_parameters"):  # peft: what trained are the adapters, not the blocks
+        run.metrics["adapter_parameters"] = run.model.get_nb_trainable_parameters()[0]
     if base_state is not None:
         run.alpha_selection = choose_alpha(run, evaluator, before, base_state)
     after = evaluator.measure(run.model, "after") if evaluator else {}
