@@ -11,7 +11,9 @@ before/after evaluation; interpolation rows re-score a finished run's trained bl
     python scripts/retention_study.py --report_only         # rebuild the doc, CSV and plot from what is done
 
 A variant is done when its directory under ``--work_dir`` holds ``evaluation.json``; a rerun skips it and
-restarts an unfinished one from scratch. Outputs: ``OUT.md`` (setup, table, plot, the exact command; the
+restarts an unfinished one from scratch. A variant whose directory is gone (another machine, a new work dir)
+keeps its row from the existing ``OUT.csv``, marked by the date it was measured (``earlier`` when unknown), so a
+partial rerun refreshes rows without losing the others. Outputs: ``OUT.md`` (setup, table, plot, the exact command; the
 hand-written reading between the ``<!-- reading -->`` markers is kept when the file is regenerated), ``OUT.csv``
 and ``OUT.png`` (learn vs keep). WikiText-2 perplexity needs the raw test file (``--general_text``; the default
 is the copy in ``../shared/data``, which this script requires rather than skips).
@@ -64,11 +66,14 @@ VARIANTS = [
              "--select_alpha", "0.5,0.75,1"]),
     Variant("lora_all", "LoRA r=16 on every block", ["--method", "lora", "--lora_layers", "0"]),
     Variant("freeze80_alpha0.5", "freeze 80%, interpolated to alpha 0.5", interpolate=("freeze80", 0.5)),
+    Variant("freeze93_replay_kl", "freeze 93% + replay 0.25 + KL 0.5",
+            ["--num_frozen_layers", "28", "--replay_ratio", "0.25", "--kl_to_base", "0.5"]),
 ]
 
 COLUMNS = ["variant", "label", "facts_accuracy", "support_perplexity", "skills_accuracy", "skills_change_points",
            "self_agreement_ratio", "general_perplexity", "general_change_pct", "rougeL", "train_seconds",
-           "tokens_per_second", "peak_rss_mib", "trainable_params"]
+           "tokens_per_second", "peak_rss_mib", "trainable_params", "measured"]
+INTEGERS = {"train_seconds", "peak_rss_mib", "trainable_params"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -155,7 +160,7 @@ def read_row(variant: Variant, work: Path) -> dict | None:
            "self_agreement_ratio": after.get("self_agreement_ratio"),
            "general_perplexity": after.get("general_perplexity"),
            "general_change_pct": change.get("general_perplexity_change_pct"), "rougeL": after.get("rougeL"),
-           "peak_rss_mib": round(process["peak_rss_mib"])}
+           "peak_rss_mib": round(process["peak_rss_mib"]), "measured": measured_on(out)}
     if evaluation.get("alpha_selection"):  # --select_alpha: say which alpha it kept
         row["label"] += f" (chose alpha {evaluation['alpha_selection']['alpha']:g})"
     results_file = out / "all_results.json"
@@ -186,8 +191,30 @@ def base_row(work: Path) -> dict | None:
                     "skills_accuracy": before.get("skills_accuracy"), "skills_change_points": 0.0,
                     "self_agreement_ratio": before.get("self_agreement_ratio"),
                     "general_perplexity": before.get("general_perplexity"), "general_change_pct": 0.0,
-                    "rougeL": before.get("rougeL")}
+                    "rougeL": before.get("rougeL"), "measured": measured_on(out.parent)}
     return None
+
+
+def measured_on(out: Path) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime((out / "evaluation.json").stat().st_mtime))
+
+
+def previous_rows(path: Path) -> dict[str, dict]:
+    """The rows of an earlier ``OUT.csv`` by variant name, numbers parsed back (``measured`` "earlier" if absent)."""
+    if not path.is_file():
+        return {}
+    rows = {}
+    with open(path, newline="") as handle:
+        for raw in csv.DictReader(handle):
+            row = {}
+            for key in COLUMNS:
+                value = raw.get(key) or None
+                if value is not None and key not in ("variant", "label", "measured"):
+                    value = int(float(value)) if key in INTEGERS else float(value)
+                row[key] = value
+            row["measured"] = row["measured"] or "earlier"
+            rows[row["variant"]] = row
+    return rows
 
 
 def fmt(value, kind: str = "") -> str:
@@ -228,9 +255,10 @@ def write_plot(rows: list[dict], path: Path) -> None:
 
 
 def write_outputs(args: argparse.Namespace, work: Path) -> None:
-    rows = [row for variant in VARIANTS if (row := read_row(variant, work))]
-    base = base_row(work)
     out = Path(args.out)
+    earlier = previous_rows(out.with_suffix(".csv"))  # rows whose run directory is gone keep their numbers
+    rows = [row for variant in VARIANTS if (row := read_row(variant, work) or earlier.get(variant.name))]
+    base = base_row(work) or earlier.get("base")
     out.parent.mkdir(parents=True, exist_ok=True)
     table_rows = ([base] if base else []) + rows
     with open(out.with_suffix(".csv"), "w", newline="") as handle:
@@ -239,7 +267,7 @@ def write_outputs(args: argparse.Namespace, work: Path) -> None:
         writer.writerows({k: row.get(k) for k in COLUMNS} for row in table_rows)
     if table_rows:
         write_plot(table_rows, out.with_suffix(".png"))
-    missing = [v.name for v in VARIANTS if not read_row(v, work)]
+    missing = [v.name for v in VARIANTS if not any(row["variant"] == v.name for row in rows)]
     lines = [
         "# Retention study: learn the support task, keep the base model's skills",
         "",
@@ -254,8 +282,8 @@ def write_outputs(args: argparse.Namespace, work: Path) -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}, fp32.",
         "",
         "| variant | facts right | support ppl | short answers right (Δ pts) | self-agreement | WikiText-2 ppl (Δ) "
-        "| train s | tokens/s (padded) | peak RSS MiB | trainable |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| train s | tokens/s (padded) | peak RSS MiB | trainable | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table_rows:
         lines.append(
@@ -264,14 +292,16 @@ def write_outputs(args: argparse.Namespace, work: Path) -> None:
             f"{fmt(row['self_agreement_ratio'])} | {fmt(row['general_perplexity'])} "
             f"({fmt(row['general_change_pct'], 'signed')}%) | {fmt(row.get('train_seconds'))} | "
             f"{fmt(row.get('tokens_per_second'))} | {fmt(row.get('peak_rss_mib'))} | "
-            f"{fmt(row.get('trainable_params'))} |")
+            f"{fmt(row.get('trainable_params'))} | {row.get('measured') or 'earlier'} |")
     if missing:
         lines += ["", f"Not measured yet (the study was interrupted; rerun to add them): {', '.join(missing)}."]
     lines += ["", f"![learn vs keep]({out.with_suffix('.png').name})", "", "Command:", "",
               f"    python scripts/retention_study.py --steps {args.steps} --threads {args.threads}", "",
               READING_START, previous_reading(out.with_suffix(".md")), READING_END, ""]
     out.with_suffix(".md").write_text("\n".join(lines))
-    print(f"wrote {out.with_suffix('.md')}, .csv, .png ({len(rows)} variants measured)")
+    fresh = sum(1 for v in VARIANTS if read_row(v, work))
+    print(f"wrote {out.with_suffix('.md')}, .csv, .png ({len(rows)} variants: {fresh} from {work}, "
+          f"{len(rows) - fresh} kept from the earlier CSV)")
 
 
 def previous_reading(path: Path) -> str:
