@@ -92,7 +92,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def common_args(args: argparse.Namespace) -> list[str]:
     """What every trained variant shares: the default recipe, its data, seed and batch, a fixed number of steps,
     the general text measured from a local file, token counting for tokens/s (padded batches: padding counts)."""
-    return ["--max_steps", str(args.steps), "--general_text", args.general_text, "--save_strategy", "no",
+    # Retention options off unless a variant sets them (later flags win): the default recipe now turns them on.
+    return ["--replay_ratio", "0", "--kl_to_base", "0",
+            "--max_steps", str(args.steps), "--general_text", args.general_text, "--save_strategy", "no",
             "--include_num_input_tokens_seen", "true", "--report_to", "none", "--overwrite_output_dir", "true"]
 
 
