@@ -68,6 +68,9 @@ VARIANTS = [
     Variant("freeze80_alpha0.5", "freeze 80%, interpolated to alpha 0.5", interpolate=("freeze80", 0.5)),
     Variant("freeze93_replay_kl", "freeze 93% + replay 0.25 + KL 0.5",
             ["--num_frozen_layers", "28", "--replay_ratio", "0.25", "--kl_to_base", "0.5"]),
+    # Replay is data, so full fine-tuning can have it too (KL needs a frozen prefix): is the freeze still needed?
+    Variant("full_replay", "full fine-tuning, lr 5e-5 + replay 0.25",
+            ["--method", "full", "--learning_rate", "5e-5", "--replay_ratio", "0.25"]),
 ]
 
 COLUMNS = ["variant", "label", "facts_accuracy", "support_perplexity", "skills_accuracy", "skills_change_points",

@@ -271,7 +271,7 @@ def test_two_cpu_processes_train_together_and_match_one_process(tiny_model_dir, 
     assert info["freeze"]["num_frozen_layers"] == "2"
     assert_freeze_invariants(tiny_model_dir, two, FROZEN, TRAINABLE)
     # One writer: the main process alone saved and generated the sample replies.
-    assert launched.stderr.count("Saved the freeze-tuned model") == 1
+    assert launched.stderr.count("Saved the fine-tuned model") == 1
     assert json.loads((two / "trainer_state.json").read_text())["global_step"] == 6
     # The prefix cache is per process and the sampler moves examples between processes: off, and said so.
     assert "Fast path on" in launched.stderr and "Prefix cache off: 2 processes train together" in launched.stderr

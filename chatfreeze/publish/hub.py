@@ -342,7 +342,7 @@ def push_output_dir(
                 api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
             return api.upload_folder(
                 repo_id=repo_id, folder_path=tmp, repo_type="model", revision=revision,
-                commit_message=commit_message or f"Upload freeze-tuned model from {run.output_dir.name}",
+                commit_message=commit_message or f"Upload fine-tuned model from {run.output_dir.name}",
             )
 
         commit = with_retries(attempt, policy, describe)

@@ -73,7 +73,7 @@ def space_readme(space_id: str, model_repo_id: str) -> str:
         "",
         f"# {title}",
         "",
-        f"A chat with [{model_repo_id}](https://huggingface.co/{model_repo_id}), a support assistant freeze-tuned with "
+        f"A chat with [{model_repo_id}](https://huggingface.co/{model_repo_id}), a support assistant fine-tuned with "
         "chatfreeze: the **Chat** tab streams its replies (with the system prompt and generation settings it was "
         "trained with) beside its learned-vs-kept measurements; **Side by side** answers each message with the "
         "base model and the fine-tuned one at once.",

@@ -407,7 +407,7 @@ def finish_output_dir(output_dir, model, tokenizer, plan: FreezePlan, sections: 
     sections["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_run_info(output_dir, **sections)
     write_plots(output_dir)
-    logger.info("Saved the freeze-tuned model, plan and run info to %s", output_dir)
+    logger.info("Saved the fine-tuned model, plan and run info to %s", output_dir)
 
 
 def save(run: RecipeRun) -> RecipeRun:
