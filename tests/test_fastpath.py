@@ -142,6 +142,17 @@ def test_prefix_cache_over_two_epochs_matches_plain(tmp_path, family, caplog):
     assert_same_training(plain, cached, loss_atol=1e-5, weight_atol=1e-5)
 
 
+def test_kl_to_base_from_the_prefix_cache_matches_kl_without_it(tmp_path):
+    # KL runs the base's top on the boundary states; served from the cache they must give the same loss and steps.
+    uncached = train(tmp_path / "uncached", kl_to_base=0.5, num_train_epochs=2)
+    cached = train(tmp_path / "cached", kl_to_base=0.5, prefix_cache="auto", num_train_epochs=2)
+    assert cached[0].fast_path.base_top is not None
+    assert cached[0].fast_path.last_cache_stats["hits"] == 3  # every batch of epoch 2 came from the cache
+    plain = train(tmp_path / "no_kl", num_train_epochs=2)
+    assert plain[0].step_losses[-1] != uncached[0].step_losses[-1]  # the KL term is in the loss
+    assert_same_training(uncached, cached, loss_atol=1e-5, weight_atol=1e-5)
+
+
 def test_filled_cache_serves_every_step_and_matches_plain(tmp_path):
     plain = train(tmp_path / "plain", fast_path=False, train_sampling_strategy="sequential")
     model = build_tiny_model("llama")
