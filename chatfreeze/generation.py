@@ -87,7 +87,7 @@ def shared_prefix_length(prompts: list[torch.Tensor]) -> int:
 
 def _prefill(model, prefix: torch.Tensor):
     """The model's own KV cache of ``prefix`` (batch 1), or None when it is not a plain per-layer cache."""
-    from .fastpath.compat import unsupported_cache
+    from .modeling.compat import unsupported_cache
 
     output = model(input_ids=prefix[None].to(model.device), use_cache=True)
     cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)

@@ -11,10 +11,10 @@ import torch
 from conftest import build_tiny_model, tiny_config
 from datasets import Dataset
 
-from chatfreeze.fastpath import compat as fast_compat
+from chatfreeze.modeling import compat as model_compat
 from chatfreeze.training import compat as train_compat
 
-# ---------------------------------------------------------------------------------------------- fastpath.compat
+# ---------------------------------------------------------------------------------------------- modeling.compat
 
 
 def tiny_extra_config(model_type: str):
@@ -44,7 +44,7 @@ def test_logit_processing_reproduces_the_models_own_logits(model_type):
     with torch.no_grad():
         logits = model(input_ids=input_ids).logits
         handle.remove()
-        expected = fast_compat.LOGIT_PROCESSING[config.model_type](head(seen[0]), config)
+        expected = model_compat.LOGIT_PROCESSING[config.model_type](head(seen[0]), config)
     torch.testing.assert_close(expected, logits, rtol=0, atol=1e-5)
     if model_type in ("gemma2", "cohere", "granite"):
         assert not torch.allclose(head(seen[0]), logits), "the post-processing must matter for this check to bite"
@@ -55,10 +55,10 @@ def test_dynamic_cache_layers_can_be_stubbed_to_a_length():
     input_ids = torch.randint(3, 200, (1, 6))
     with torch.no_grad():
         cache = model(input_ids=input_ids, use_cache=True).past_key_values
-    assert fast_compat.unsupported_cache(cache, 4) is None
-    fast_compat.stub_cache_layers(cache, 2, 11, like=torch.zeros(1))
+    assert model_compat.unsupported_cache(cache, 4) is None
+    model_compat.stub_cache_layers(cache, 2, 11, like=torch.zeros(1))
     assert [layer.get_seq_length() for layer in cache.layers] == [11, 11, 6, 6]
-    assert fast_compat.unsupported_cache(object(), 4) is not None
+    assert model_compat.unsupported_cache(object(), 4) is not None
 
 
 # ---------------------------------------------------------------------------------------------- training.compat

@@ -414,16 +414,20 @@ def test_fast_path_is_off_under_data_parallel_and_on_under_ddp():
 
     from transformers.training_args import ParallelMode
 
+    from chatfreeze.fastpath import FastPathSettings
     from chatfreeze.fastpath.policy import fast_path_refusal
+    from chatfreeze.training.trainer import FreezeTrainer
 
     model = build_tiny_model("llama")
 
     def stand_in(n_gpu, mode):
-        args = SimpleNamespace(fast_path=True, n_gpu=n_gpu, parallel_mode=mode)
-        return SimpleNamespace(args=args, model=model, label_smoother=None, compute_loss_func=None,
-                               is_deepspeed_enabled=False, is_fsdp_enabled=False)
+        """The fast path's verdict for a trainer like this one: the trainer describes itself in plain values."""
+        args = SimpleNamespace(fast_path=True, n_gpu=n_gpu, parallel_mode=mode, world_size=1)
+        trainer = SimpleNamespace(args=args, model=model, label_smoother=None, compute_loss_func=None,
+                                  is_deepspeed_enabled=False, is_fsdp_enabled=False)
+        return model, FastPathSettings(), FreezeTrainer.trainer_facts(trainer)
 
-    why = fast_path_refusal(stand_in(2, ParallelMode.NOT_DISTRIBUTED))
+    why = fast_path_refusal(*stand_in(2, ParallelMode.NOT_DISTRIBUTED))
     assert why and why.startswith("torch.nn.DataParallel over 2 GPUs") and "accelerate launch" in why
-    assert fast_path_refusal(stand_in(1, ParallelMode.DISTRIBUTED)) is None
-    assert fast_path_refusal(stand_in(1, ParallelMode.NOT_PARALLEL)) is None
+    assert fast_path_refusal(*stand_in(1, ParallelMode.DISTRIBUTED)) is None
+    assert fast_path_refusal(*stand_in(1, ParallelMode.NOT_PARALLEL)) is None

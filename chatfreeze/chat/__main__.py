@@ -2,6 +2,7 @@
 
 import sys
 
-from ..cli.chat import run
+from ..common import run_cli
+from .terminal import main
 
-sys.exit(run())
+sys.exit(run_cli(main))

@@ -17,10 +17,10 @@ import json
 import logging
 import sys
 
+from ..common import run_cli
 from ..data.options import DATA_FORMATS
 from ..modeling import DEFAULT_MODEL
 from ..modeling.options import MODEL_DTYPES
-from .errors import run_cli
 
 
 def make_parser() -> argparse.ArgumentParser:

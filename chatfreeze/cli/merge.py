@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from .errors import run_cli
+from ..common import run_cli
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .errors import run_cli
+from ..common import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:

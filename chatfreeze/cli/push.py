@@ -14,9 +14,9 @@ import argparse
 import logging
 import sys
 
+from ..common import run_cli
 from ..publish.hub import RetryPolicy, dry_run, push_output_dir, space_dry_run_dir
 from ..publish.staging import format_listing
-from .errors import run_cli
 
 
 def make_parser() -> argparse.ArgumentParser:

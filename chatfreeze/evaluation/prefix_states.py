@@ -5,7 +5,7 @@ the hidden state at the cut of every held-out dialogue, and of every base reply 
 for the base and the tuned model. It is computed once, when the base is measured, and the tuned model runs only
 its trainable top on it: the part of a teacher-forced measurement that freezing makes free. (Generation cannot
 reuse it: the tuned model's replies are new tokens.) Only for a model measured against itself across training,
-with a fast-path architecture (``fastpath.compat.LOGIT_PROCESSING``).
+with a fast-path architecture (``modeling.compat.LOGIT_PROCESSING``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from ..common import text_config
-from ..fastpath.compat import LOGIT_PROCESSING
 from ..fastpath.loss import labelled_positions_loss, shifted_labels
 from ..fastpath.runner import PrefixRunner
+from ..modeling.compat import LOGIT_PROCESSING
 
 
 class FrozenPrefixStates:

@@ -1,6 +1,6 @@
 """The freeze-aware training fast path (``fast_path.FastPath``): frozen prefix without autograd (``runner``),
 shared leading tokens once (``shared_prefix``), loss at labelled positions (``loss``), the prefix cache
-(``cache``), the decisions (``policy``) and transformers internals (``compat``)."""
+(``cache``) and the decisions (``policy``); what it relies on in transformers' internals is ``modeling.compat``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ _EXPORTS = {  # submodule: the public names it defines
     "shared_prefix": ("common_prefix_length",),
     "loss": ("labelled_positions_loss", "shifted_labels"),
     "cache": ("PrefixCache",),
-    "compat": ("LOGIT_PROCESSING",),
     "policy": ("prefix_randomness", "planned_epochs"),
     "batch": ("INDEX_COLUMN", "IndexedCollator", "with_example_index", "right_padded_layout"),
     "options": ("PREFIX_CACHE_MODES", "PREFIX_CACHE_DTYPES", "FastPathSettings"),

@@ -21,13 +21,12 @@ import torch
 from torch import nn
 
 from ..common import text_config
-from ..retention.kl_to_base import BaseTop
+from ..modeling.compat import LOGIT_PROCESSING
 from .batch import INDEX_COLUMN, example_lengths, right_padded_layout
 from .cache import PrefixCache, allocate_cache
-from .compat import LOGIT_PROCESSING
 from .loss import labelled_positions_loss, shifted_labels
 from .options import FastPathSettings
-from .policy import cache_refusal, fast_path_refusal, prefix_randomness
+from .policy import TrainerFacts, cache_refusal, fast_path_refusal, prefix_randomness
 from .runner import PrefixRunner, replaced_forwards
 
 logger = logging.getLogger(__name__)
@@ -49,18 +48,21 @@ class FastPath:
     cache_wanted: bool = False  # the dataset carries example indices; begin() decides whether a cache is used
     probed: bool = False
     last_cache_stats: dict | None = None  # hits/misses/bytes of the cache when the last train() ended
-    base_top: BaseTop | None = None  # the base's trainable part, frozen, for --kl_to_base
+    facts: TrainerFacts = field(default_factory=TrainerFacts)
+    base_top: object | None = None  # the base's trainable part, frozen, for --kl_to_base (retention.BaseTop)
     kl_weight: float = 0.0
     _said: set = field(default_factory=set)
 
     @classmethod
-    def create(cls, trainer, plan) -> FastPath | None:
-        """Decide whether the fast path can run for this trainer; log why not."""
-        why_not = fast_path_refusal(trainer)
+    def create(cls, model: nn.Module, plan, settings: FastPathSettings,
+               facts: TrainerFacts | None = None) -> FastPath | None:
+        """Decide whether the fast path can train ``model`` under ``plan`` in a trainer described by ``facts``;
+        log why not."""
+        facts = facts or TrainerFacts()
+        why_not = fast_path_refusal(model, settings, facts)
         if why_not:
             logger.info("Fast path off (%s): plain Trainer loss over every position.", why_not)
             return None
-        model = trainer.model
         blocks = model.get_submodule(plan.blocks_prefix)
         num_prefix = plan.first_trainable_layer
         config, process = text_config(model.config), LOGIT_PROCESSING[model.config.model_type]
@@ -68,17 +70,13 @@ class FastPath:
             model=model,
             runner=PrefixRunner(model, blocks, num_prefix),
             process_logits=lambda logits: process(logits, config),
-            settings=FastPathSettings.from_args(trainer.args),
+            settings=settings,
             blocks_prefix=plan.blocks_prefix,
             skip_prefix=num_prefix > 0,
             prefix_label=f"embeddings + blocks 0-{num_prefix - 1}" if num_prefix > 1 else "embeddings + block 0",
+            facts=facts,
         )
         fast._share_only_without_dropout(len(blocks))
-        fast.kl_weight = float(getattr(trainer.args, "kl_to_base", 0.0) or 0.0)
-        if fast.kl_weight > 0:
-            fast.base_top = BaseTop(model, plan.trainable_parameter_names)
-            logger.info("KL to the base (beta %g): a frozen copy of the %s parameters that train runs on the same "
-                        "boundary states.", fast.kl_weight, f"{fast.base_top.parameters:,}")
         if not fast.skip_prefix:
             logger.info("Fast path: no frozen block at the bottom, so there is no prefix to skip; "
                         "loss at labelled positions only.")
@@ -86,6 +84,14 @@ class FastPath:
             logger.info("Fast path on: %s run without autograd; LM head + loss at labelled positions only "
                         "(--fast_path false for the plain Trainer path).", fast.prefix_label)
         return fast
+
+    def add_kl_to_base(self, base_top, weight: float) -> None:
+        """Add ``weight · KL(p_base ‖ p)`` at the labelled positions, the base's distribution from ``base_top``
+        (frozen copies of what trains, with ``replacements()``, ``head`` and ``parameters``) run on the same
+        boundary states."""
+        self.base_top, self.kl_weight = base_top, float(weight)
+        logger.info("KL to the base (beta %g): a frozen copy of the %s parameters that train runs on the same "
+                    "boundary states.", self.kl_weight, f"{base_top.parameters:,}")
 
     def _share_only_without_dropout(self, num_blocks: int) -> None:
         # Shared leading tokens computed once would give every row the same dropout draw.
@@ -105,16 +111,17 @@ class FastPath:
 
     # ---- cache life cycle ------------------------------------------------------------------------------
 
-    def begin(self, trainer, plan_epochs: float | None) -> None:
-        """Allocate the cache if this run can use it (and has none yet), printing its size up front."""
+    def begin(self, train_dataset, collator, plan_epochs: float | None) -> None:
+        """Allocate the cache if this run (``train_dataset`` batched by ``collator``) can use it and has none yet,
+        printing its size up front."""
         if self.cache is not None:
             return
-        refusal = cache_refusal(self, trainer, plan_epochs)
+        refusal = cache_refusal(self, self.facts, collator, plan_epochs)
         if refusal:
             level = logging.WARNING if self.settings.prefix_cache in ("ram", "disk") else logging.INFO
             logger.log(level, "Prefix cache off: %s.", refusal)
             return
-        lengths = example_lengths(trainer.train_dataset)
+        lengths = example_lengths(train_dataset)
         if lengths is None:
             logger.warning("Prefix cache off: the training examples have no input_ids to measure.")
             return

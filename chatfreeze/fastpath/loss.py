@@ -2,7 +2,7 @@
 
 Dialogue data masks every system and user token, yet the plain loss projects every position onto the vocabulary
 (49152 x 576 for SmolLM2), forward and backward. Here the final hidden states are gathered where the *shifted*
-labels are set, then projected, post-processed as the model does (``compat.LOGIT_PROCESSING``) and reduced as
+labels are set, then projected, post-processed as the model does (``modeling.compat.LOGIT_PROCESSING``) and reduced as
 ``ForCausalLMLoss`` does (mean over labelled tokens, or sum / ``num_items_in_batch`` under gradient
 accumulation). Chunked (and recomputed in backward) when the logits would be large.
 """
@@ -43,7 +43,8 @@ def labelled_positions_loss(
     Mean over the labelled positions, or their sum divided by ``num_items_in_batch`` when the Trainer passes
     it (gradient accumulation). Positions whose label is -100 are never projected onto the vocabulary.
     With ``base_hidden`` (the base model's final hidden states, no grad) each labelled position also adds
-    ``kl_weight · KL(p_base ‖ p)``, reduced the same way (``retention.kl_to_base``).
+    ``kl_weight · KL(p_base ‖ p)``, reduced the same way (``kl_from_base``; the base's copy is
+    ``retention.kl_to_base.BaseTop``).
     """
     keep = shift_labels != IGNORE_INDEX
     states = hidden[keep.to(hidden.device)]
@@ -56,8 +57,6 @@ def labelled_positions_loss(
         logits = process(head(part)).float()
         loss = F.cross_entropy(logits, part_targets, reduction="sum")
         if base_part is not None:
-            from ..retention.kl_to_base import kl_from_base
-
             with torch.no_grad():
                 base_logits = process((base_head or head)(base_part))
             loss = loss + kl_weight * kl_from_base(logits, base_logits)
@@ -86,9 +85,9 @@ def labelled_nll(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
                  labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """``(sum of next-token NLL where labels are set, how many)``, with the LM head applied at those positions
     only: the model's own forward with its head stubbed out, then ``labelled_positions_loss``. Architectures
-    whose logit processing is not reproduced exactly (``compat.LOGIT_PROCESSING``) use the full logits."""
+    whose logit processing is not reproduced exactly (``modeling.compat.LOGIT_PROCESSING``) use the full logits."""
     from ..common import text_config
-    from .compat import LOGIT_PROCESSING
+    from ..modeling.compat import LOGIT_PROCESSING
     from .runner import _empty_logits, replaced_forwards
 
     shift = shifted_labels(labels)
@@ -112,3 +111,10 @@ def labelled_nll(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     total = labelled_positions_loss(captured[0], shift, head, lambda logits: process(logits, config),
                                     num_items_in_batch=1)
     return total, count
+
+
+def kl_from_base(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
+    """``sum over positions of KL(p_base ‖ p)``: the base's distribution is the target, computed in float32."""
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    log_base = F.log_softmax(base_logits.float(), dim=-1)
+    return (log_base.exp() * (log_base - log_p)).sum()

@@ -6,12 +6,13 @@ example twice turn off the cache."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from torch import nn
 
-from ..common import is_sharded, text_config
+from ..common import text_config
 from ..data.dataset import DialogueCollator
-from .compat import LOGIT_PROCESSING
+from ..modeling.compat import LOGIT_PROCESSING
 
 # Config fields that turn on randomness inside blocks or embeddings when > 0 (functional dropout in
 # attention is invisible as a module); heads for classification/summary tasks are not part of a causal LM.
@@ -64,20 +65,30 @@ def planned_epochs(args, num_examples: int) -> float | None:
     return float(args.num_train_epochs)
 
 
-def fast_path_refusal(trainer) -> str | None:
-    """Why the fast path cannot train this trainer's model exactly, or None if it can."""
-    args, model = trainer.args, trainer.model
+@dataclass(frozen=True)
+class TrainerFacts:
+    """What the fast path must know about the trainer that runs it, as plain values (the trainer fills them in)."""
+
+    sharded: bool = False  # DeepSpeed/FSDP own the parameters
+    data_parallel_gpus: int = 0  # > 1: torch.nn.DataParallel over that many GPUs in one process
+    needs_all_logits: bool = False  # label smoothing or a custom compute_loss_func
+    world_size: int = 1  # processes training together
+
+
+def fast_path_refusal(model: nn.Module, settings, facts: TrainerFacts) -> str | None:
+    """Why the fast path cannot train ``model`` exactly under ``settings`` (``FastPathSettings``) in a trainer
+    described by ``facts``, or None if it can."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if not getattr(args, "fast_path", True):
+    if not settings.fast_path:
         return "--fast_path false"
-    if is_sharded(trainer):
+    if facts.sharded:
         return "DeepSpeed/FSDP shard the model; their engines run the plain forward"
-    if getattr(args, "n_gpu", 1) > 1 and getattr(args, "parallel_mode", None) != _distributed_mode():
+    if facts.data_parallel_gpus > 1:
         # torch.nn.DataParallel (several GPUs, one process): its replicas would share one list of captured
         # boundary states across threads. Launch with accelerate/torchrun (DDP) to keep the fast path.
-        return (f"torch.nn.DataParallel over {args.n_gpu} GPUs in one process (its replicas would share the "
-                "captured states); launch with `accelerate launch` or torchrun for DDP instead")
-    if trainer.label_smoother is not None or trainer.compute_loss_func is not None:
+        return (f"torch.nn.DataParallel over {facts.data_parallel_gpus} GPUs in one process (its replicas would "
+                "share the captured states); launch with `accelerate launch` or torchrun for DDP instead")
+    if facts.needs_all_logits:
         return "label smoothing or a custom compute_loss_func needs logits at every position"
     if model_type not in LOGIT_PROCESSING:
         return (f"model type {model_type!r} is not among those whose LM-head processing is reproduced "
@@ -87,18 +98,17 @@ def fast_path_refusal(trainer) -> str | None:
     return None
 
 
-def cache_refusal(fast, trainer, plan_epochs: float | None) -> str | None:
+def cache_refusal(fast, facts: TrainerFacts, collator, plan_epochs: float | None) -> str | None:
     """Why the prefix cache of ``fast`` (a ``FastPath``) cannot (or, under ``auto``, should not) be used in this
-    run; None if it can."""
+    run, whose batches ``collator`` makes; None if it can."""
     mode = fast.settings.prefix_cache
     if mode == "off":
         return "--prefix_cache off"
-    world = getattr(trainer.args, "world_size", 1) or 1
-    if world > 1:
+    if facts.world_size > 1:
         # Each rank would hold room for the whole dataset, and the sampler reshuffles which rank sees which
         # example every epoch, so a rank's cache would rarely hold the examples it is given next.
-        return (f"{world} processes train together and the distributed sampler moves examples between them "
-                "every epoch (few cache hits for the memory)")
+        return (f"{facts.world_size} processes train together and the distributed sampler moves examples between "
+                "them every epoch (few cache hits for the memory)")
     if not fast.skip_prefix:
         return "no frozen prefix to cache"
     if not fast.cache_wanted:
@@ -106,16 +116,10 @@ def cache_refusal(fast, trainer, plan_epochs: float | None) -> str | None:
     randomness = prefix_randomness(fast.model, fast.blocks_prefix, fast.runner.num_prefix_blocks)
     if randomness:
         return f"the frozen prefix is random in training: {randomness}; cached states would freeze one draw"
-    if not collator_is_deterministic(trainer.data_collator):
-        inner = getattr(trainer.data_collator, "collator", trainer.data_collator)
+    if not collator_is_deterministic(collator):
+        inner = getattr(collator, "collator", collator)
         return (f"the data collator {type(inner).__name__} is not known to give the same tokens every epoch "
                 "(set `deterministic = True` on it if it does)")
     if mode == "auto" and plan_epochs is not None and plan_epochs <= 1:
         return f"this run covers {plan_epochs:.3g} epoch(s), so no example is seen twice"
     return None
-
-
-def _distributed_mode():
-    from transformers.training_args import ParallelMode
-
-    return ParallelMode.DISTRIBUTED

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..modeling.compat import stub_cache_layers, unsupported_cache
 from .batch import right_padded_layout
-from .compat import stub_cache_layers, unsupported_cache
 
 logger = logging.getLogger(__name__)
 

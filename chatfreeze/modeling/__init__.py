@@ -10,6 +10,7 @@ _EXPORTS = {  # submodule: the public names it defines
     "errors": ("ModelResolutionError",),
     "options": ("ModelArguments",),
     "load": ("check_tokenizer_fits", "load_model", "load_tokenizer", "select_dtype"),
+    "compat": ("LOGIT_PROCESSING",),
     "delta": ("DeltaError", "is_delta", "load_delta", "write_delta"),
 }
 

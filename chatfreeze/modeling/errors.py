@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..common import UserError
 
-class ModelResolutionError(RuntimeError):
+
+class ModelResolutionError(UserError, RuntimeError):
     """The model could not be found locally, on the Hub, or through a fallback."""

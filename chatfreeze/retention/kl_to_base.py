@@ -4,14 +4,15 @@ With the embeddings and the lowest blocks frozen, the base model's hidden state 
 state the fast path already computes (or reads from the prefix cache). So the base's output distribution needs
 only a frozen copy of what trains (the top blocks, the final norm, an untied head: 21 M parameters for the
 default plan) run on the same boundary states without autograd: no second full model, no second prefix pass.
+
+This module builds that copy (``BaseTop``); the fast path runs it (``FastPath.add_kl_to_base``) and adds the term
+(``fastpath.loss.kl_from_base``).
 """
 
 from __future__ import annotations
 
 import copy
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -69,10 +70,3 @@ class BaseTop:
 
     def replacements(self) -> dict[nn.Module, object]:
         return {module: base.forward for module, base in self.copies.items() if module is not None}
-
-
-def kl_from_base(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
-    """``sum over positions of KL(p_base ‖ p)``: the base's distribution is the target, computed in float32."""
-    log_p = F.log_softmax(logits.float(), dim=-1)
-    log_base = F.log_softmax(base_logits.float(), dim=-1)
-    return (log_base.exp() * (log_base - log_p)).sum()

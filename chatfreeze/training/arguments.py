@@ -17,7 +17,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..data.options import DataArguments
-from ..fastpath.options import validate_fast_path_options
+from ..fastpath.options import FastPathArguments
 from ..freezing.options import FreezeArguments
 from ..modeling.options import ModelArguments
 from ..retention.options import RetentionArguments
@@ -32,7 +32,7 @@ BUILTIN_VALUES = ("builtin", "none")  # values of those keys that name something
 
 
 @dataclass
-class FreezeTrainingArguments(TrainingArguments, RetentionArguments):
+class FreezeTrainingArguments(TrainingArguments, RetentionArguments, FastPathArguments):
     """``TrainingArguments`` with defaults suited to freeze-tuning a small chat model."""
 
     output_dir: str | None = field(
@@ -66,34 +66,6 @@ class FreezeTrainingArguments(TrainingArguments, RetentionArguments):
             "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
         },
     )
-    fast_path: bool = field(
-        default=True,
-        metadata={
-            "help": "Freeze-aware fast path: the frozen prefix runs without autograd and the LM head + loss only "
-            "at labelled positions (same loss). false = the plain Trainer path, for comparison."
-        },
-    )
-    prefix_cache: str = field(
-        default="auto",
-        metadata={
-            "help": "Cache the frozen prefix's output per example and train later epochs from it: auto (when the "
-            "run has more than one epoch and the prefix is deterministic; RAM, or a disk memmap if RAM is "
-            "short), ram, disk or off."
-        },
-    )
-    prefix_cache_dtype: str = field(
-        default="auto",
-        metadata={
-            "help": "Storage dtype of the prefix cache: auto (the model's dtype: exact), float32, bfloat16 or "
-            "float16 (half the memory; approximate for a float32 model)."
-        },
-    )
-    prefix_cache_max_gb: float = field(
-        default=4.0, metadata={"help": "Largest prefix cache allowed (GB); a bigger one is switched off."}
-    )
-    prefix_cache_dir: str | None = field(
-        default=None, metadata={"help": "Directory for a disk prefix cache (default: the system temp dir)."}
-    )
     save_trained_only: bool = field(
         default=False,
         metadata={"help": "Save only the tensors training changed (delta.safetensors) and a manifest pinning the "
@@ -107,7 +79,7 @@ class FreezeTrainingArguments(TrainingArguments, RetentionArguments):
         # Pinned host memory only helps copies to a GPU; on a CPU-only machine torch warns about it every epoch.
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False
-        validate_fast_path_options(self.prefix_cache, self.prefix_cache_dtype, self.prefix_cache_max_gb)
+        self.validate_fast_path()
         self.validate_retention()
         super().__post_init__()
 

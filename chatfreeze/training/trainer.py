@@ -9,14 +9,23 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from ..common import is_sharded
-from ..fastpath import INDEX_COLUMN, FastPath, IndexedCollator, planned_epochs, with_example_index
+from ..fastpath import (
+    INDEX_COLUMN,
+    FastPath,
+    FastPathSettings,
+    IndexedCollator,
+    planned_epochs,
+    with_example_index,
+)
 from ..fastpath.loss import labelled_nll
+from ..fastpath.policy import TrainerFacts
 from ..freezing import (
     FreezePlan,
     apply_plan,
     changed_frozen_tensors,
     frozen_fingerprints,
 )
+from ..retention.kl_to_base import BaseTop
 from . import compat
 
 logger = logging.getLogger(__name__)
@@ -102,11 +111,25 @@ class FreezeTrainer(Trainer):
         callbacks = list(kwargs.pop("callbacks", None) or []) + [self.frozen_guard]
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
         self.frozen_guard.sharded = is_sharded(self)
-        self.fast_path = FastPath.create(self, freeze_plan)
-        if getattr(args, "kl_to_base", 0) and self.fast_path is None:
+        self.fast_path = FastPath.create(model, freeze_plan, FastPathSettings.from_args(args), self.trainer_facts())
+        kl_weight = getattr(args, "kl_to_base", 0.0) or 0.0
+        if kl_weight and self.fast_path is None:
             raise ValueError("--kl_to_base: needs the fast path, which is off for this run (the log says why); "
                              "drop --kl_to_base or enable the fast path.")
+        if kl_weight:
+            self.fast_path.add_kl_to_base(BaseTop(model, freeze_plan.trainable_parameter_names), kl_weight)
         self._index_training_examples()
+
+    def trainer_facts(self) -> TrainerFacts:
+        """What the fast path needs to know about this trainer, as plain values."""
+        from transformers.training_args import ParallelMode
+
+        args = self.args
+        data_parallel = (getattr(args, "n_gpu", 1) > 1
+                         and getattr(args, "parallel_mode", None) != ParallelMode.DISTRIBUTED)
+        return TrainerFacts(sharded=is_sharded(self), data_parallel_gpus=args.n_gpu if data_parallel else 0,
+                            needs_all_logits=self.label_smoother is not None or self.compute_loss_func is not None,
+                            world_size=getattr(args, "world_size", 1) or 1)
 
     def _index_training_examples(self) -> None:
         """Give each training example its dataset index, carried to ``compute_loss``, for the prefix cache."""
@@ -155,7 +178,7 @@ class FreezeTrainer(Trainer):
         """
         if self.fast_path is None:
             return 0
-        self.fast_path.begin(self, plan_epochs=None)
+        self.fast_path.begin(self.train_dataset, self.data_collator, plan_epochs=None)
         if self.fast_path.cache is None:
             return 0
         dataset, collator = compat.training_loader_parts(self, self.train_dataset, self.data_collator)
@@ -172,8 +195,8 @@ class FreezeTrainer(Trainer):
             # Trainer.train would re-enable it on every block and hook the input embeddings to require grad.
             self.args.activation_checkpointing = False
         if self.fast_path is not None:
-            self.fast_path.begin(self, planned_epochs(self.args, len(self.train_dataset)
-                                                      if hasattr(self.train_dataset, "__len__") else 0))
+            size = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else 0
+            self.fast_path.begin(self.train_dataset, self.data_collator, planned_epochs(self.args, size))
         try:
             return super().train(*args, **kwargs)
         finally:

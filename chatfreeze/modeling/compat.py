@@ -1,4 +1,5 @@
-"""Where the fast path depends on transformers' behaviour or internals, in one place.
+"""What chatfreeze knows about model architectures' internals in transformers, in one place (the fast path, the
+shared-prefix generation and the evaluation's prefix reuse read it).
 
 Written against transformers 5.x (checked with the version pinned by ``pyproject.toml``; tests in
 ``tests/test_compat.py`` fail loudly when a release changes what these rely on):
