@@ -17,6 +17,12 @@ PACKAGE = REPO_ROOT / "chatfreeze"
 CORE = ("modeling", "freezing", "data", "fastpath", "retention", "evaluation")
 OUTER = ("training", "cli", "chat", "publish")
 SUBPACKAGES = CORE + OUTER
+# The layers, lowest first: each subpackage (or top-level module) imports only those before it. "chatfreeze" is the
+# package's own __init__ (its version; its public names are lazy and import nothing). The python -m shims
+# (chatfreeze/plan.py, ...) and __main__ sit above cli. docs/architecture.md explains the order.
+LAYERS = ("common", "rundir", "chatfreeze", "modeling", "generation", "freezing", "data", "fastpath", "evaluation",
+          "retention", "publish", "training", "chat", "cli")
+SHIMS = ("__main__", "evaluate", "merge", "plan", "plots", "push", "web")
 
 
 def module_name(path: Path) -> str:
@@ -79,6 +85,45 @@ def test_core_never_imports_the_outer_layers():
         if target.split(".")[1:2] and target.split(".")[1] in OUTER
     ]
     assert not offences, offences
+
+
+def layer_of(module: str) -> str:
+    """The layer a module belongs to: its subpackage, or the top-level module itself."""
+    parts = module.split(".")
+    return "chatfreeze" if len(parts) == 1 else parts[1]
+
+
+def layer_offences(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that goes up (or sideways into another layer at the same height) in ``LAYERS``."""
+    rank = {name: index for index, name in enumerate(LAYERS)} | dict.fromkeys(SHIMS, len(LAYERS))
+    offences = []
+    for module, targets in sorted(graph.items()):
+        source = layer_of(module)
+        for target in sorted(targets):
+            into = layer_of(target)
+            if into != source and rank[into] >= rank[source]:
+                offences.append(f"{module} ({source}) imports {target} ({into})")
+    return offences
+
+
+def test_every_layer_imports_only_the_layers_below_it():
+    graph = import_graph()
+    unplaced = {layer_of(module) for module in graph} - set(LAYERS) - set(SHIMS)
+    assert not unplaced, f"place these in LAYERS (tests/test_layout.py) and docs/architecture.md: {unplaced}"
+    offences = layer_offences(graph)
+    assert not offences, offences
+
+
+def test_the_layer_check_sees_an_upward_import():
+    """The check above must be able to fail: a core module importing an outer one, or a lower subpackage importing
+    one above it (fastpath -> retention was such a cycle), is reported."""
+    fake = {"chatfreeze.fastpath.loss": {"chatfreeze.retention.kl_to_base"},
+            "chatfreeze.retention.kl_to_base": {"chatfreeze.fastpath.loss"},
+            "chatfreeze.chat.__main__": {"chatfreeze.cli.chat"}}
+    assert layer_offences(fake) == [
+        "chatfreeze.chat.__main__ (chat) imports chatfreeze.cli.chat (cli)",
+        "chatfreeze.fastpath.loss (fastpath) imports chatfreeze.retention.kl_to_base (retention)",
+    ]
 
 
 def test_rundir_and_common_import_nothing_of_chatfreeze():
