@@ -203,13 +203,19 @@ def test_frozen_guard_checks_the_local_shards_of_a_sharded_model():
 def test_auto_precision_turns_bf16_on_where_the_accelerator_reads_it(monkeypatch):
     from types import SimpleNamespace
 
-    from chatfreeze.training.recipe import pick_precision
+    from chatfreeze.training.methods import get_method
+    from chatfreeze.training.recipe import load_dtype, settle_training_args
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    args = SimpleNamespace(bf16=False, fp16=False, mixed_precision="no")
-    assert pick_precision(SimpleNamespace(model_dtype="auto"), args) == torch.float32  # fp32 master weights
+    args = SimpleNamespace(bf16=False, fp16=False, mixed_precision="no", kl_to_base=0.0, eval_strategy="epoch")
+    model_args = SimpleNamespace(model_dtype="auto")
+    run = SimpleNamespace(model_args=model_args, training_args=args, method=get_method("freeze"),
+                          data_args=SimpleNamespace(eval_dataset="held_out.jsonl", validation_split_ratio=0.0))
+    settle_training_args(run)
+    assert load_dtype(model_args) == torch.float32  # fp32 master weights
     assert args.bf16 and args.mixed_precision == "bf16"  # Trainer builds its Accelerator from mixed_precision
+    assert args.eval_strategy == "epoch"
 
 
 # --------------------------------------------------------------------------------------------------------

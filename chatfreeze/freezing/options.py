@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..common import check_choice
-
-METHODS = ("freeze", "full", "lora")
-
 
 @dataclass
 class FreezeArguments:
@@ -42,24 +38,8 @@ class FreezeArguments:
             "'model\\.layers\\.\\d+\\.input_layernorm\\.weight'. Applied after extra_frozen_patterns."
         },
     )
-    method: str = field(
-        default="freeze",
-        metadata={"help": "freeze (train what the freeze spec leaves trainable), full (the full fine-tuning "
-                  "baseline: nothing frozen, the freeze options ignored) or lora (peft LoRA adapters on the top "
-                  "--lora_layers blocks, merged into the saved model), through the same recipe and evaluation.",
-                  "choices": list(METHODS)},
-    )
-    lora_r: int = field(default=16, metadata={"help": "--method lora: the adapters' rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "--method lora: the adapters' scaling numerator."})
-    lora_layers: int = field(
-        default=0, metadata={"help": "--method lora: adapters on the top N blocks only (the blocks below stay "
-                             "bit-identical, as in a freeze); 0 puts them on every block."})
 
     def __post_init__(self):
-        check_choice("method", self.method, METHODS)
-        if self.lora_r < 1 or self.lora_alpha < 1 or self.lora_layers < 0:
-            raise ValueError(f"--lora_r {self.lora_r} / --lora_alpha {self.lora_alpha} / --lora_layers "
-                             f"{self.lora_layers}: rank and alpha must be >= 1, layers >= 0 (0 = every block).")
         self.num_frozen_layers = str(self.num_frozen_layers)
         parse_layer_count(self.num_frozen_layers)  # validates the form; the range is checked against the model
 

@@ -22,6 +22,7 @@ from ..freezing.options import FreezeArguments
 from ..modeling.options import ModelArguments
 from ..retention.options import RetentionArguments
 from ..rundir import OUTPUTS_ROOT
+from .methods.options import MethodArguments
 
 # The default recipe ships inside the package, so `chatfreeze train` works from any directory.
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "default.yaml"
@@ -32,7 +33,7 @@ BUILTIN_VALUES = ("builtin", "none")  # values of those keys that name something
 
 
 @dataclass
-class FreezeTrainingArguments(TrainingArguments, RetentionArguments, FastPathArguments):
+class FreezeTrainingArguments(TrainingArguments, RetentionArguments, FastPathArguments, MethodArguments):
     """``TrainingArguments`` with defaults suited to freeze-tuning a small chat model."""
 
     output_dir: str | None = field(
@@ -80,6 +81,7 @@ class FreezeTrainingArguments(TrainingArguments, RetentionArguments, FastPathArg
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False
         self.validate_fast_path()
+        self.validate_method()
         self.validate_retention()
         super().__post_init__()
 

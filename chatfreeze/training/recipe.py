@@ -26,7 +26,7 @@ from ..common import is_sharded, share_weights_like_umask
 from ..data import DialogueCollator, build_dataset, load_dialogues_from_args, opening_prompts
 from ..data.options import DataArguments
 from ..evaluation import evaluator_for_run, write_plots
-from ..freezing import FreezeArguments, FreezePlan, apply_plan, find_blocks, make_plan
+from ..freezing import FreezeArguments, FreezePlan, make_plan
 from ..generation import generate_reply, support_generation_config
 from ..modeling import (
     ModelArguments,
@@ -45,7 +45,7 @@ from ..retention.replay import replay_dataset
 from ..rundir import write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
 from .distributed import end_distributed, train_on_cpu_processes_without_gpus
-from .methods import build_lora_trainer, lora_options, lora_plan_spec, merge_lora
+from .methods import TrainingMethod, get_method
 from .output_dir import check_output_dir
 from .run_info import run_info_sections
 from .trainer import FreezeTrainer
@@ -78,6 +78,7 @@ class RecipeRun:
     eval_dialogues: list = field(default_factory=list)
     replay_report: Any = None
     alpha_selection: Any = None  # retention.alpha_selection.AlphaSelection, with --select_alpha
+    method: TrainingMethod | None = None  # --method's object (training.methods): everything that differs by method
     trainer: FreezeTrainer | None = None
     metrics: dict = field(default_factory=dict)
 
@@ -123,7 +124,8 @@ def start(model_args: ModelArguments, data_args: DataArguments, freeze_args: Fre
         logger.info("No GPU found: %d CPU processes train together over %s.", state.num_processes, state.backend)
     if state.is_main_process:
         note_cpu_threads(training_args, state.num_processes)
-    run = RecipeRun(model_args, data_args, freeze_args, training_args)
+    run = RecipeRun(model_args, data_args, freeze_args, training_args, method=get_method(training_args.method))
+    settle_training_args(run)
     run.resume_from = check_output_dir(training_args)
     # chatfreeze pushes once, model card included, after the final save: the Trainer must not push, nor pickle
     # the token into training_args.bin. Fails here (no token, bad repo id) rather than after training.
@@ -137,15 +139,24 @@ def start(model_args: ModelArguments, data_args: DataArguments, freeze_args: Fre
 # ----------------------------------------------------------------------------------------------------------
 
 
-def pick_precision(model_args: ModelArguments, training_args: FreezeTrainingArguments) -> torch.dtype:
-    """Weights dtype to load; with ``auto`` keep fp32 master weights and turn on bf16 autocast on capable GPUs."""
-    if model_args.model_dtype != "auto":
-        return select_dtype(model_args.model_dtype)
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and not (training_args.bf16 or training_args.fp16):
-        training_args.bf16 = True
-        # The Accelerator reads `mixed_precision`, which TrainingArguments derived from `bf16` in __post_init__.
-        training_args.mixed_precision = "bf16"
-    return torch.float32
+def settle_training_args(run: RecipeRun) -> None:
+    """Every training argument the run derives from the others, decided once here before anything is built: the
+    precision, what the method cannot honour (KL without a frozen prefix), no evaluation without held-out data."""
+    args = run.training_args
+    if run.model_args.model_dtype == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported() \
+            and not (args.bf16 or args.fp16):
+        # Keep fp32 master weights and turn on bf16 autocast on capable GPUs. The Accelerator reads
+        # `mixed_precision`, which TrainingArguments derived from `bf16` in __post_init__.
+        args.bf16 = True
+        args.mixed_precision = "bf16"
+    run.method.settle(args)
+    if not run.data_args.eval_dataset and not run.data_args.validation_split_ratio and args.eval_strategy != "no":
+        args.eval_strategy = "no"
+
+
+def load_dtype(model_args: ModelArguments) -> torch.dtype:
+    """Weights dtype to load: the one asked for, or fp32 master weights with ``auto``."""
+    return torch.float32 if model_args.model_dtype == "auto" else select_dtype(model_args.model_dtype)
 
 
 def load(run: RecipeRun) -> RecipeRun:
@@ -162,7 +173,7 @@ def load(run: RecipeRun) -> RecipeRun:
             "chatfreeze fine-tunes chat models (use an -Instruct/-Chat checkpoint)."
         )
     extra = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
-    dtype = pick_precision(model_args, run.training_args)
+    dtype = load_dtype(model_args)
     run.model = load_model(run.resolved.path, dtype, model_args.trust_remote_code, **extra)
     check_tokenizer_fits(run.model, run.tokenizer, f"--model_name_or_path {model_args.model_name_or_path}")
     run.base_dtype = run.model.config.dtype if isinstance(run.model.config.dtype, torch.dtype) else torch.float32
@@ -170,22 +181,14 @@ def load(run: RecipeRun) -> RecipeRun:
 
 
 def plan(run: RecipeRun, allow_no_freeze: bool = False) -> RecipeRun:
-    """Decide what is frozen and print the plan (the trainer applies it). ``--method full`` plans nothing frozen."""
-    spec = run.freeze_args
-    if spec.method == "full":
-        spec = FreezeArguments(method="full", num_frozen_layers="0", freeze_embeddings=False)
-        allow_no_freeze = True
-        if run.is_main_process:
-            logger.info("--method full: nothing is frozen (the full fine-tuning baseline); freeze options ignored.")
-    elif spec.method == "lora":
-        # The plan says which tensors the merged LoRA model may differ in: the adapted blocks' weights. Below
-        # them, and the embeddings, head and final norm, stay bit-identical to the base.
-        spec = lora_plan_spec(spec)
-        allow_no_freeze = True
-        if run.is_main_process:
-            logger.info("--method lora: %s; freeze options ignored.", lora_options(spec).describe(
-                len(find_blocks(run.model)[1])))
-    run.plan = make_plan(run.model, spec, allow_no_freeze=allow_no_freeze)
+    """Decide what is frozen and print the plan (the trainer applies it). The method says which tensors it may
+    change (``--method full`` plans nothing frozen, LoRA the adapted blocks)."""
+    method = run.method
+    spec, method_allows = method.plan_spec(run.freeze_args, run.training_args)
+    if run.is_main_process and method.describe(run.freeze_args, run.training_args, run.model):
+        logger.info("%s", method.describe(run.freeze_args, run.training_args, run.model))
+    run.plan = make_plan(run.model, spec, allow_no_freeze=allow_no_freeze or method_allows)
+    run.plan.spec.update(method.spec_record(run.training_args))
     if run.is_main_process:
         logger.info("\n%s", run.plan.format_table())
         if run.plan.tied_embeddings and run.plan.embeddings_frozen and not run.plan.untie_lm_head:
@@ -225,8 +228,6 @@ def data(run: RecipeRun) -> RecipeRun:
     check_select_alpha(run)
     if run.training_args.replay_ratio > 0:
         run = add_replay(run)
-    if run.eval_dataset is None and run.training_args.eval_strategy != "no":
-        run.training_args.eval_strategy = "no"
     return run
 
 
@@ -257,25 +258,10 @@ def build_trainer(run: RecipeRun, trainer_class: type[Trainer] = FreezeTrainer, 
     applied as ``requires_grad`` only: the "freeze by hand" baseline, without the fast path or the guard.
     """
     run.model.generation_config = support_generation_config(run.model.generation_config, run.tokenizer)
-    if run.freeze_args.method != "freeze" and run.training_args.kl_to_base:
-        # The KL term runs the base's frozen copy of what trains on the frozen prefix's states: a freeze only.
-        logger.warning("--kl_to_base %g ignored for --method %s (it needs a frozen prefix: --method freeze).",
-                       run.training_args.kl_to_base, run.freeze_args.method)
-        run.training_args.kl_to_base = 0.0
-    if run.freeze_args.method == "lora":
-        return build_lora_trainer(run, lora_options(run.freeze_args), **kwargs)
     common = dict(model=run.model, args=run.training_args, train_dataset=run.train_dataset,
                   eval_dataset=run.eval_dataset, data_collator=DialogueCollator(run.tokenizer),
                   processing_class=run.tokenizer, **kwargs)
-    if issubclass(trainer_class, FreezeTrainer):
-        run.trainer = trainer_class(freeze_plan=run.plan, **common)
-    else:
-        if run.training_args.kl_to_base:
-            logger.warning("--kl_to_base %g ignored: %s is not a FreezeTrainer (the KL term is the fast path's).",
-                           run.training_args.kl_to_base, trainer_class.__name__)
-            run.training_args.kl_to_base = 0.0
-        apply_plan(run.model, run.plan)
-        run.trainer = trainer_class(**common)
+    run.trainer = run.method.build_trainer(run, trainer_class, common)
     return run
 
 
@@ -297,15 +283,6 @@ def final_eval_metrics(trainer: FreezeTrainer, support_perplexity: float | None 
     return metrics
 
 
-def measure_base(evaluator, model) -> dict:
-    """The evaluator's "before" measurement of the base: a peft model is measured with its adapters off, as the
-    base model it wraps (so the base's cached measurements serve LoRA runs too)."""
-    if hasattr(model, "disable_adapter") and hasattr(model, "get_base_model"):
-        with model.disable_adapter():
-            return evaluator.measure(model, "before")
-    return evaluator.measure(model, "before")
-
-
 def train(run: RecipeRun) -> RecipeRun:
     """Measure the base (if asked), train, measure again; ``run.metrics`` gets train, eval and before/after."""
     trainer = run.trainer
@@ -316,14 +293,16 @@ def train(run: RecipeRun) -> RecipeRun:
     if run.training_args.select_alpha and is_sharded(trainer):
         raise ValueError("--select_alpha: the model is sharded (FSDP/DeepSpeed); run `chatfreeze merge --alpha` "
                          "and `chatfreeze evaluate` on the saved run instead.")
-    before = measure_base(evaluator, run.model) if evaluator else None
+    before = None
+    if evaluator:
+        with run.method.base_model(run.model):
+            before = evaluator.measure(run.model, "before")
     if run.training_args.select_alpha and evaluator is not None:
         check_keep_measures(before)  # before training, not after it
     names = run.plan.trainable_parameter_names
     base_state = trained_state(run.model, names) if run.training_args.select_alpha else None
     run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
-    if hasattr(run.model, "get_nb_trainable_parameters"):  # peft: what trained are the adapters, not the blocks
-        run.metrics["adapter_parameters"] = run.model.get_nb_trainable_parameters()[0]
+    run.metrics.update(run.method.trained_metrics(run.model))
     if base_state is not None:
         run.alpha_selection = choose_alpha(run, evaluator, before, base_state)
     after = evaluator.measure(run.model, "after") if evaluator else {}
@@ -351,9 +330,10 @@ def check_select_alpha(run: RecipeRun) -> None:
         raise ValueError("--select_alpha: needs --eval_before_after true (it compares each alpha with the base).")
     if run.eval_dataset is None:
         raise ValueError("--select_alpha: needs held-out dialogues (--eval_dataset or --validation_split_ratio).")
-    if run.freeze_args.method == "lora":
-        raise ValueError("--select_alpha: interpolates trained tensors, not LoRA adapters; use --method freeze or "
-                         "full (or `chatfreeze merge RUN OUT --alpha A` on the merged LoRA run).")
+    if not run.method.interpolates:
+        raise ValueError(f"--select_alpha: interpolates trained tensors, not the adapters of --method "
+                         f"{run.method.name}; use --method freeze or full (or `chatfreeze merge RUN OUT --alpha A` "
+                         "on the merged run).")
 
 
 def choose_alpha(run: RecipeRun, evaluator, before: dict | None, base_state: dict):
@@ -413,9 +393,8 @@ def finish_output_dir(output_dir, model, tokenizer, plan: FreezePlan, sections: 
 def save(run: RecipeRun) -> RecipeRun:
     """Save the weights (in the base checkpoint's dtype), metrics, trainer state and the run's evidence."""
     trainer, output_dir = run.trainer, run.training_args.output_dir
-    if run.freeze_args.method == "lora":
-        run.model = merge_lora(run.model)  # a plain model that chat, evaluate and push load like any other
-    model = run.model
+    # A plain model that chat, evaluate and push load like any other (LoRA merges its adapters here).
+    run.model = model = run.method.model_to_save(run.model)
     if model.dtype != run.base_dtype and not is_sharded(trainer):
         # Save in the checkpoint's own dtype: a bf16 base loaded into fp32 casts back exactly, so frozen
         # tensors stay bit-identical to the published ones. (FSDP/DeepSpeed own the storage of sharded
@@ -424,11 +403,8 @@ def save(run: RecipeRun) -> RecipeRun:
     if run.training_args.save_trained_only and not is_sharded(trainer):
         if run.is_main_process:
             save_delta(run, model, output_dir)
-    elif run.freeze_args.method == "lora":
-        if run.is_main_process:
-            model.save_pretrained(output_dir)
     else:
-        trainer.save_model(output_dir)
+        run.method.save_model(trainer, model, output_dir, run.is_main_process)
     trainer.log_metrics("all", run.metrics)
     trainer.save_metrics("all", run.metrics)
     trainer.save_state()
