@@ -16,7 +16,7 @@ from conftest import REPO_ROOT, build_tiny_model
 
 from chatfreeze.evaluation import (
     BeforeAfterEvaluator,
-    EvaluationSettings,
+    EvaluationArguments,
     general_perplexity,
     load_general_text,
     load_metric,
@@ -237,8 +237,9 @@ def test_before_after_record_and_plots(tiny_model, chatml_tokenizer, tmp_path):
 
     text_file = tmp_path / "general.txt"
     text_file.write_text(GENERAL_TEXT)
-    settings = EvaluationSettings(general_text=str(text_file), window=32, stride=16, max_windows=3,
-                                  generation_samples=2, max_new_tokens=4)
+    settings = EvaluationArguments(general_text=str(text_file), general_window=32, general_stride=16,
+                                   general_max_windows=3, generation_eval_samples=2, generation_max_new_tokens=4,
+                                   skills_probe="none")
     dataset = support_dataset(DIALOGUES, chatml_tokenizer, max_length=512)
     evaluator = BeforeAfterEvaluator(chatml_tokenizer, settings, dataset, DIALOGUES)
     before = evaluator.measure(tiny_model, "before")
@@ -249,7 +250,8 @@ def test_before_after_record_and_plots(tiny_model, chatml_tokenizer, tmp_path):
     record = json.loads((tmp_path / "evaluation.json").read_text())
     assert record["before"] == before and record["after"] == after
     config = record["config"]
-    assert (config["window"], config["stride"], config["general_windows"], config["generation_prompts"]) == (32, 16, 3, 2)
+    assert (config["general_window"], config["general_stride"], config["general_windows"],
+            config["generation_prompts"]) == (32, 16, 3, 2)
     assert config["general_text"] == str(text_file) and config["support_examples"] == 3
     assert flat["before_support_perplexity"] == before["support_perplexity"]
     assert flat["general_perplexity_change_pct"] == pytest.approx(10.0)
@@ -264,7 +266,7 @@ def test_before_after_record_and_plots(tiny_model, chatml_tokenizer, tmp_path):
 
 
 def test_missing_general_text_is_skipped_with_a_log_line(chatml_tokenizer, caplog):
-    settings = EvaluationSettings(general_text="../nowhere/wiki.test.raw")
+    settings = EvaluationArguments(general_text="../nowhere/wiki.test.raw")
     with caplog.at_level("INFO", logger="chatfreeze.evaluation"):
         evaluator = BeforeAfterEvaluator(chatml_tokenizer, settings, None, [])
     assert "forgetting: --general_text ../nowhere/wiki.test.raw does not exist" in caplog.text
@@ -353,9 +355,12 @@ def test_smollm2_base_perplexities_are_plausible(smollm2_path, shared_data):
     from chatfreeze.evaluation import evaluate_checkpoint
 
     bitext = shared_data / "bitext-customer-support" / "Bitext_Sample_Customer_Support_Training_Dataset.csv"
-    result = evaluate_checkpoint(str(smollm2_path), str(bitext), max_examples=3, batch_size=3,
-                                 general_text=str(shared_data / "wikitext-2-raw" / "wiki.test.raw"),
-                                 window=128, stride=128, max_windows=2)
+    from chatfreeze.evaluation.checkpoint import HeldOut
+
+    settings = EvaluationArguments(general_text=str(shared_data / "wikitext-2-raw" / "wiki.test.raw"),
+                                   general_window=128, general_stride=128, general_max_windows=2,
+                                   generation_eval_samples=0, skills_probe="none")
+    result = evaluate_checkpoint(str(smollm2_path), HeldOut(str(bitext), max_examples=3), settings, batch_size=3)
     # Measured: ~6.5 on Bitext (16 dialogues) and ~30 on WikiText-2 (4 windows of 512) for the base model.
     assert 2.0 < result["support_perplexity"] < 30.0
     assert 5.0 < result["general_perplexity"] < 300.0

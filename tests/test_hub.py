@@ -78,6 +78,7 @@ def trained(tmp_path_factory):
     """A 2-step run of a tiny Llama (laid out like a Hub cache snapshot) trained with --push_to_hub."""
     from chatfreeze.training.arguments import (
         DataArguments,
+        EvaluationArguments,
         FreezeArguments,
         FreezeTrainingArguments,
         ModelArguments,
@@ -101,6 +102,7 @@ def trained(tmp_path_factory):
             ModelArguments(model_name_or_path=str(base)),
             DataArguments(dataset=str(root / "train.jsonl"), eval_dataset=str(root / "validation.jsonl"),
                           max_length=256),
+            EvaluationArguments(),
             FreezeArguments(num_frozen_layers="2"),
             FreezeTrainingArguments(
                 output_dir=str(out), max_steps=2, per_device_train_batch_size=4, use_cpu=True, report_to="none",

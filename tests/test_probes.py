@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, build_chatml_tokenizer, build_tiny_model
 
-from chatfreeze.evaluation import BeforeAfterEvaluator, EvaluationSettings
+from chatfreeze.evaluation import BeforeAfterEvaluator, EvaluationArguments
 from chatfreeze.evaluation.probes import (
     SKILLS_FILE,
     ProbeError,
@@ -156,15 +156,15 @@ def test_labelled_nll_equals_the_full_logits_nll(family):
     torch.testing.assert_close(total, reference, rtol=1e-5, atol=1e-5)
 
 
-def probe_settings(tmp_path, **overrides) -> EvaluationSettings:
+def probe_settings(tmp_path, **overrides) -> EvaluationArguments:
     facts = tmp_path / "facts.jsonl"
     facts.write_text("".join(json.dumps(row) + "\n" for row in [
         {"id": "a", "fact": "hours", "question": "When are you open?", "expect": ["08:00"]},
         {"id": "b", "fact": "email", "question": "Your email?", "expect": ["support@"], "reject": ["info@"]},
     ]))
-    options = dict(facts_probe=str(facts), skills_probe="builtin", system_prompt="You are a shop's assistant.",
-                   probe_max_new_tokens=6, generation_samples=0, cache=True)
-    return EvaluationSettings(**(options | overrides))
+    options = dict(facts_probe=str(facts), skills_probe="builtin", probe_max_new_tokens=6, generation_eval_samples=0,
+                   cache_base_measurements=True)
+    return EvaluationArguments(**(options | overrides))
 
 
 def test_self_agreement_is_one_for_the_base_and_the_nll_ratio_after(tiny, tmp_path, monkeypatch):
@@ -172,7 +172,7 @@ def test_self_agreement_is_one_for_the_base_and_the_nll_ratio_after(tiny, tmp_pa
 
     monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
     base, tokenizer = tiny
-    evaluator = BeforeAfterEvaluator(tokenizer, probe_settings(tmp_path, cache=False))
+    evaluator = BeforeAfterEvaluator(tokenizer, probe_settings(tmp_path, cache_base_measurements=False))
     # A random tiny model may reply with nothing; give it replies to agree with.
     monkeypatch.setattr("chatfreeze.evaluation.before_after.greedy_replies",
                         lambda model, tok, conversations, *a: ["Paris is the answer " + str(i)
@@ -300,7 +300,7 @@ def test_lm_eval_tasks_run_before_and_after_on_a_local_task(tiny, tmp_path, monk
         "    aggregation: mean\n    higher_is_better: true\n")
     model, tokenizer = tiny
     settings = probe_settings(tmp_path, skills_probe=None, facts_probe=None, lm_eval_tasks="chatfreeze_tiny_mc",
-                              lm_eval_include_path=str(tasks), cache=False)
+                              lm_eval_include_path=str(tasks), cache_base_measurements=False)
     evaluator = BeforeAfterEvaluator(tokenizer, settings)
     before = evaluator.measure(model, "before")
     assert 0.0 <= before["lm_eval:chatfreeze_tiny_mc:acc"] <= 1.0 and len(before) == 1
@@ -308,7 +308,8 @@ def test_lm_eval_tasks_run_before_and_after_on_a_local_task(tiny, tmp_path, monk
     assert record["learn_keep"]["keep"]["lm_eval:chatfreeze_tiny_mc:acc"]["change"] == 0.0
     # A task that cannot run is not measured, with the reason; nothing else is lost.
     broken = BeforeAfterEvaluator(tokenizer, probe_settings(tmp_path, skills_probe=None,
-                                                            lm_eval_tasks="no_such_task_anywhere", cache=False))
+                                                            lm_eval_tasks="no_such_task_anywhere",
+                                                            cache_base_measurements=False))
     assert "facts_accuracy" in broken.measure(model, "before")
     assert any("no_such_task_anywhere" in what for what in broken.skipped)
 
@@ -400,18 +401,17 @@ def test_frozen_prefix_states_are_cached_with_the_base_measurements(tmp_path, mo
     tokenizer = build_chatml_tokenizer()
     model = build_tiny_model("llama").eval()
     plan = make_plan(model, FreezeArguments(num_frozen_layers="2"))
-    trainer = type("T", (), {"freeze_plan": plan, "model": model})()
     dialogues = [[{"role": "user", "content": f"Where is order {i}?"},
                   {"role": "assistant", "content": f"Order {i} ships."}] for i in range(3)]
     dataset = support_dataset(dialogues, tokenizer, max_length=512)
     settings = probe_settings(tmp_path, skills_probe=None, facts_probe=None)
-    first = BeforeAfterEvaluator(tokenizer, settings, dataset, dialogues, frozen_prefix_states(trainer))
+    first = BeforeAfterEvaluator(tokenizer, settings, dataset, dialogues, frozen_prefix_states(model, plan))
     before = first.measure(model, "before")
-    second = BeforeAfterEvaluator(tokenizer, settings, dataset, dialogues, frozen_prefix_states(trainer))
+    second = BeforeAfterEvaluator(tokenizer, settings, dataset, dialogues, frozen_prefix_states(model, plan))
     assert second.measure(model, "before") == before
     assert second.config()["prefix_states_from_cache"] and set(second.prefix_states.states) == \
         set(first.prefix_states.states)
     # A plan that trains a block below the cut has no reusable prefix.
     partial = make_plan(model, FreezeArguments(num_frozen_layers="2",
                                                extra_trainable_patterns=[r"model\.layers\.0\.mlp\.up_proj\.weight"]))
-    assert frozen_prefix_states(type("T", (), {"freeze_plan": partial, "model": model})()) is None
+    assert frozen_prefix_states(model, partial) is None

@@ -73,16 +73,31 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def settings_of(args: dict, compare: bool):
+    """``(HeldOut, EvaluationArguments)`` from this command's flags (named as they always were here)."""
+    from ..evaluation import EvaluationArguments
+    from ..evaluation.checkpoint import HeldOut
+
+    held_out = HeldOut(**{key: args[key] for key in ("dataset", "split", "dataset_config", "data_format",
+                                                     "system_prompt", "max_length", "max_examples")})
+    # A comparison caches the base's measurements and scores the skills probe; one model is measured alone.
+    settings = EvaluationArguments(
+        general_text=args["general_text"], general_text_config=args["general_text_config"],
+        general_text_split=args["general_text_split"], general_window=args["window"], general_stride=args["stride"],
+        general_max_windows=(args["max_windows"] or 40) if compare else args["max_windows"],
+        generation_eval_samples=args["generation_samples"], generation_max_new_tokens=args["max_new_tokens"],
+        facts_probe=args["facts_probe"] if compare else None,
+        skills_probe=args["skills_probe"] if compare else None, cache_base_measurements=compare)
+    return held_out, settings
+
+
 def compare(args: dict, as_json: bool) -> int:
     from ..evaluation.checkpoint import compare_models
     from ..evaluation.report import format_report
 
-    for key in ("revision", "trust_remote_code"):
-        args.pop(key)
-    model, base = args.pop("model_name_or_path"), args.pop("base")
-    skills = args.pop("skills_probe")
-    record = compare_models(model, base, skills_probe=None if skills == "none" else skills,
-                            max_windows=args.pop("max_windows") or 40, **args)
+    model, base = args["model_name_or_path"], args["base"]
+    record = compare_models(model, base, *settings_of(args, compare=True), batch_size=args["batch_size"],
+                            dtype=args["dtype"], output_dir=args["output_dir"])
     if as_json:
         print(json.dumps({k: record[k] for k in ("model", "base", "before", "after", "change", "learn_keep",
                                                  "not_measured")}, ensure_ascii=False))
@@ -104,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         return compare(args, as_json)
     if not args["dataset"]:
         raise ValueError("--dataset: required (support dialogues to measure), unless --base compares two models.")
-    for key in ("base", "facts_probe", "skills_probe", "output_dir"):
-        args.pop(key)
-    result = evaluate_checkpoint(args.pop("model_name_or_path"), args.pop("dataset"), **args)
+    result = evaluate_checkpoint(args["model_name_or_path"], *settings_of(args, compare=False),
+                                 batch_size=args["batch_size"], dtype=args["dtype"], revision=args["revision"],
+                                 trust_remote_code=args["trust_remote_code"])
     print(json.dumps(result, ensure_ascii=False) if as_json else report(result))
     return 0
 

@@ -1,4 +1,4 @@
-"""What a run learned and what it kept: perplexity (``perplexity``), reply quality (``generation_metrics``),
+"""What a run learned and what it kept: its options (``options.EvaluationArguments``), perplexity (``perplexity``), reply quality (``generation_metrics``),
 before vs after (``before_after``), one checkpoint (``checkpoint``), plots (``plots``), local ``evaluate``
 modules (``metrics/``)."""
 
@@ -12,7 +12,8 @@ _EXPORTS = {  # submodule: the public names it defines
         "tokenize_general_text", "window_spans",
     ),
     "generation_metrics": ("load_metric", "greedy_config", "generation_metrics"),
-    "before_after": ("BeforeAfterEvaluator", "EvaluationSettings", "evaluator_for_run"),
+    "options": ("EvaluationArguments",),
+    "before_after": ("BeforeAfterEvaluator", "evaluator_for_run", "frozen_prefix_states"),
     "checkpoint": ("evaluate_checkpoint", "compare_models"),
     "probes": ("ProbeItem", "ProbeError", "load_facts_probe", "load_skills_probe"),
     "report": ("learn_keep", "format_report"),

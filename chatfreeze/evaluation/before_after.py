@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from ..common import first_line, is_sharded, looks_like_path
+from ..common import first_line, looks_like_path
 from ..data import opening_prompts
 from ..rundir import write_evaluation
 from . import lm_eval, probes
 from .agreement import reply_examples, reply_nll
 from .generation_metrics import generation_metrics, greedy_replies
 from .measurement_cache import MeasurementCache, inputs_fingerprint, weights_fingerprint
+from .options import EvaluationArguments
 from .perplexity import (
     GENERAL_TEXT_SUFFIXES,
     general_perplexity,
@@ -46,54 +47,6 @@ HEADLINE_METRICS = ("support_perplexity", "general_perplexity", "rougeL", "chrf"
 BUILTIN = "builtin"
 
 
-@dataclass
-class EvaluationSettings:
-    """What ``BeforeAfterEvaluator`` measures (filled from ``DataArguments``; saved as evaluation.json's config)."""
-
-    general_text: str | None = None
-    general_text_config: str | None = None
-    general_text_split: str = "test"
-    window: int = 512
-    stride: int = 512
-    max_windows: int | None = 40
-    generation_samples: int = 8
-    max_new_tokens: int = 96
-    batch_size: int = 4
-    facts_probe: str | None = None  # a facts-probe JSONL file
-    skills_probe: str | None = None  # "builtin" (the set shipped with chatfreeze), a file, or None
-    system_prompt: str | None = None  # the run's: the facts probe is asked as the chat would ask it
-    probe_max_new_tokens: int = 48
-    probe_batch_size: int = 64
-    cache: bool = False  # cache the base ("before") measurements
-    lm_eval_tasks: str | None = None  # comma-separated lm-evaluation-harness tasks
-    lm_eval_limit: int | None = None
-    lm_eval_include_path: str | None = None
-
-    @classmethod
-    def from_data_args(cls, data_args, batch_size: int = 4) -> EvaluationSettings:
-        skills = data_args.skills_probe
-        return cls(
-            general_text=data_args.general_text,
-            general_text_config=data_args.general_text_config,
-            general_text_split=data_args.general_text_split,
-            window=data_args.general_window,
-            stride=data_args.general_stride,
-            max_windows=data_args.general_max_windows or None,
-            generation_samples=data_args.generation_eval_samples,
-            max_new_tokens=data_args.generation_max_new_tokens,
-            batch_size=batch_size,
-            facts_probe=data_args.facts_probe,
-            skills_probe=None if skills in (None, "", "none") else skills,
-            system_prompt=data_args.system_prompt,
-            probe_max_new_tokens=data_args.probe_max_new_tokens,
-            probe_batch_size=data_args.probe_batch_size,
-            cache=data_args.cache_base_measurements,
-            lm_eval_tasks=data_args.lm_eval_tasks,
-            lm_eval_limit=data_args.lm_eval_limit,
-            lm_eval_include_path=data_args.lm_eval_include_path,
-        )
-
-
 def _general_source_missing(source: str) -> bool:
     """A path-like general text that is not there (a Hub id is probed, and fails loudly, when loaded)."""
     path = Path(source).expanduser()
@@ -109,11 +62,14 @@ class BeforeAfterEvaluator:
     report and returns ``before_*``/``after_*`` metrics for ``all_results.json``.
     """
 
-    def __init__(self, tokenizer, settings: EvaluationSettings, eval_dataset=None,
-                 eval_dialogues: list[list[dict]] | None = None, prefix_states=None):
+    def __init__(self, tokenizer, settings: EvaluationArguments, eval_dataset=None,
+                 eval_dialogues: list[list[dict]] | None = None, prefix_states=None, *,
+                 system_prompt: str | None = None, batch_size: int = 4):
         self.tokenizer, self.settings, self.eval_dataset = tokenizer, settings, eval_dataset
+        # The run's system prompt: the facts probe is asked as the chat would ask it. Sequences per forward pass.
+        self.system_prompt, self.batch_size = system_prompt, batch_size
         self.prefix_states = prefix_states  # FrozenPrefixStates: the tuned model reuses the base's frozen prefix
-        self.prompts = opening_prompts(eval_dialogues or [], settings.generation_samples)
+        self.prompts = opening_prompts(eval_dialogues or [], settings.generation_eval_samples)
         self.replies: dict[str, list[str]] = {}
         self.probe_results: dict[str, dict] = {}
         self.details: dict = {}
@@ -155,7 +111,8 @@ class BeforeAfterEvaluator:
         except (ValueError, FileNotFoundError) as err:
             self._skip(f"forgetting: {err}")
             return None
-        return tokenize_general_text(self.tokenizer, text, settings.window, settings.stride, settings.max_windows)
+        return tokenize_general_text(self.tokenizer, text, settings.general_window, settings.general_stride,
+                                     settings.max_windows)
 
     def _load_probe(self, kind: str, source: str | None) -> list[probes.ProbeItem]:
         if not source:
@@ -169,10 +126,10 @@ class BeforeAfterEvaluator:
 
     def measure(self, model, label: str = "") -> dict:
         """Headline metrics of ``model`` now. ``label="before"`` marks the base model (its skills replies become
-        the reference for self-agreement, and its measurements are cached when ``settings.cache``)."""
+        the reference for self-agreement, and its measurements are cached when ``cache_base_measurements``)."""
         started = time.perf_counter()
         is_base = label == "before"
-        cache = MeasurementCache() if is_base and self.settings.cache else None
+        cache = MeasurementCache() if is_base and self.settings.cache_base_measurements else None
         keys = (weights_fingerprint(model), self.inputs_key()) if cache else None
         cached = cache.get(*keys) if cache else None
         if cached is not None:
@@ -206,7 +163,8 @@ class BeforeAfterEvaluator:
             self._timed(label, "general_perplexity", started)
         if self.prompts:
             started = time.perf_counter()
-            scores, replies = generation_metrics(model, self.tokenizer, self.prompts, settings.max_new_tokens)
+            scores, replies = generation_metrics(model, self.tokenizer, self.prompts,
+                                                 settings.generation_max_new_tokens)
             result.update(scores)
             self.replies[label or str(len(self.replies))] = replies
             self._timed(label, "generation_metrics", started)
@@ -218,15 +176,15 @@ class BeforeAfterEvaluator:
         return result
 
     def _support(self, model) -> dict:
-        support = support_perplexity(model, self.eval_dataset, self.tokenizer, self.settings.batch_size,
+        support = support_perplexity(model, self.eval_dataset, self.tokenizer, self.batch_size,
                                      self._states_for(model))
         self.details.update(support_examples=support["support_examples"], support_tokens=support["support_tokens"])
         return {"support_perplexity": support["support_perplexity"]}
 
     def _general(self, model) -> dict:
         settings = self.settings
-        general = general_perplexity(model, self.general_ids, settings.window, settings.stride,
-                                     settings.max_windows, max(1, settings.batch_size // 2))
+        general = general_perplexity(model, self.general_ids, settings.general_window, settings.general_stride,
+                                     settings.max_windows, max(1, self.batch_size // 2))
         self.details.update(general_windows=general["general_windows"], general_tokens=general["general_tokens"])
         return {"general_perplexity": general["general_perplexity"]}
 
@@ -258,7 +216,7 @@ class BeforeAfterEvaluator:
 
     def _probes(self, model, label: str, is_base: bool) -> dict:
         result, settings = {}, self.settings
-        for kind, items, system in (("facts", self.facts, settings.system_prompt), ("skills", self.skills, None)):
+        for kind, items, system in (("facts", self.facts, self.system_prompt), ("skills", self.skills, None)):
             if not items:
                 continue
             started = time.perf_counter()
@@ -284,14 +242,14 @@ class BeforeAfterEvaluator:
             if not self.base_examples:
                 self._skip("self-agreement: every reply of the base model to the skills probe is empty")
                 return {}
-            self.base_nll = reply_nll(model, self.tokenizer, self.base_examples, self.settings.batch_size,
+            self.base_nll = reply_nll(model, self.tokenizer, self.base_examples, self.batch_size,
                                       self._states_for(model))["nll"]
             self.details["self_agreement_replies"] = len(self.base_examples)
             return {"self_agreement_nll": self.base_nll, "self_agreement_ratio": 1.0}
         return self._agreement(model) if self.base_examples else {}
 
     def _agreement(self, model) -> dict:
-        nll = reply_nll(model, self.tokenizer, self.base_examples, self.settings.batch_size,
+        nll = reply_nll(model, self.tokenizer, self.base_examples, self.batch_size,
                         self._states_for(model))["nll"]
         return {"self_agreement_nll": nll, "self_agreement_ratio": nll / self.base_nll}
 
@@ -305,7 +263,7 @@ class BeforeAfterEvaluator:
         """A fingerprint of everything a measurement depends on besides the weights."""
         support = None if self.eval_dataset is None else [self.eval_dataset["input_ids"], self.eval_dataset["labels"]]
         items = [asdict(item) for item in self.facts + self.skills]
-        return inputs_fingerprint(asdict(self.settings) | {"cache": None}, support, self.general_ids, self.prompts,
+        return inputs_fingerprint(self.measured_settings(), support, self.general_ids, self.prompts,
                                   items, self.tokenizer.chat_template)
 
     def _snapshot(self, result: dict, label: str) -> dict:
@@ -328,8 +286,16 @@ class BeforeAfterEvaluator:
 
     # ---- the record -------------------------------------------------------------------------------------
 
+    def measured_settings(self) -> dict:
+        """The settings a measurement depends on (not whether it is cached or asked for)."""
+        settings = asdict(self.settings)
+        for key in ("cache_base_measurements", "eval_before_after"):
+            settings.pop(key)
+        return settings | {"system_prompt": self.system_prompt, "batch_size": self.batch_size}
+
     def config(self) -> dict:
-        return asdict(self.settings) | self.details | {
+        return asdict(self.settings) | {"system_prompt": self.system_prompt, "batch_size": self.batch_size} | \
+            self.details | {
             "generation_prompts": len(self.prompts),
             "facts_questions": sum(item.checkable for item in self.facts),
             "skills_questions": sum(item.checkable for item in self.skills),
@@ -390,23 +356,25 @@ def summarize(before: dict, after: dict) -> str:
     return format_report(learn_keep(before, after))
 
 
-def evaluator_for_run(data_args, tokenizer, eval_dataset, eval_dialogues, trainer) -> BeforeAfterEvaluator | None:
+def evaluator_for_run(settings: EvaluationArguments, tokenizer, model, plan, *, eval_dataset=None,
+                      eval_dialogues: list | None = None, system_prompt: str | None = None, batch_size: int = 4,
+                      is_main_process: bool = True, sharded: bool = False) -> BeforeAfterEvaluator | None:
     """The before/after evaluator a training run asked for, or None (not asked, not the main process, or a
-    sharded model that one process cannot run alone)."""
-    if not getattr(data_args, "eval_before_after", False) or not trainer.is_world_process_zero():
+    sharded model that one process cannot run alone). ``plan`` (a ``FreezePlan``) says which prefix of ``model``
+    stays frozen, so the tuned model can reuse the base's states there."""
+    if not settings.eval_before_after or not is_main_process:
         return None
-    if is_sharded(trainer):
+    if sharded:
         logger.warning("Before/after evaluation skipped: the model is sharded (FSDP/DeepSpeed); run "
                        "`python -m chatfreeze.evaluate` on the saved model instead.")
         return None
-    settings = EvaluationSettings.from_data_args(data_args, trainer.args.per_device_eval_batch_size)
-    return BeforeAfterEvaluator(tokenizer, settings, eval_dataset, eval_dialogues, frozen_prefix_states(trainer))
+    return BeforeAfterEvaluator(tokenizer, settings, eval_dataset, eval_dialogues, frozen_prefix_states(model, plan),
+                                system_prompt=system_prompt, batch_size=batch_size)
 
 
-def frozen_prefix_states(trainer) -> FrozenPrefixStates | None:
-    """States to reuse when the run's plan freezes the embeddings and a bottom run of whole blocks (so that
-    prefix is bit-identical before and after training), for a fast-path architecture; None otherwise."""
-    plan, model = getattr(trainer, "freeze_plan", None), trainer.model
+def frozen_prefix_states(model, plan) -> FrozenPrefixStates | None:
+    """States of ``model`` to reuse when the run's ``plan`` freezes the embeddings and a bottom run of whole blocks
+    (so that prefix is bit-identical before and after training), for a fast-path architecture; None otherwise."""
     if plan is None or not plan.embeddings_frozen:
         return None
     num_prefix = plan.first_trainable_layer
@@ -415,5 +383,5 @@ def frozen_prefix_states(trainer) -> FrozenPrefixStates | None:
     return FrozenPrefixStates(model, plan.blocks_prefix, num_prefix)
 
 
-__all__ = ["REPORTED", "BeforeAfterEvaluator", "EvaluationSettings", "changes", "evaluator_for_run", "flat_metrics",
+__all__ = ["REPORTED", "BeforeAfterEvaluator", "changes", "evaluator_for_run", "flat_metrics", "frozen_prefix_states",
            "summarize"]

@@ -1,6 +1,7 @@
 """Every option of a chatfreeze run, collected: each concern defines its own dataclass next to the code that owns
-it (``ModelArguments`` in modeling, ``DataArguments`` in data, ``FreezeArguments`` in freezing, the fast path's
-settings in fastpath); here they meet ``transformers.TrainingArguments``.
+it (``ModelArguments`` in modeling, ``DataArguments`` in data, ``EvaluationArguments`` in evaluation,
+``FreezeArguments`` in freezing; ``FastPathArguments``, ``RetentionArguments`` and ``MethodArguments`` are mixed into
+``FreezeTrainingArguments``); here they meet ``transformers.TrainingArguments``.
 
 ``parse_args`` reads ``--config FILE.yaml`` first, then lets any CLI flag override a field; an unknown key in the
 YAML or on the CLI is an error that names it. Relative paths in a recipe (``dataset``, ``eval_dataset``,
@@ -12,11 +13,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..data.options import DataArguments
+from ..evaluation.options import EvaluationArguments
 from ..fastpath.options import FastPathArguments
 from ..freezing.options import FreezeArguments
 from ..modeling.options import ModelArguments
@@ -86,7 +89,17 @@ class FreezeTrainingArguments(TrainingArguments, RetentionArguments, FastPathArg
         super().__post_init__()
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, FreezeArguments, FreezeTrainingArguments)
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, EvaluationArguments, FreezeArguments, FreezeTrainingArguments)
+
+
+class RunArguments(NamedTuple):
+    """Every option of a run, one dataclass per concern (``run_training(*args)`` takes them in this order)."""
+
+    model: ModelArguments
+    data: DataArguments
+    evaluation: EvaluationArguments
+    freeze: FreezeArguments
+    training: FreezeTrainingArguments
 
 
 def make_parser() -> HfArgumentParser:
@@ -145,8 +158,8 @@ def _coerce(action: argparse.Action, value, path: str, key: str):
     return value
 
 
-def parse_args(argv: list[str] | None = None):
-    """Return ``(model_args, data_args, freeze_args, training_args)`` from ``--config`` + CLI flags."""
+def parse_args(argv: list[str] | None = None) -> RunArguments:
+    """Every option of a run (``RunArguments``) from ``--config`` + CLI flags."""
     parser = make_parser()
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
@@ -158,9 +171,7 @@ def parse_args(argv: list[str] | None = None):
     )
     if remaining:
         raise ValueError(f"unknown option(s): {' '.join(remaining)}. See `chatfreeze train --help`.")
-    dataclasses = [obj for obj in parsed if isinstance(obj, ARGUMENT_CLASSES)]
-    model_args, data_args, freeze_args, training_args = dataclasses
-    return model_args, data_args, freeze_args, training_args
+    return RunArguments(*(obj for obj in parsed if isinstance(obj, ARGUMENT_CLASSES)))
 
 
 def field_names(cls) -> set[str]:

@@ -25,7 +25,7 @@ from transformers import Trainer
 from ..common import is_sharded, share_weights_like_umask
 from ..data import DialogueCollator, build_dataset, load_dialogues_from_args, opening_prompts
 from ..data.options import DataArguments
-from ..evaluation import evaluator_for_run, write_plots
+from ..evaluation import EvaluationArguments, evaluator_for_run, write_plots
 from ..freezing import FreezeArguments, FreezePlan, make_plan
 from ..generation import generate_reply, support_generation_config
 from ..modeling import (
@@ -61,6 +61,7 @@ class RecipeRun:
 
     model_args: ModelArguments
     data_args: DataArguments
+    eval_args: EvaluationArguments
     freeze_args: FreezeArguments
     training_args: FreezeTrainingArguments
     resume_from: str | None = None
@@ -114,8 +115,8 @@ def note_cpu_threads(training_args: FreezeTrainingArguments, num_processes: int)
         logger.info("Training on CPU with %d thread(s) per process.", threads)
 
 
-def start(model_args: ModelArguments, data_args: DataArguments, freeze_args: FreezeArguments,
-          training_args: FreezeTrainingArguments) -> RecipeRun:
+def start(model_args: ModelArguments, data_args: DataArguments, eval_args: EvaluationArguments,
+          freeze_args: FreezeArguments, training_args: FreezeTrainingArguments) -> RecipeRun:
     """Set up processes and logging, check the output directory, take the Hub options out of the Trainer's."""
     on_cpu_processes = train_on_cpu_processes_without_gpus(training_args)
     setup_logging(training_args)
@@ -124,7 +125,8 @@ def start(model_args: ModelArguments, data_args: DataArguments, freeze_args: Fre
         logger.info("No GPU found: %d CPU processes train together over %s.", state.num_processes, state.backend)
     if state.is_main_process:
         note_cpu_threads(training_args, state.num_processes)
-    run = RecipeRun(model_args, data_args, freeze_args, training_args, method=get_method(training_args.method))
+    run = RecipeRun(model_args, data_args, eval_args, freeze_args, training_args,
+                    method=get_method(training_args.method))
     settle_training_args(run)
     run.resume_from = check_output_dir(training_args)
     # chatfreeze pushes once, model card included, after the final save: the Trainer must not push, nor pickle
@@ -241,7 +243,7 @@ def add_replay(run: RecipeRun) -> RecipeRun:
         replay, run.replay_report = replay_dataset(
             run.model, run.tokenizer, len(run.train_dataset), args.replay_ratio, source=args.replay_prompts,
             max_new_tokens=args.replay_max_new_tokens, max_length=run.data_args.max_length, seed=args.seed,
-            cache=run.data_args.cache_base_measurements)
+            cache=run.eval_args.cache_base_measurements)
     run.train_dataset = datasets.concatenate_datasets([run.train_dataset, replay])
     return run
 
@@ -289,7 +291,13 @@ def train(run: RecipeRun) -> RecipeRun:
     if run.resume_from and run.is_main_process:
         logger.info("Resuming from %s", run.resume_from)
     # Support perplexity, forgetting and reply quality of the base model (main process; None when not asked).
-    evaluator = evaluator_for_run(run.data_args, run.tokenizer, run.eval_dataset, run.eval_dialogues, trainer)
+    evaluator = evaluator_for_run(
+        run.eval_args, run.tokenizer, trainer.model,
+        # The base's frozen-prefix states are reused only under FreezeTrainer, which applies this plan unchanged.
+        run.plan if isinstance(trainer, FreezeTrainer) else None, eval_dataset=run.eval_dataset,
+        eval_dialogues=run.eval_dialogues, system_prompt=run.data_args.system_prompt,
+        batch_size=run.training_args.per_device_eval_batch_size, is_main_process=trainer.is_world_process_zero(),
+        sharded=is_sharded(trainer))
     if run.training_args.select_alpha and is_sharded(trainer):
         raise ValueError("--select_alpha: the model is sharded (FSDP/DeepSpeed); run `chatfreeze merge --alpha` "
                          "and `chatfreeze evaluate` on the saved run instead.")
@@ -326,7 +334,7 @@ def check_select_alpha(run: RecipeRun) -> None:
     args = run.training_args
     if not args.select_alpha:
         return
-    if not run.data_args.eval_before_after:
+    if not run.eval_args.eval_before_after:
         raise ValueError("--select_alpha: needs --eval_before_after true (it compares each alpha with the base).")
     if run.eval_dataset is None:
         raise ValueError("--select_alpha: needs held-out dialogues (--eval_dataset or --validation_split_ratio).")
@@ -439,10 +447,11 @@ def finish(run: RecipeRun) -> RecipeRun:
     return run
 
 
-def run_training(model_args: ModelArguments, data_args: DataArguments, freeze_args: FreezeArguments,
-                 training_args: FreezeTrainingArguments) -> dict:
-    """Freeze, fine-tune, evaluate and save. Returns the final metrics."""
-    run = start(model_args, data_args, freeze_args, training_args)
+def run_training(model_args: ModelArguments, data_args: DataArguments, eval_args: EvaluationArguments,
+                 freeze_args: FreezeArguments, training_args: FreezeTrainingArguments) -> dict:
+    """Freeze, fine-tune, evaluate and save (the arguments of ``arguments.parse_args``). Returns the final
+    metrics."""
+    run = start(model_args, data_args, eval_args, freeze_args, training_args)
     for step in (load, plan, data, build_trainer, train, finish):
         run = step(run)
     return run.metrics

@@ -60,6 +60,7 @@ def run_info_sections(run) -> dict:
             eval=run.eval_report.to_dict() if run.eval_report else None,
             replay=run.replay_report.to_dict() if run.replay_report else None,
         ),
+        evaluation=asdict(run.eval_args),
         alpha_selection=run.alpha_selection.to_dict() if run.alpha_selection else None,
         training_args=public_training_args(args),
         metrics=run.metrics,
