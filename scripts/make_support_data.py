@@ -1194,7 +1194,8 @@ def _readme_intro(company: Company, command: str) -> str:
 
 {about}
 
-- **Made by:** `scripts/make_support_data.py`, from templates, names, products and policies written by hand for
+- **Made by:** `scripts/make_support_data.py` (the intents and dialogue templates) from `company.yaml` in this
+  folder (the company's system prompt, policies, products and invented customers), both written by hand for
   this project. No text was copied from other datasets; no real customers, orders or people are involved.
 - **Licence:** Apache-2.0, the same as this repository.
 - **Regenerate** (deterministic: the same command gives byte-identical files; `tests/test_support_data.py`
@@ -1205,8 +1206,8 @@ def _readme_intro(company: Company, command: str) -> str:
   ```
 
   The script only overwrites files it wrote itself (this README starts with a marker line; the JSONL files are
-  recognised by their schema and ids); add `--force` to overwrite anything else. Edit the script, not these
-  files.
+  recognised by their schema and ids); add `--force` to overwrite anything else. Edit `company.yaml` or the
+  script, not these files.
 """
 
 
@@ -1243,8 +1244,8 @@ def _readme_prompt_and_facts(company: Company) -> str:
     facts = "\n".join(f"| `{k}` | {v} |" for k, v in company.facts.items())
     return f"""## System prompt
 
-Every dialogue starts with this exact system prompt (`SYSTEM_PROMPT` in the script); train and chat with the
-same one.
+Every dialogue starts with this exact system prompt (`system_prompt` in `company.yaml`); train and chat with
+the same one.
 
 ```text
 {company.system_prompt}
@@ -1252,7 +1253,8 @@ same one.
 
 ## Company facts
 
-The assistant states only these policies, always with the same values (`COMPANY_FACTS` in the script).
+The assistant states only these policies, always with the same values (`facts` in `company.yaml`, which also
+gives each one's values as data; the ids are the ones `facts_probe.jsonl` scores).
 The assistant is written as a front-line agent that cannot see live order, stock or tracking data: it asks the
 customer what My orders shows, explains the policy, and passes requests (cancellations, address changes,
 escalations, complaints) on to the human teams.
