@@ -7,16 +7,19 @@ Regenerate the committed data (this is the exact command; the defaults give the 
 
 Writes ``train.jsonl``, ``validation.jsonl`` and ``README.md`` into ``--out_dir``. Each JSONL line is
 ``{"messages": [{"role": ..., "content": ...}, ...], "intent": ..., "id": ...}``; every dialogue starts with
-``SYSTEM_PROMPT``, then alternates user/assistant and ends with an assistant turn.
+the company's system prompt, then alternates user/assistant and ends with an assistant turn.
 
-Everything here is written by hand for this project: templates, fictional products, names and policies.
-The assistant is modelled as a front-line chat agent that can *pass requests on* to human teams but cannot
-see live order, stock or tracking data, so it never states order-specific facts the user did not give it.
-Every policy the assistant states is one of ``COMPANY_FACTS``, with the same values in every dialogue
-(``tests/test_support_data.py`` checks the numbers, hours and contact details).
+Two sources, both written by hand for this project. ``data/company.yaml`` (``--company``) holds the company:
+system prompt, facts (each with a stable id, its wording and its values as data), product catalogue, discount
+codes and the invented customers who write in. This script holds the generation: the intents and the
+dialogue templates, which take the facts through ``{fact_id}`` slots. The assistant is modelled as a
+front-line chat agent that can *pass requests on* to human teams but cannot see live order, stock or tracking
+data, so it never states order-specific facts the user did not give it. Every policy the assistant states is
+one of the facts, with the same values in every dialogue (``tests/test_support_data.py`` checks the numbers,
+hours and contact details against ``data/company.yaml``).
 
-Stdlib only and deterministic: the same arguments give byte-identical files. The script refuses to
-overwrite a file in ``--out_dir`` that it did not write itself unless ``--force`` is given.
+Deterministic (stdlib and PyYAML): the same arguments and company file give byte-identical files. The script
+refuses to overwrite a file in ``--out_dir`` that it did not write itself unless ``--force`` is given.
 """
 
 from __future__ import annotations
@@ -28,80 +31,21 @@ import os
 import random
 import re
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
-SYSTEM_PROMPT = (
-    "You are the customer-support assistant of Kestrel & Co., an online homeware and small-appliance shop. "
-    "Be concise, friendly and accurate. Answer only from Kestrel & Co. policies and never make up order "
-    "details, dates or policies. When a request is about a specific order, ask for the order number "
-    "(KC- followed by 6 digits). If you cannot help, offer to pass the customer to a human colleague."
-)
+import yaml
 
-# Single source of truth for every policy the assistant states. Assistant templates are built from these
-# values, and data/README.md lists them.
-COMPANY_FACTS: dict[str, str] = {
-    "company": "Kestrel & Co.",
-    "business": "online homeware and small-appliance shop",
-    "order_number_format": "KC- followed by 6 digits",
-    "order_number_example": "KC-123456",
-    "order_number_location": "the order confirmation email and My orders",
-    "return_window": "within 30 days of delivery",
-    "return_process": "start the return under My orders and use the free prepaid return label",
-    "return_condition": "complete, in its original condition; the original box is welcome but not required",
-    "exchanges": "no direct exchanges: return the item for a refund and place a new order",
-    "refund_time": "5–7 business days",
-    "refund_rule": "refunds go to the original payment method within 5–7 business days after the return "
-    "reaches our warehouse; we email when the return arrives",
-    "support_hours": "Mon–Fri 08:00–20:00 and Sat 09:00–14:00 (CET)",
-    "support_closed": "Sundays",
-    "email": "support@kestrel.example",
-    "phone": "+44 20 7946 0000",
-    "contact_channels": "this chat, email and phone",
-    "email_reply_time": "within 1 business day",
-    "standard_shipping": "3–5 business days",
-    "standard_shipping_cost": "€4.95",
-    "express_shipping": "1–2 business days",
-    "express_shipping_cost": "€9.95",
-    "free_shipping": "free standard shipping on orders over €50",
-    "free_shipping_threshold": "€50",
-    "shipping_area": "the UK and all EU countries",
-    "delivery_times_count_from": "dispatch, in business days (Mon–Fri)",
-    "order_changes": "address changes and cancellations only while the order status is 'Processing' "
-    "(before dispatch); items on an order cannot be swapped",
-    "undeliverable_parcel": "comes back to us and is refunded in full",
-    "lost_parcel": "replacement or full refund, the customer's choice",
-    "warranty": "2-year warranty from delivery on all appliances: free repair or replacement of faults; "
-    "accidental damage is not covered",
-    "damaged_on_arrival": "report within 14 days of delivery with a photo to support@kestrel.example; "
-    "replacement or full refund, the customer's choice; a free return label if we need the item back",
-    "replacements": "sent free of charge with standard shipping",
-    "password_reset": "'Forgot password' link on the login page; the reset link is valid for 1 hour; "
-    "passwords are never shown or changed in chat",
-    "account_deletion": "My account > Privacy > Delete account; confirmed by email and completed within "
-    "7 days; only possible once open orders are delivered or cancelled; invoices are kept as the law requires",
-    "invoices": "My orders > select the order > 'Download invoice' (PDF); invoices with company details "
-    "are emailed by the billing team within 1 business day",
-    "payment_methods": "Visa, Mastercard, American Express, PayPal, Apple Pay, Google Pay and "
-    "Kestrel & Co. gift cards",
-    "payment_not_offered": "cash on delivery, bank transfer and payment in instalments",
-    "payment_timing": "payment is taken when the order is placed",
-    "double_charge": "a second charge is usually a pending authorisation the bank releases within a few "
-    "days; a completed duplicate is refunded by the payments team",
-    "discount_codes": "one code per order, entered at checkout before payment, not valid on sale items, "
-    "expiry date shown in the email with the code, cannot be added after the order is placed",
-    "stock": "the product page shows availability; 'Notify me' emails when an item is back; no pre-orders "
-    "or reservations",
-    "complaints": "logged for the customer care team, who reply by email within 1 business day",
-}
-
-F = COMPANY_FACTS
-HOURS = F["support_hours"]
+DEFAULT_COMPANY = Path(__file__).resolve().parents[1] / "data" / "company.yaml"
 OUTPUT_FILES = ("train.jsonl", "validation.jsonl", "README.md")
 README_MARKER = "<!-- Generated by scripts/make_support_data.py; edit the script, not this file. -->"
 ID_RE = re.compile(r"[a-z_]+-\d{3,}")
+FACT_ID_RE = re.compile(r"[a-z][a-z0-9_]*")
 # Cap per dialogue, system prompt included: keeps every dialogue under ~350 real tokens (see approx_tokens).
 MAX_APPROX_TOKENS = 340
 
@@ -131,7 +75,7 @@ INTENTS: tuple[str, ...] = tuple(INTENT_DESCRIPTIONS)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Slot values (all invented for this dataset)
+# The company, read from data/company.yaml
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -144,83 +88,173 @@ class Product:
     damage: tuple[str, ...]
 
 
-_APPLIANCE_DAMAGE = ("the casing is cracked", "it has a big dent", "it won't switch on", "a part is snapped off")
-_CERAMIC_DAMAGE = ("it's chipped", "it's cracked", "it arrived in pieces")
-_TEXTILE_DAMAGE = ("there's a tear in it", "it's stained", "the seam is ripped")
-_WOOD_DAMAGE = ("it's split down the middle", "it's badly scratched", "one corner is broken off")
+@dataclass(frozen=True)
+class Company:
+    """Everything the dialogues say about the company and its customers (``data/company.yaml``, checked)."""
 
-PRODUCTS: tuple[Product, ...] = (
-    Product("Linnet 1.7 L kettle", "kettle", "€39.00", True, _APPLIANCE_DAMAGE),
-    Product("Harrier 2-slice toaster", "toaster", "€45.00", True, _APPLIANCE_DAMAGE),
-    Product("Swift stand mixer", "stand mixer", "€249.00", True, _APPLIANCE_DAMAGE),
-    Product("Wren hand blender", "hand blender", "€59.00", True, _APPLIANCE_DAMAGE),
-    Product("Merlin burr coffee grinder", "coffee grinder", "€89.00", True, _APPLIANCE_DAMAGE),
-    Product("Osprey 5 L air fryer", "air fryer", "€129.00", True, _APPLIANCE_DAMAGE),
-    Product("Finch espresso machine", "espresso machine", "€349.00", True, _APPLIANCE_DAMAGE),
-    Product("Plover rice cooker", "rice cooker", "€69.00", True, _APPLIANCE_DAMAGE),
-    Product("Heron steam iron", "steam iron", "€54.00", True, _APPLIANCE_DAMAGE),
-    Product("Kite cordless vacuum cleaner", "vacuum cleaner", "€279.00", True, _APPLIANCE_DAMAGE),
-    Product("Robin sandwich toaster", "sandwich toaster", "€35.00", True, _APPLIANCE_DAMAGE),
-    Product("Dunlin food processor", "food processor", "€159.00", True, _APPLIANCE_DAMAGE),
-    Product("Puffin desk fan", "desk fan", "€42.00", True, _APPLIANCE_DAMAGE),
-    Product("Lark milk frother", "milk frother", "€29.00", True, _APPLIANCE_DAMAGE),
-    Product("Curlew slow cooker", "slow cooker", "€79.00", True, _APPLIANCE_DAMAGE),
-    Product("Alder oak chopping board", "chopping board", "€32.00", False, _WOOD_DAMAGE),
-    Product("Birch stoneware dinner set", "dinner set", "€119.00", False, _CERAMIC_DAMAGE),
-    Product("Hazel linen duvet cover", "duvet cover", "€85.00", False, _TEXTILE_DAMAGE),
-    Product("Willow glass vase", "vase", "€28.00", False, _CERAMIC_DAMAGE),
-    Product("Rowan cast-iron casserole dish", "casserole dish", "€95.00", False, _CERAMIC_DAMAGE),
-    Product("Maple cotton towel set", "towel set", "€49.00", False, _TEXTILE_DAMAGE),
-    Product("Cedar knife block", "knife block", "€65.00", False, _WOOD_DAMAGE),
-    Product("Elm seagrass basket", "basket", "€38.00", False, _WOOD_DAMAGE),
-    Product("Larch glass carafe", "carafe", "€44.00", False, _CERAMIC_DAMAGE),
-    Product("Holly ceramic teapot", "teapot", "€26.00", False, _CERAMIC_DAMAGE),
-    Product("Poplar linen cushion", "cushion", "€30.00", False, _TEXTILE_DAMAGE),
-)
-APPLIANCES = tuple(p for p in PRODUCTS if p.appliance)
+    system_prompt: str
+    facts: dict[str, str]  # fact id -> the wording the assistant uses, in file order
+    values: dict[str, dict[str, Any]]  # fact id -> the same fact as data
+    order_prefix: str  # "KC-"
+    order_digits: int
+    products: tuple[Product, ...]
+    discount_codes: tuple[str, ...]
+    baskets_over: tuple[str, ...]  # basket totals that get free shipping
+    baskets_under: tuple[tuple[str, str], ...]  # (total, amount missing for free shipping)
+    countries_delivered: tuple[str, ...]
+    countries_not_delivered: tuple[str, ...]
+    names: tuple[str, ...]
+    addresses: tuple[str, ...]
+    businesses: tuple[str, ...]
 
-NAMES = (
-    "Anna", "Tom", "Priya", "Lukas", "Sofia", "James", "Amira", "Jonas", "Chloe", "Mateo", "Aoife", "Daniel",
-    "Yuki", "Fatima", "Oliver", "Ingrid", "Kwame", "Elena", "Ravi", "Marta", "Liam", "Noor", "Henrik", "Zoe",
-    "Tomasz", "Leila", "Pieter", "Grace", "Emre", "Camille", "Sean", "Mia", "Arjun", "Beatriz", "Kofi", "Ewa",
-)
+    @property
+    def name(self) -> str:
+        return self.facts["company"]
+
+    @property
+    def appliances(self) -> tuple[Product, ...]:
+        return tuple(p for p in self.products if p.appliance)
+
+    @property
+    def format_hints(self) -> tuple[str, ...]:
+        """``FORMAT_HINT`` as the assistant writes it, to recognise those turns in the data."""
+        return tuple(hint.format(**self.facts) for hint in FORMAT_HINT)
+
+
+def _get(data: Any, path: str, kind: type | tuple[type, ...], name: str | None = None) -> Any:
+    """The value at the dotted ``path`` in ``data``, which must be a ``kind``; errors call it ``name``."""
+    name = name or path
+    value = data
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise ValueError(f"{name} is missing")
+        value = value[key]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ValueError(f"{name} must be a {expected}, not {value!r}")
+    return value
+
+
+def _texts(data: Any, path: str) -> tuple[str, ...]:
+    items = _get(data, path, list)
+    if not items or not all(isinstance(item, str) and item for item in items):
+        raise ValueError(f"{path} must be a non-empty list of texts")
+    return tuple(items)
+
+
+def _value(values: dict[str, dict[str, Any]], fact_id: str, key: str, kind: type | tuple[type, ...]) -> Any:
+    """One machine-usable value of a fact (``values: {key: ...}`` of the fact with ``id: fact_id``)."""
+    return _get(values, f"{fact_id}.{key}", kind, f"the fact {fact_id}: values.{key}")
+
+
+def _read_facts(entries: list) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    facts: dict[str, str] = {}
+    values: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(entries):
+        fact_id = _get(entry, "id", str, f"facts[{i}].id")
+        if not FACT_ID_RE.fullmatch(fact_id) or fact_id in facts:
+            raise ValueError(f"facts[{i}].id {fact_id!r} must be a new lower_snake_case name")
+        facts[fact_id] = _get(entry, "text", str, f"the fact {fact_id}: text")
+        values[fact_id] = _get(entry, "values", dict, f"the fact {fact_id}: values")
+        if not values[fact_id]:
+            raise ValueError(f"the fact {fact_id}: values is empty (give the fact as data too)")
+    for fact_id in ("company", "business"):  # the README's title and first sentence
+        _get(facts, fact_id, str, f"the fact {fact_id}")
+    return facts, values
+
+
+def _read_order_number(values: dict[str, dict[str, Any]]) -> tuple[str, int]:
+    """Prefix and digit count of an order number; the example must have that format."""
+    prefix = _value(values, "order_number_format", "prefix", str)
+    digits = _value(values, "order_number_format", "digits", int)
+    example = _value(values, "order_number_example", "example", str)
+    if not re.fullmatch(r"[A-Z]+-", prefix) or not 1 <= digits <= 12:
+        raise ValueError("the fact order_number_format: values.prefix must be capital letters and a hyphen "
+                         "(KC-), values.digits 1 to 12")
+    if not re.fullmatch(re.escape(prefix) + rf"\d{{{digits}}}", example):
+        raise ValueError(f"the fact order_number_example: {example!r} is not {prefix} and {digits} digits")
+    return prefix, digits
+
+
+def _read_products(raw: dict) -> tuple[Product, ...]:
+    products = []
+    for i, entry in enumerate(_get(raw, "products", list)):
+        kinds = {"name": str, "short": str, "price": str, "appliance": bool, "damage": str}
+        field = {key: _get(entry, key, kind, f"products[{i}].{key}") for key, kind in kinds.items()}
+        damage = _texts(raw, f"damage.{field['damage']}")
+        products.append(Product(field["name"], field["short"], field["price"], field["appliance"], damage))
+    if not any(p.appliance for p in products):
+        raise ValueError("products needs at least one appliance (warranty claims are about appliances)")
+    return tuple(products)
+
+
+def _money(text: str, currency: str) -> Decimal | None:
+    try:
+        return Decimal(text[len(currency):]) if text.startswith(currency) else None
+    except InvalidOperation:
+        return None
+
+
+def _read_baskets(
+    raw: dict, values: dict[str, dict[str, Any]]
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """Basket totals over and under the free-shipping threshold; those under it with the amount missing."""
+    currency = _value(values, "free_shipping_threshold", "currency", str)
+    limit = Decimal(str(_value(values, "free_shipping_threshold", "amount", (int, float))))
+    over, under = _texts(raw, "basket_totals.over_threshold"), _texts(raw, "basket_totals.under_threshold")
+    amounts_over, amounts_under = ([_money(t, currency) for t in totals] for totals in (over, under))
+    if not all(a is not None and a > limit for a in amounts_over):
+        raise ValueError(f"basket_totals.over_threshold must all be amounts over {currency}{limit}")
+    if not all(a is not None and a <= limit for a in amounts_under):
+        raise ValueError(f"basket_totals.under_threshold must all be amounts up to {currency}{limit}")
+    return over, tuple((t, f"{currency}{limit - a:.2f}") for t, a in zip(under, amounts_under, strict=True))
+
+
+def _company_from(raw: Any) -> Company:
+    facts, values = _read_facts(_get(raw, "facts", list))
+    prefix, digits = _read_order_number(values)
+    over, under = _read_baskets(raw, values)
+    return Company(
+        system_prompt=_get(raw, "system_prompt", str), facts=facts, values=values, order_prefix=prefix,
+        order_digits=digits, products=_read_products(raw), discount_codes=_texts(raw, "discount_codes"),
+        baskets_over=over, baskets_under=under, countries_delivered=_texts(raw, "countries.delivered"),
+        countries_not_delivered=_texts(raw, "countries.not_delivered"), names=_texts(raw, "customers.names"),
+        addresses=_texts(raw, "customers.addresses"), businesses=_texts(raw, "customers.businesses"),
+    )
+
+
+def load_company(path: str | Path = DEFAULT_COMPANY) -> Company:
+    """Read and check a company file; a ``ValueError`` names the file and the key at fault."""
+    try:
+        return _company_from(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise ValueError(f"--company {path}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slot values and shared phrasings (all invented for this dataset; the company's own are in company.yaml)
+# ---------------------------------------------------------------------------------------------------------
+
 RECENT = ("yesterday", "on Monday", "on Tuesday", "last Wednesday", "on Friday", "two days ago", "this morning")
 PAST = (
     "last week", "on Monday", "last Thursday", "a week ago", "five days ago", "on the 3rd", "on the 12th",
     "about ten days ago", "the day before yesterday",
 )
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
-ADDRESSES = (
-    "14 Harbour Lane, Bristol BS1 5TY",
-    "Flat 3, 22 Mill Road, Cambridge CB1 2AD",
-    "Keizersgracht 88, 1015 CS Amsterdam",
-    "7 Rathmines Road, Dublin D06 K2T1",
-    "Rua Augusta 45, 1100-048 Lisboa",
-    "Storgatan 5, 114 51 Stockholm",
-    "Rue Neuve 30, 1000 Brussels",
-    "Mariahilfer Strasse 40, 1070 Wien",
-    "Norrebrogade 12, 2200 Copenhagen",
-    "9 Castle Street, Edinburgh EH2 3AH",
-)
-EU_UK_COUNTRIES = ("Ireland", "Germany", "the Netherlands", "Spain", "Portugal", "Belgium", "Austria", "the UK")
-OTHER_COUNTRIES = ("Norway", "Switzerland", "the US", "Canada", "Australia")
-DISCOUNT_CODES = ("WELCOME10", "SPRING15", "HOMEWEEK20", "NEWSLETTER10", "KESTREL15", "THANKYOU5")
-BASKETS_OVER = ("€62.90", "€89.00", "€120.00", "€51.20", "€74.45")
-BASKETS_UNDER = (("€34.50", "€15.50"), ("€48.00", "€2.00"), ("€45.99", "€4.01"), ("€29.00", "€21.00"))
 
 ASK_ORDER = (
-    "Could you share your order number? It starts with KC- followed by 6 digits.",
+    "Could you share your order number? It starts with {order_number_format}.",
     "What's your order number? You'll find it in your confirmation email.",
     "Which order is it? The order number is in your confirmation email and under My orders.",
     "Could you send me the order number, please?",
-    "Can I have your order number? It looks like KC- followed by 6 digits.",
+    "Can I have your order number? It looks like {order_number_format}.",
 )
 FORMAT_HINT = (
-    "That doesn't look like one of our order numbers: they're KC- followed by 6 digits, e.g. KC-123456. "
-    "You'll find yours in the confirmation email or under My orders.",
-    "Hmm, our order numbers are always KC- followed by 6 digits, like KC-123456. "
+    "That doesn't look like one of our order numbers: they're {order_number_format}, e.g. "
+    "{order_number_example}. You'll find yours in the confirmation email or under My orders.",
+    "Hmm, our order numbers are always {order_number_format}, like {order_number_example}. "
     "Could you check your confirmation email and send it again?",
-    "Sorry, I can't match that. Order numbers are KC- followed by 6 digits (e.g. KC-123456), "
+    "Sorry, I can't match that. Order numbers are {order_number_format} (e.g. {order_number_example}), "
     "shown at the top of your confirmation email.",
 )
 THANKS = (
@@ -259,15 +293,18 @@ def _join(answer: str, suffix: str) -> str:
 class Dialogue:
     """One conversation under construction; ``u``/``a`` fill ``{slots}`` and append a turn."""
 
-    def __init__(self, rng: random.Random, product_pool: Sequence[Product] = PRODUCTS) -> None:
+    def __init__(self, rng: random.Random, company: Company) -> None:
         self.rng = rng
-        self.messages: list[dict[str, str]] = [{"role": "system", "content": SYSTEM_PROMPT}]
-        number = rng.randint(100000, 999999)
-        while number == 123456:  # the example number in FORMAT_HINT is never a customer's order
-            number = rng.randint(100000, 999999)
+        self.company = company
+        self.messages: list[dict[str, str]] = [{"role": "system", "content": company.system_prompt}]
+        low, high = 10 ** (company.order_digits - 1), 10**company.order_digits - 1
+        number = rng.randint(low, high)
+        # the example number in FORMAT_HINT is never a customer's order
+        while company.order_prefix + str(number) == company.facts["order_number_example"]:
+            number = rng.randint(low, high)
         self.digits = str(number)
-        self.order = f"KC-{self.digits}"
-        self.item = rng.choice(product_pool)
+        self.order = company.order_prefix + self.digits
+        self.item = rng.choice(company.products)
         self.name: str | None = None
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -279,15 +316,22 @@ class Dialogue:
 
     def slots(self, extra: dict[str, str]) -> dict[str, str]:
         base = {
+            **self.company.facts,
             "o": self.order,
             "p": self.item.name,
             "s": self.item.short,
             "price": self.item.price,
             "n": f", {self.name}" if self.name else "",
-            **F,
         }
         base.update(extra)
         return base
+
+    def fill(self, template: str, extra: dict[str, str]) -> str:
+        try:
+            return template.format(**self.slots(extra))
+        except KeyError as exc:
+            raise ValueError(f"a dialogue template needs {{{exc.args[0]}}}, which is no fact id in the "
+                             f"company file: {template!r}") from None
 
     def _style_user(self, template: str) -> str:
         """Occasional typos and casual writing; words holding a {slot} are never touched."""
@@ -305,18 +349,18 @@ class Dialogue:
         return template
 
     def u(self, template: str, **extra: str) -> None:
-        text = self._style_user(template).format(**self.slots(extra))
+        text = self.fill(self._style_user(template), extra)
         self.messages.append({"role": "user", "content": text})
 
     def a(self, template: str, **extra: str) -> None:
-        text = template.format(**self.slots(extra))
+        text = self.fill(template, extra)
         self.messages.append({"role": "assistant", "content": text})
 
     def hi(self) -> str:
         """A user greeting, sometimes with the user's name (which the assistant may then use)."""
         greeting = self.pick(("Hi! ", "Hello. ", "Hey there. ", "Good morning! ", "Hi. ", "Good evening. ", "", "", ""))
         if self.chance(0.3):
-            self.name = self.pick(NAMES)
+            self.name = self.pick(self.company.names)
             greeting += self.pick(("I'm {N}. ", "{N} here. ", "My name is {N}. ", "This is {N}. ")).replace(
                 "{N}", self.name
             )
@@ -333,8 +377,12 @@ class Dialogue:
 
     # -- shared exchanges ----------------------------------------------------------------------------------
     def wrong_number(self) -> str:
-        d = self.digits
-        return self.pick((d, f"KC{d}", f"#{d}", f"KC-{d[:-1]}", f"KC-{d}{self.rng.randrange(10)}", f"CK-{d}", f"KC {d}"))
+        """The order number as customers mistype it: no or a wrong prefix, a digit too few or too many."""
+        d, prefix = self.digits, self.company.order_prefix
+        letters = prefix[:-1]  # "KC" of "KC-"
+        extra_digit = f"{prefix}{d}{self.rng.randrange(10)}"
+        return self.pick((d, f"{letters}{d}", f"#{d}", f"{prefix}{d[:-1]}", extra_digit, f"{letters[::-1]}-{d}",
+                          f"{letters} {d}"))
 
     def give_order(self, suffix: str = "") -> None:
         """The user's answer to an order-number question, sometimes in a wrong format first."""
@@ -356,7 +404,7 @@ class Dialogue:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Intents. Each function writes one complete dialogue; assistant turns state only COMPANY_FACTS policies.
+# Intents. Each function writes one complete dialogue; assistant turns state only the company's facts.
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -549,21 +597,23 @@ def shipping_options(d: Dialogue) -> None:
     if follow == 0:
         if d.chance(0.5):
             d.u(d.pick(("My basket is {amt}. Do I get free shipping?", "My order comes to {amt}, is shipping free?")),
-                amt=d.pick(BASKETS_OVER))
+                amt=d.pick(d.company.baskets_over))
             d.a("Yes, orders over {free_shipping_threshold} get free standard shipping, so yours qualifies. "
                 "Express would still cost {express_shipping_cost}.")
         else:
-            amt, gap = d.pick(BASKETS_UNDER)
+            amt, gap = d.pick(d.company.baskets_under)
             d.u(d.pick(("My basket is {amt}. Do I get free shipping?", "My order comes to {amt}, is shipping free?")),
                 amt=amt)
             d.a("Not quite: free standard shipping starts at orders over {free_shipping_threshold}, so you'd need to add "
                 "more than {gap}. Otherwise standard shipping is {standard_shipping_cost}.", gap=gap)
     elif follow == 1:
         if d.chance(0.6):
-            d.u(d.pick(("Do you ship to {c}?", "Can you deliver to {c}?")), c=d.pick(EU_UK_COUNTRIES))
+            d.u(d.pick(("Do you ship to {c}?", "Can you deliver to {c}?")),
+                c=d.pick(d.company.countries_delivered))
             d.a("Yes, we deliver there: we ship to {shipping_area}.")
         else:
-            d.u(d.pick(("Do you ship to {c}?", "Can you deliver to {c}?")), c=d.pick(OTHER_COUNTRIES))
+            d.u(d.pick(("Do you ship to {c}?", "Can you deliver to {c}?")),
+                c=d.pick(d.company.countries_not_delivered))
             d.a("Sorry, we currently only ship to {shipping_area}, so we can't deliver there.")
     elif follow == 2:
         d.u(d.pick(("Do weekends count?", "Is that counted from when I order?")))
@@ -621,7 +671,7 @@ def change_address(d: Dialogue) -> None:
                                                                                    "It says dispatched.")))
     if processing:
         d.a("Great, then it can still be changed. What's the new address?")
-        d.u(d.pick(("{addr}", "It's {addr}.", "Please send it to {addr}.")), addr=d.pick(ADDRESSES))
+        d.u(d.pick(("{addr}", "It's {addr}.", "Please send it to {addr}.")), addr=d.pick(d.company.addresses))
         d.a("Thanks{n}! I've passed the new address for {o} to our orders team. You'll get a confirmation "
             "email {email_reply_time}.")
     else:
@@ -703,8 +753,7 @@ def invoice_request(d: Dialogue) -> None:
         d.a("No problem. Send me the order number and your company details, and our billing team will "
             "email you an updated invoice {email_reply_time}.")
         vat = f"{d.pick(('GB', 'DE', 'NL'))}{d.rng.randint(100000000, 999999999)}"
-        company = d.pick(("Brightside Studio Ltd", "Nordlicht Design GmbH", "Van Dijk Interiors BV",
-                          "Oakfield Cafe Ltd", "Maris Consulting"))
+        company = d.pick(d.company.businesses)
         d.give_order(d.pick((" Company: {c}, VAT {v}.", " It's for {c}, VAT number {v}.")).replace(
             "{c}", company).replace("{v}", vat))
         d.a("Thanks! I've passed {o} and your company details to our billing team; the updated invoice will "
@@ -742,7 +791,7 @@ def payment_methods(d: Dialogue) -> None:
     elif follow == 1:
         d.u(d.pick(("Can I pay by bank transfer?", "What about a bank transfer?")))
         d.a("Sorry, bank transfer isn't available. You can pay by card, PayPal, Apple Pay, Google Pay or with "
-            "a Kestrel & Co. gift card.")
+            "a {company} gift card.")
     d.close()
 
 
@@ -792,7 +841,7 @@ def delete_account(d: Dialogue) -> None:
 
 
 def warranty_claim(d: Dialogue) -> None:
-    d.item = d.rng.choice(APPLIANCES)  # the warranty covers appliances only
+    d.item = d.rng.choice(d.company.appliances)  # the warranty covers appliances only
     expired = d.chance(0.15)
     age = d.pick(("about two and a half years ago", "almost three years ago")) if expired else d.pick((
         "three months ago", "last summer", "about a year ago", "six weeks ago", "in the spring", "18 months ago"))
@@ -879,7 +928,7 @@ def product_availability(d: Dialogue) -> None:
 
 
 def discount_code_problem(d: Dialogue) -> None:
-    code = d.pick(DISCOUNT_CODES)
+    code = d.pick(d.company.discount_codes)
     if d.chance(0.7):
         d.u(d.hi() + d.pick(("My discount code {c} isn't working.", "The code {c} says invalid at checkout.",
                              "Why won't my promo code work?", "discount code not working??")), c=code)
@@ -978,9 +1027,9 @@ def out_of_scope(d: Dialogue) -> None:
         "What's the best recipe for banana bread?", "Can you write a poem about cats?",
     )))
     d.a(d.ahi() + d.pick((
-        "I'm the Kestrel & Co. support assistant, so I can only help with things like orders, deliveries, "
+        "I'm the {company} support assistant, so I can only help with things like orders, deliveries, "
         "returns, payments and your account. Is there anything like that I can help with?",
-        "Sorry, that's outside what I can help with: I'm here for Kestrel & Co. orders, deliveries, returns, "
+        "Sorry, that's outside what I can help with: I'm here for {company} orders, deliveries, returns, "
         "payments and account questions. Anything I can do for you there?",
     )))
     follow = d.rng.randrange(4)
@@ -992,7 +1041,7 @@ def out_of_scope(d: Dialogue) -> None:
         d.a("Standard shipping takes {standard_shipping} and express {express_shipping}; standard shipping is "
             "free on orders over {free_shipping_threshold}.")
     elif follow == 2:
-        d.item = d.rng.choice(APPLIANCES)
+        d.item = d.rng.choice(d.company.appliances)
         d.u(d.pick(("Is my {s} covered by a warranty?", "Ok. Do appliances have a warranty?")))
         d.a("Yes, all our appliances come with a 2-year warranty from delivery.")
     else:
@@ -1048,7 +1097,8 @@ def _spread(total: int, k: int) -> list[int]:
     return [total // k + (1 if i < total % k else 0) for i in range(k)]
 
 
-def generate(seed: int = 1234, num_train: int = 800, num_validation: int = 100) -> dict[str, list[dict]]:
+def generate(company: Company, seed: int = 1234, num_train: int = 800,
+             num_validation: int = 100) -> dict[str, list[dict]]:
     """All dialogues, stratified by intent: every intent gets a near-equal share of each split."""
     if num_validation < len(INTENTS) or num_train < len(INTENTS):
         raise ValueError(f"--num_train and --num_validation must each be at least {len(INTENTS)} (one per intent)")
@@ -1063,7 +1113,7 @@ def generate(seed: int = 1234, num_train: int = 800, num_validation: int = 100) 
             attempts += 1
             if attempts > 200 * (n_train + n_val):
                 raise RuntimeError(f"could not generate {n_train + n_val} distinct '{intent}' dialogues")
-            d = Dialogue(rng)
+            d = Dialogue(rng, company)
             BUILDERS[intent](d)
             key = json.dumps(d.messages, ensure_ascii=False)
             if key in seen or approx_tokens(d.messages) > MAX_APPROX_TOKENS:
@@ -1078,7 +1128,7 @@ def generate(seed: int = 1234, num_train: int = 800, num_validation: int = 100) 
     return splits
 
 
-def split_stats(records: Sequence[dict]) -> dict:
+def split_stats(records: Sequence[dict], format_hints: Sequence[str]) -> dict:
     n = len(records)
     return {
         "dialogues": n,
@@ -1087,7 +1137,7 @@ def split_stats(records: Sequence[dict]) -> dict:
         "avg_messages": sum(len(r["messages"]) - 1 for r in records) / n,
         "avg_tokens": sum(approx_tokens(r["messages"]) for r in records) / n,
         "max_tokens": max(approx_tokens(r["messages"]) for r in records),
-        "format_corrections": sum(any(m["content"] in FORMAT_HINT for m in r["messages"]) for r in records),
+        "format_corrections": sum(any(m["content"] in format_hints for m in r["messages"]) for r in records),
     }
 
 
@@ -1130,21 +1180,22 @@ def _to_jsonl(records: Sequence[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
-def render_readme(splits: dict[str, list[dict]], seed: int, num_train: int, num_validation: int) -> str:
-    tr, va = split_stats(splits["train"]), split_stats(splits["validation"])
-    command = (f"python scripts/make_support_data.py --seed {seed} --num_train {num_train} "
-               f"--num_validation {num_validation} --out_dir data/")
-    facts = "\n".join(f"| `{k}` | {v} |" for k, v in COMPANY_FACTS.items())
-    intents = "\n".join(
-        f"| `{i}` | {INTENT_DESCRIPTIONS[i]} | {tr['per_intent'][i]} | {va['per_intent'][i]} |" for i in INTENTS
-    )
+# ---------------------------------------------------------------------------------------------------------
+# data/README.md, one function per part
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _readme_intro(company: Company, command: str) -> str:
+    about = textwrap.fill(f"Synthetic multi-turn customer-support conversations for **{company.name}**, a "
+                          f"fictional {company.facts['business']}. They are the default fine-tuning data for "
+                          "chatfreeze.", width=110, break_on_hyphens=False)
     return f"""{README_MARKER}
-# Kestrel & Co. customer-support dialogues
+# {company.name} customer-support dialogues
 
-Synthetic multi-turn customer-support conversations for **Kestrel & Co.**, a fictional online homeware and
-small-appliance shop. They are the default fine-tuning data for chatfreeze.
+{about}
 
-- **Made by:** `scripts/make_support_data.py`, from templates, names, products and policies written by hand for
+- **Made by:** `scripts/make_support_data.py` (the intents and dialogue templates) from `company.yaml` in this
+  folder (the company's system prompt, policies, products and invented customers), both written by hand for
   this project. No text was copied from other datasets; no real customers, orders or people are involved.
 - **Licence:** Apache-2.0, the same as this repository.
 - **Regenerate** (deterministic: the same command gives byte-identical files; `tests/test_support_data.py`
@@ -1155,10 +1206,13 @@ small-appliance shop. They are the default fine-tuning data for chatfreeze.
   ```
 
   The script only overwrites files it wrote itself (this README starts with a marker line; the JSONL files are
-  recognised by their schema and ids); add `--force` to overwrite anything else. Edit the script, not these
-  files.
+  recognised by their schema and ids); add `--force` to overwrite anything else. Edit `company.yaml` or the
+  script, not these files.
+"""
 
-## Files and schema
+
+def _readme_files(tr: dict, va: dict) -> str:
+    return f"""## Files and schema
 
 | file | dialogues | avg. user turns | avg. messages (excl. system) | avg. / max approx. tokens |
 |---|---:|---:|---:|---:|
@@ -1183,19 +1237,24 @@ One JSON object per line, in the Hugging Face chat `messages` format:
   {MAX_APPROX_TOKENS}, i.e. under ~350 real tokens.
 - Dialogues where the customer first gives a malformed order number and the assistant explains the format:
   {tr['format_corrections']} in train, {va['format_corrections']} in validation.
+"""
 
-## System prompt
 
-Every dialogue starts with this exact system prompt (`SYSTEM_PROMPT` in the script); train and chat with the
-same one.
+def _readme_prompt_and_facts(company: Company) -> str:
+    facts = "\n".join(f"| `{k}` | {v} |" for k, v in company.facts.items())
+    return f"""## System prompt
+
+Every dialogue starts with this exact system prompt (`system_prompt` in `company.yaml`); train and chat with
+the same one.
 
 ```text
-{SYSTEM_PROMPT}
+{company.system_prompt}
 ```
 
 ## Company facts
 
-The assistant states only these policies, always with the same values (`COMPANY_FACTS` in the script).
+The assistant states only these policies, always with the same values (`facts` in `company.yaml`, which also
+gives each one's values as data; the ids are the ones `facts_probe.jsonl` scores).
 The assistant is written as a front-line agent that cannot see live order, stock or tracking data: it asks the
 customer what My orders shows, explains the policy, and passes requests (cancellations, address changes,
 escalations, complaints) on to the human teams.
@@ -1203,20 +1262,29 @@ escalations, complaints) on to the human teams.
 | fact | value |
 |---|---|
 {facts}
+"""
 
-## Intents
+
+def _readme_intents(tr: dict, va: dict) -> str:
+    intents = "\n".join(
+        f"| `{i}` | {INTENT_DESCRIPTIONS[i]} | {tr['per_intent'][i]} | {va['per_intent'][i]} |" for i in INTENTS
+    )
+    return f"""## Intents
 
 | intent | what the customer wants | train | validation |
 |---|---|---:|---:|
 {intents}
 | **total** | | {tr['dialogues']} | {va['dialogues']} |
+"""
 
-## How the dialogues vary
+
+def _readme_variation_and_limits(company: Company) -> str:
+    return f"""## How the dialogues vary
 
 Greetings, self-introductions (the assistant then uses the name), politeness and sign-offs come from several
 templates each; roughly one user turn in ten has a typo, and about as many are typed casually (lower-case start,
-no final full stop). Products ({len(PRODUCTS)} invented ones, {len(APPLIANCES)} of them appliances), prices, dates,
-addresses, discount codes, countries and order numbers are drawn at random. In about a fifth of the order-number exchanges the customer first gives a malformed number (no `KC-`,
+no final full stop). Products ({len(company.products)} invented ones, {len(company.appliances)} of them appliances), prices, dates,
+addresses, discount codes, countries and order numbers are drawn at random. In about a fifth of the order-number exchanges the customer first gives a malformed number (no `{company.order_prefix}`,
 too few or too many digits, `#`, a space), and the assistant explains the format before the customer corrects it.
 Branches follow what the customer says (order still `Processing` vs. `Dispatched`, inside vs. outside the
 return, damage-report or warranty window, pending vs. completed duplicate charge, ...).
@@ -1234,6 +1302,21 @@ return, damage-report or warranty window, pending vs. completed duplicate charge
 """
 
 
+def render_readme(company: Company, splits: dict[str, list[dict]], seed: int, num_train: int,
+                  num_validation: int) -> str:
+    tr, va = (split_stats(splits[name], company.format_hints) for name in ("train", "validation"))
+    command = (f"python scripts/make_support_data.py --seed {seed} --num_train {num_train} "
+               f"--num_validation {num_validation} --out_dir data/")
+    parts = (_readme_intro(company, command), _readme_files(tr, va), _readme_prompt_and_facts(company),
+             _readme_intents(tr, va), _readme_variation_and_limits(company))
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------
+
+
 def _check_writable(out_dir: Path, force: bool) -> None:
     for name in OUTPUT_FILES:
         path = out_dir / name
@@ -1244,8 +1327,8 @@ def _check_writable(out_dir: Path, force: bool) -> None:
             )
 
 
-def print_summary(splits: dict[str, list[dict]], out_dir: Path) -> None:
-    tr, va = split_stats(splits["train"]), split_stats(splits["validation"])
+def print_summary(company: Company, splits: dict[str, list[dict]], out_dir: Path) -> None:
+    tr, va = (split_stats(splits[name], company.format_hints) for name in ("train", "validation"))
     print(f"wrote {out_dir / 'train.jsonl'} ({tr['dialogues']}) and {out_dir / 'validation.jsonl'} "
           f"({va['dialogues']}), {out_dir / 'README.md'}")
     print(f"{'intent':<24}{'train':>7}{'valid':>7}")
@@ -1264,6 +1347,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out_dir", type=Path, default=Path("data"), help="output directory (default: data/)")
     parser.add_argument("--num_train", type=int, default=800, help="training dialogues (default: 800)")
     parser.add_argument("--num_validation", type=int, default=100, help="validation dialogues (default: 100)")
+    parser.add_argument("--company", type=Path, default=DEFAULT_COMPANY,
+                        help="the company's facts, products and customers (default: data/company.yaml)")
     parser.add_argument("--force", action="store_true", help="overwrite files in --out_dir not written by this script")
     return parser
 
@@ -1272,15 +1357,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[dict]]:
     args = make_parser().parse_args(argv)
     out_dir: Path = args.out_dir
     try:
-        splits = generate(args.seed, args.num_train, args.num_validation)
+        company = load_company(args.company)
+        splits = generate(company, args.seed, args.num_train, args.num_validation)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_writable(out_dir, args.force)
     _write_atomic(out_dir / "train.jsonl", _to_jsonl(splits["train"]))
     _write_atomic(out_dir / "validation.jsonl", _to_jsonl(splits["validation"]))
-    _write_atomic(out_dir / "README.md", render_readme(splits, args.seed, args.num_train, args.num_validation))
-    print_summary(splits, out_dir)
+    readme = render_readme(company, splits, args.seed, args.num_train, args.num_validation)
+    _write_atomic(out_dir / "README.md", readme)
+    print_summary(company, splits, out_dir)
     return splits
 
 
