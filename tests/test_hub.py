@@ -267,8 +267,8 @@ def test_card_reports_before_and_after_and_forgetting_from_evaluation_json(train
     (out / "evaluation.json").write_text(json.dumps(evaluation))
     (out / "perplexity.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
     card = build_model_card(load_run(out), "acme/bot")
-    assert "| Support perplexity (held-out dialogues) | 40 | 10 | -30 (-75.0%) | lower is better |" in card
-    assert "| General-text perplexity (forgetting) | 20 | 21 | +1 (+5.0%) |" in card
+    assert "| Support perplexity (held-out dialogues) | 40 | 10 | -75.0% | lower is better |" in card
+    assert "| General-text perplexity (forgetting) | 20 | 21 | +5.0% |" in card
     assert "| ROUGE-L of replies | 0.1 | 0.3 | +0.2 | higher is better |" in card
     assert "went from 20 to 21 (+5.0%)" in card
     assert "**Forgetting:**" in card and "![perplexity](perplexity.png)" in card
@@ -288,7 +288,8 @@ def test_card_reports_before_and_after_and_forgetting_from_evaluation_json(train
     card = build_model_card(load_run(out), "acme/bot")
     assert "**Learned vs kept**" in card
     assert "company facts right (facts probe): 31.0% -> 92.0% (+61.0 points)" in card
-    assert "| Company facts right (facts probe, learn) | 0.31 | 0.92 |" in card
+    assert "| Company facts right (facts probe, learn) | 0.31 | 0.92 | +61.0 points | higher is better |" in card
+    assert "| Self-agreement ratio (NLL on the base's own replies, tuned / base) | 1 | 1.06 |  | 1.0 = unchanged" in card
     metrics = {m["name"]: m["value"] for r in card_metadata(card)["model-index"][0]["results"] for m in r["metrics"]}
     assert metrics["Self-agreement ratio (NLL on the base's own replies, tuned / base)"] == 1.06
     for key in ("facts_accuracy", "skills_accuracy", "self_agreement_ratio"):

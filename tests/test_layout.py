@@ -45,7 +45,7 @@ def lazy_exports(package: str) -> dict[str, str]:
 def import_graph() -> dict[str, set[str]]:
     """Every chatfreeze module -> the chatfreeze modules it imports, anywhere in its code (functions too).
     ``from pkg import name`` of a lazily exported name counts as importing the submodule that defines it."""
-    modules = {module_name(p): p for p in PACKAGE.rglob("*.py") if "metrics" not in p.parts}
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py") if "metrics" not in p.relative_to(PACKAGE).parts}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from ..evaluation.metrics_table import format_value
 from ..rundir import read_evaluation
 from .conversation import (
     ChatError,
@@ -80,9 +81,8 @@ def learn_keep_markdown(run_dir: str) -> str:
             before, after = values.get("before"), values.get("after")
             if before is None or after is None:
                 continue
-            pct = name.endswith("accuracy")
-            show = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3g}")
-            rows.append(f"| {side} | {name.replace('_', ' ')} | {show(before)} | {show(after)} |")
+            rows.append(f"| {side} | {name.replace('_', ' ')} | {format_value(name, before)} | "
+                        f"{format_value(name, after)} |")
     return "### Learned vs kept\n\n| | measure | base | this model |\n|---|---|---|---|\n" + "\n".join(rows)
 
 

@@ -19,6 +19,7 @@ import sys
 
 from ..common import run_cli
 from ..data.options import DATA_FORMATS
+from ..evaluation.metrics_table import BY_KEY
 from ..modeling import DEFAULT_MODEL
 from ..modeling.options import MODEL_DTYPES
 
@@ -61,14 +62,19 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def report(result: dict) -> str:
+    """One model's measurements, named as the metric table names them."""
+    def name(key: str) -> str:
+        return BY_KEY[key].name
+
     lines = [f"model {result['model']} on {result['dataset']}",
-             f"  support perplexity {result['support_perplexity']:.4f} over {result['support_tokens']} assistant "
-             f"tokens in {result['support_examples']} dialogues"]
+             f"  {name('support_perplexity')} {result['support_perplexity']:.4f} over {result['support_tokens']} "
+             f"assistant tokens in {result['support_examples']} dialogues"]
     if "general_perplexity" in result:
-        lines.append(f"  general perplexity {result['general_perplexity']:.4f} over {result['general_tokens']} tokens "
-                     f"({result['general_windows']} windows of {result['window']}, stride {result['stride']})")
+        lines.append(f"  {name('general_perplexity')} {result['general_perplexity']:.4f} over "
+                     f"{result['general_tokens']} tokens ({result['general_windows']} windows of {result['window']}, "
+                     f"stride {result['stride']})")
     if "rougeL" in result:
-        lines.append(f"  ROUGE-L {result['rougeL']:.4f}, chrF {result['chrf']:.2f} "
+        lines.append(f"  {name('rougeL')} {result['rougeL']:.4f}, {name('chrf')} {result['chrf']:.2f} "
                      f"({result['generation_samples']} greedy replies)")
     return "\n".join(lines)
 

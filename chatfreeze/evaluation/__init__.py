@@ -1,6 +1,6 @@
-"""What a run learned and what it kept: its options (``options.EvaluationArguments``), perplexity (``perplexity``), reply quality (``generation_metrics``),
-before vs after (``before_after``), one checkpoint (``checkpoint``), plots (``plots``), local ``evaluate``
-modules (``metrics/``)."""
+"""What a run learned and what it kept: its options (``options.EvaluationArguments``), perplexity (``perplexity``),
+reply quality (``generation_metrics``), before vs after (``before_after``), the table of metrics (``metrics_table``),
+one checkpoint (``checkpoint``), plots (``plots``), local ``evaluate`` modules (``metrics/``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ _EXPORTS = {  # submodule: the public names it defines
     "before_after": ("BeforeAfterEvaluator", "evaluator_for_run", "frozen_prefix_states"),
     "checkpoint": ("evaluate_checkpoint", "compare_models"),
     "probes": ("ProbeItem", "ProbeError", "load_facts_probe", "load_skills_probe"),
+    "metrics_table": ("Metric", "METRICS", "format_change", "format_value"),
     "report": ("learn_keep", "format_report"),
     "plots": ("write_plots",),
 }

@@ -30,6 +30,7 @@ from .agreement import reply_examples, reply_nll
 from .generation_metrics import generation_metrics, greedy_replies
 from .measurement_cache import MeasurementCache, inputs_fingerprint, weights_fingerprint
 from .options import EvaluationArguments
+from .metrics_table import HEADLINE, change
 from .perplexity import (
     GENERAL_TEXT_SUFFIXES,
     general_perplexity,
@@ -38,12 +39,10 @@ from .perplexity import (
     tokenize_general_text,
 )
 from .prefix_states import FrozenPrefixStates
-from .report import REPORTED, format_report, learn_keep
+from .report import format_report, learn_keep
 
 logger = logging.getLogger(__name__)
 
-HEADLINE_METRICS = ("support_perplexity", "general_perplexity", "rougeL", "chrf", "facts_accuracy",
-                    "skills_accuracy", "self_agreement_ratio")
 BUILTIN = "builtin"
 
 
@@ -332,16 +331,13 @@ class BeforeAfterEvaluator:
 
 
 def changes(before: dict, after: dict) -> dict:
-    """Relative change (%) of each perplexity, points of each accuracy, absolute change of each other score."""
+    """``<metric>_change_pct`` / ``_change_points`` / ``_change`` of each headline metric both sides have, as
+    ``metrics_table`` measures it (a ratio has none)."""
     out = {}
-    for key in HEADLINE_METRICS:
-        if key in before and key in after and key != "self_agreement_ratio":
-            if key.endswith("perplexity"):
-                out[f"{key}_change_pct"] = 100.0 * (after[key] / before[key] - 1.0)
-            elif key.endswith("accuracy"):
-                out[f"{key}_change_points"] = 100.0 * (after[key] - before[key])
-            else:
-                out[f"{key}_change"] = after[key] - before[key]
+    for metric in HEADLINE:
+        if metric.key in before and metric.key in after:
+            out |= {f"{metric.key}_{field}": value
+                    for field, value in change(metric.key, before[metric.key], after[metric.key]).items()}
     return out
 
 
@@ -383,5 +379,5 @@ def frozen_prefix_states(model, plan) -> FrozenPrefixStates | None:
     return FrozenPrefixStates(model, plan.blocks_prefix, num_prefix)
 
 
-__all__ = ["REPORTED", "BeforeAfterEvaluator", "changes", "evaluator_for_run", "flat_metrics", "frozen_prefix_states",
+__all__ = ["BeforeAfterEvaluator", "changes", "evaluator_for_run", "flat_metrics", "frozen_prefix_states",
            "summarize"]

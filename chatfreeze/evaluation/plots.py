@@ -19,16 +19,9 @@ from ..rundir import (
     TRAINER_STATE_FILENAME,
     read_json,
 )
+from .metrics_table import BY_KEY, HEADLINE, format_change, format_value
 
 logger = logging.getLogger(__name__)
-METRIC_TITLES = {
-    "support_perplexity": "support perplexity\n(held-out, lower is better)",
-    "general_perplexity": "general-text perplexity\n(forgetting, lower is better)",
-    "rougeL": "ROUGE-L\n(higher is better)",
-    "chrf": "chrF\n(higher is better)",
-    "facts_accuracy": "company facts right\n(learn, higher is better)",
-    "skills_accuracy": "general short answers right\n(keep, higher is better)",
-}
 
 
 def _figure(width: float, height: float):
@@ -70,18 +63,17 @@ def plot_loss_curves(log_history: list[dict], path: str | Path) -> Path | None:
 def plot_before_after(evaluation: dict, path: str | Path) -> Path | None:
     """One bar pair (before, after) per metric in ``evaluation.json``; None if no metric has both."""
     before, after = evaluation.get("before") or {}, evaluation.get("after") or {}
-    keys = [k for k in METRIC_TITLES if k in before and k in after]
-    if not keys:
+    metrics = [m for m in HEADLINE if m.plotted and m.key in before and m.key in after]
+    if not metrics:
         return None
-    fig = _figure(3.0 * len(keys), 3.6)
-    for index, key in enumerate(keys, start=1):
-        ax = fig.add_subplot(1, len(keys), index)
-        values = [before[key], after[key]]
+    fig = _figure(3.0 * len(metrics), 3.6)
+    for index, metric in enumerate(metrics, start=1):
+        ax = fig.add_subplot(1, len(metrics), index)
+        values = [before[metric.key], after[metric.key]]
         bars = ax.bar(["before", "after"], values, color=["tab:gray", "tab:green"])
         ax.bar_label(bars, labels=[f"{v:.3g}" for v in values])
-        change = (f"{100 * (values[1] / values[0] - 1):+.1f}%" if key.endswith("perplexity") and values[0]
-                  else f"{values[1] - values[0]:+.3g}")
-        ax.set_title(f"{METRIC_TITLES[key]}\nchange {change}", fontsize=9)
+        change = format_change(metric.key, *values) or "n/a"
+        ax.set_title(f"{metric.plot_title}\nchange {change}", fontsize=9)
         ax.set_ylim(0, max(values) * 1.2 or 1.0)
     fig.suptitle("before vs after training")
     fig.savefig(path)
@@ -104,12 +96,12 @@ def plot_learn_keep(evaluation: dict, path: str | Path) -> Path | None:
     ax.annotate("", xy=(100 * after["skills_accuracy"], 100 * after["facts_accuracy"]),
                 xytext=(100 * before["skills_accuracy"], 100 * before["facts_accuracy"]),
                 arrowprops={"arrowstyle": "->", "color": "tab:blue"})
-    ratio = after.get("self_agreement_ratio")
-    subtitle = f"self-agreement ratio {ratio:.3f}" if ratio is not None else ""
+    ratio, value = BY_KEY["self_agreement_ratio"], after.get("self_agreement_ratio")
+    subtitle = f"{ratio.name} {format_value(ratio.key, value)}" if value is not None else ""
     ax.set_xlim(0, 105)
     ax.set_ylim(0, 105)
-    ax.set_xlabel("keep: general short answers right (skills probe, %)")
-    ax.set_ylabel("learn: company facts right (facts probe, %)")
+    for set_label, metric in ((ax.set_xlabel, BY_KEY["skills_accuracy"]), (ax.set_ylabel, BY_KEY["facts_accuracy"])):
+        set_label(f"{metric.side}: {metric.name} ({metric.source} probe, %)")
     ax.set_title(f"learn vs keep\n{subtitle}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")

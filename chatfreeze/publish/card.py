@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ..evaluation.metrics_table import BY_KEY, HEADLINE, describe, format_change
 from ..evaluation.report import format_report
 from ..freezing.plan import FreezePlan
 from ..rundir import (
@@ -109,16 +110,6 @@ def _data_sources(run: Run) -> list[str]:
     return list(dict.fromkeys(i for i in ids if i))
 
 
-METRIC_LABELS = {
-    "support_perplexity": ("Support perplexity (held-out dialogues)", "perplexity", "lower is better"),
-    "general_perplexity": ("General-text perplexity (forgetting)", "perplexity", "lower is better"),
-    "rougeL": ("ROUGE-L of replies", "rouge", "higher is better"),
-    "chrf": ("chrF of replies", "chrf", "higher is better"),
-    "facts_accuracy": ("Company facts right (facts probe, learn)", "accuracy", "higher is better"),
-    "skills_accuracy": ("General short answers right (skills probe, keep)", "accuracy", "higher is better"),
-    "self_agreement_ratio": ("Self-agreement ratio (NLL on the base's own replies, tuned / base)", "ratio",
-                             "1.0 = unchanged; lower is better"),
-}
 SKILLS_DATASET = dict(dataset_name="chatfreeze skills probe (general prompts, scored half)",
                       dataset_type="chatfreeze-skills-probe")
 FACTS_DATASET = dict(dataset_name="Facts probe (checkable questions on the company's policies)",
@@ -126,9 +117,10 @@ FACTS_DATASET = dict(dataset_name="Facts probe (checkable questions on the compa
 
 
 def _evaluation_metrics(evaluation: dict) -> list[str]:
+    """The headline metrics in the table's order, then any other number (lm-eval's) by name."""
     before, after = evaluation.get("before") or {}, evaluation.get("after") or {}
-    keys = [k for k in METRIC_LABELS if k in before or k in after]
-    keys += sorted(k for k in {**before, **after} if k not in METRIC_LABELS)
+    keys = [m.key for m in HEADLINE if m.key in before or m.key in after]
+    keys += sorted(k for k in {**before, **after} if k not in BY_KEY)
     return [k for k in keys if isinstance(after.get(k, before.get(k)), (int, float))]
 
 
@@ -150,11 +142,12 @@ def _eval_results(run: Run, model_name: str) -> list:
         for key in _evaluation_metrics(run.evaluation):
             if not isinstance(after.get(key), (int, float)):
                 continue
-            label, metric_type, _ = METRIC_LABELS.get(key, (key, key, ""))
-            dataset = general if key.startswith("general") else SKILLS_DATASET if key.startswith(
-                ("skills", "self_agreement")) else FACTS_DATASET if key.startswith("facts") else support
+            metric = describe(key)
+            dataset = {"general": general, "skills": SKILLS_DATASET, "facts": FACTS_DATASET}.get(metric.source,
+                                                                                                   support)
             results.append(EvalResult(task_type="text-generation", task_name="Text Generation", **dataset,
-                                      metric_type=metric_type, metric_name=label, metric_value=float(after[key])))
+                                      metric_type=metric.hub_type, metric_name=metric.card_label,
+                                      metric_value=float(after[key])))
     elif isinstance(run.results.get("eval_perplexity"), (int, float)):
         results.append(EvalResult(task_type="text-generation", task_name="Text Generation", **support,
                                   metric_type="perplexity", metric_name="Support perplexity (held-out dialogues)",
@@ -336,8 +329,8 @@ def _retention_text(ta: dict, selection: dict | None) -> str:
 
 
 def _section_alpha_selection(selection: dict) -> str:
-    rows = [[c["alpha"], _number(c.get("support_perplexity", "n/a")), _number(c.get("self_agreement_ratio", "n/a")),
-             _number(c.get("general_perplexity", "n/a")), "yes" if c.get("keeps") else "no"]
+    measures = ("support_perplexity", "self_agreement_ratio", "general_perplexity")  # what --select_alpha reads
+    rows = [[c["alpha"], *(_number(c.get(key, "n/a")) for key in measures), "yes" if c.get("keeps") else "no"]
             for c in selection.get("candidates", [])]
     verdict = ("" if selection.get("kept") else " None of the candidates kept the base's skills within the "
                "tolerance; the one whose worst keep measure was least over its bound was taken.")
@@ -347,16 +340,7 @@ def _section_alpha_selection(selection: dict) -> str:
             "base's replies to the skills probe's prompts, which the table above also reports on (so its support "
             "perplexity and self-agreement are slightly optimistic); the graded probes (facts, short answers) were "
             "not used to choose.\n\n"
-            + _table(["alpha", "support perplexity", "self-agreement ratio", "general perplexity", "keeps"], rows))
-
-
-def _change(before: Any, after: Any, relative: bool = True) -> str:
-    """``-2.5 (-14.4%)``; scores already on a 0-1 or 0-100 scale (ROUGE, chrF) get the absolute change only."""
-    if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
-        return ""
-    delta = after - before
-    percent = f" ({100 * delta / before:+.1f}%)" if relative and before else ""
-    return f"{delta:+,.4g}{percent}"
+            + _table(["alpha", *(BY_KEY[key].name for key in measures), "keeps"], rows))
 
 
 def _section_results(run: Run) -> str:
@@ -365,10 +349,10 @@ def _section_results(run: Run) -> str:
         before, after = run.evaluation.get("before") or {}, run.evaluation.get("after") or {}
         rows = []
         for key in _evaluation_metrics(run.evaluation):
-            label, _, direction = METRIC_LABELS.get(key, (key, key, ""))
-            rows.append([label, _number(before.get(key, "n/a")), _number(after.get(key, "n/a")),
-                         _change(before.get(key), after.get(key), "perplexity" in key), direction])
-        rows = [row for row in rows if row[0] != "self_agreement_nll"]
+            metric, pair = describe(key), (before.get(key), after.get(key))
+            change = format_change(key, *pair) if all(isinstance(v, (int, float)) for v in pair) else ""
+            rows.append([metric.card_label, _number(before.get(key, "n/a")), _number(after.get(key, "n/a")), change,
+                         metric.direction_text])
         parts.append("Before = the base model, after = this model, on the same data and settings "
                      f"(`{EVALUATION_FILENAME}` holds the exact configuration).")
         parts.append(_table(["metric", "before", "after", "change", ""], rows))
@@ -378,9 +362,10 @@ def _section_results(run: Run) -> str:
                          "training):\n\n" + _fence(format_report(report)))
         general_b, general_a = before.get("general_perplexity"), after.get("general_perplexity")
         if isinstance(general_b, (int, float)) and isinstance(general_a, (int, float)):
+            change = format_change("general_perplexity", general_b, general_a)
             parts.append(
                 f"**Forgetting:** perplexity on general (non-support) text went from {_number(general_b)} to "
-                f"{_number(general_a)} ({100 * (general_a / general_b - 1):+.1f}%). A rise means the model lost some general "
+                f"{_number(general_a)} ({change}). A rise means the model lost some general "
                 "language ability; freezing the bottom blocks is meant to keep it small."
             )
         else:

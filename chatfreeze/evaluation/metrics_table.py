@@ -1,0 +1,152 @@
+"""The metrics a run reports, in one table, and the one way a before/after change is computed and written.
+
+Every reader of a metric -- the learn-vs-keep report (``evaluation.json``, the log, ``chatfreeze evaluate``), the
+``change`` section and ``all_results.json``, the plots, the model card and the web chat's panel -- takes its side
+(learn or keep), labels, direction and kind of change from ``METRICS``; none guesses them from the metric's name.
+Adding a metric is one row here (and its measurement in ``before_after``).
+
+Pure data: no torch, so the card, ``push --help`` and the web chat read it cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .lm_eval import PREFIX as LM_EVAL_PREFIX
+
+LEARN, KEEP = "learn", "keep"
+HIGHER, LOWER = "higher", "lower"
+
+# How a change from before to after is measured (``kind``), and the field it has in evaluation.json:
+POINTS = "points"  # a fraction 0..1 (shown as %): after - before in percentage points, "change_points"
+RELATIVE = "relative"  # after / before - 1, in %, "change_pct"
+ABSOLUTE = "absolute"  # after - before, "change"
+RATIO = "ratio"  # already the tuned model over the base (1.0 = the base): no change of its own
+CHANGE_FIELDS = {POINTS: "change_points", RELATIVE: "change_pct", ABSOLUTE: "change"}
+
+FRACTION = "fraction"  # the unit shown as a percentage
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row: what a metric is and how each reader shows it."""
+
+    key: str  # its name in evaluation.json's before/after
+    side: str  # LEARN or KEEP: the report section it goes under
+    kind: str  # POINTS, RELATIVE, ABSOLUTE or RATIO: how its change is measured
+    direction: str | None  # HIGHER or LOWER is better (None: not known, an lm-eval metric)
+    unit: str  # what the number is; FRACTION values are shown as percentages
+    name: str  # short: plot panels, the CLI, the card's alpha table
+    label: str  # the report's line (log, CLI, the card's learned-vs-kept block)
+    card_label: str  # the card's results table and the model-index metric name
+    hub_type: str  # the model-index metric type
+    source: str  # what it is measured on: "support", "general", "facts", "skills" (the model-index dataset)
+    plot_note: str = ""  # before the direction in the plot panel's title
+    headline: bool = True  # False: recorded in evaluation.json only (not reported, plotted or on the card)
+
+    def __post_init__(self):
+        if self.kind == POINTS and self.unit != FRACTION:
+            raise ValueError(f"{self.key}: a change in points needs a fraction (0..1)")
+
+    @property
+    def plotted(self) -> bool:
+        """A before/after bar pair; a ratio has no before of its own (the base is 1.0 by definition)."""
+        return self.headline and self.kind != RATIO
+
+    @property
+    def plot_title(self) -> str:
+        note = f"{self.plot_note}, " if self.plot_note else ""
+        return f"{self.name}\n({note}{self.direction} is better)"
+
+    @property
+    def direction_text(self) -> str:
+        if self.direction is None:
+            return ""
+        return ("1.0 = unchanged; " if self.kind == RATIO else "") + f"{self.direction} is better"
+
+
+METRICS: tuple[Metric, ...] = (
+    # learn
+    Metric("facts_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right",
+           "company facts right (facts probe)", "Company facts right (facts probe, learn)", "accuracy", "facts",
+           plot_note="learn"),
+    Metric("support_perplexity", LEARN, RELATIVE, LOWER, "perplexity (exp of NLL per assistant token)",
+           "support perplexity", "support perplexity (held-out dialogues)", "Support perplexity (held-out dialogues)",
+           "perplexity", "support", plot_note="held-out"),
+    Metric("rougeL", LEARN, ABSOLUTE, HIGHER, "F-measure 0..1", "ROUGE-L", "ROUGE-L of held-out replies",
+           "ROUGE-L of replies", "rouge", "support"),
+    Metric("chrf", LEARN, ABSOLUTE, HIGHER, "score 0..100", "chrF", "chrF of held-out replies", "chrF of replies",
+           "chrf", "support"),
+    # keep
+    Metric("skills_accuracy", KEEP, POINTS, HIGHER, FRACTION, "general short answers right",
+           "general short answers right (skills probe)", "General short answers right (skills probe, keep)",
+           "accuracy", "skills", plot_note="keep"),
+    Metric("self_agreement_ratio", KEEP, RATIO, LOWER, "tuned NLL / base NLL", "self-agreement ratio",
+           "self-agreement ratio (NLL on the base's own replies, tuned / base)",
+           "Self-agreement ratio (NLL on the base's own replies, tuned / base)", "ratio", "skills"),
+    Metric("general_perplexity", KEEP, RELATIVE, LOWER, "perplexity (exp of NLL per token)",
+           "general-text perplexity", "general-text perplexity (forgetting)", "General-text perplexity (forgetting)",
+           "perplexity", "general", plot_note="forgetting"),
+    # the number behind the ratio, kept for the record
+    Metric("self_agreement_nll", KEEP, RELATIVE, LOWER, "nats per token", "self-agreement NLL",
+           "self-agreement NLL (the model's, on the base's own replies)",
+           "Self-agreement NLL (the model's, on the base's own replies)", "nll", "skills", headline=False),
+)
+BY_KEY: dict[str, Metric] = {metric.key: metric for metric in METRICS}
+HEADLINE: tuple[Metric, ...] = tuple(metric for metric in METRICS if metric.headline)
+
+
+def is_lm_eval(key: str) -> bool:
+    return key.startswith(LM_EVAL_PREFIX)
+
+
+def describe(key: str) -> Metric:
+    """The row of ``key``; an lm-evaluation-harness metric (``lm_eval:<task>:<metric>``) or a key the table does
+    not know gets one made up: kept, absolute change, its key as its card label."""
+    if key in BY_KEY:
+        return BY_KEY[key]
+    label = f"{key.removeprefix(LM_EVAL_PREFIX)} (lm-eval)" if is_lm_eval(key) else key
+    return Metric(key, KEEP, ABSOLUTE, None, "", key, label, key, key, "lm-eval" if is_lm_eval(key) else "")
+
+
+def change(key: str, before: float | None, after: float | None) -> dict:
+    """``{"change_points" | "change_pct" | "change": value}``, or ``{}`` (a ratio, a side missing, a relative
+    change from zero)."""
+    kind = describe(key).kind
+    if before is None or after is None or kind == RATIO or (kind == RELATIVE and not before):
+        return {}
+    if kind == POINTS:
+        value = 100.0 * (after - before)
+    elif kind == RELATIVE:
+        value = 100.0 * (after / before - 1.0)
+    else:
+        value = after - before
+    return {CHANGE_FIELDS[kind]: value}
+
+
+def change_of(key: str, before: float | None, after: float | None) -> dict:
+    """A report entry: ``{"before", "after"}`` and the change."""
+    return {"before": before, "after": after} | change(key, before, after)
+
+
+def format_value(key: str, value: float) -> str:
+    """``30.0%`` for a fraction, ``1.070`` for a ratio, else 4 significant digits."""
+    metric = describe(key)
+    if metric.unit == FRACTION:
+        return f"{100 * value:.1f}%"
+    return f"{value:.3f}" if metric.kind == RATIO else f"{value:.4g}"
+
+
+def format_change(key: str, before: float | None, after: float | None) -> str:
+    """``+60.0 points``, ``-75.0%``, ``+0.2`` (3 significant digits); ``""`` where there is no change."""
+    entry = change(key, before, after)
+    if not entry:
+        return ""
+    value, kind = next(iter(entry.values())), describe(key).kind
+    if kind == POINTS:
+        return f"{value:+.1f} points"
+    return f"{value:+.1f}%" if kind == RELATIVE else f"{value:+.3g}"
+
+
+__all__ = ["ABSOLUTE", "BY_KEY", "HEADLINE", "KEEP", "LEARN", "METRICS", "POINTS", "RATIO", "RELATIVE", "Metric",
+           "change", "change_of", "describe", "format_change", "format_value", "is_lm_eval"]
