@@ -1,13 +1,15 @@
 """Small helpers every layer shares, each with one home: error text for one-line messages, boolean environment
 flags, the text config of (multimodal) models, whether a trainer shards the model, chatfreeze's cache folder, the
-permissions of saved weights.
+permissions of saved weights, help formatters that print a help string's ``%`` as written.
 
 Imports nothing heavy (no torch, no transformers), so the lightest commands can use it.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 from pathlib import Path
 
 # How huggingface_hub and transformers read boolean environment variables (HF_HUB_OFFLINE=1, ...).
@@ -114,3 +116,23 @@ def file_sha256(path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# In an argparse help string, `%%` and placeholders like `%(default)s` are format syntax; any other `%` is text.
+_HELP_FORMAT_SYNTAX = re.compile(r"%%|%\([a-z_]+\)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]|%")
+
+
+def literal_percents(help_text: str) -> str:
+    """``help_text`` with every ``%`` that is not argparse format syntax doubled, so "(0.02 = 2%)" prints as is."""
+    return _HELP_FORMAT_SYNTAX.sub(lambda m: "%%" if m.group() == "%" else m.group(), help_text)
+
+
+class LiteralPercentHelpFormatter(argparse.HelpFormatter):
+    """argparse %-formats every help string, so a bare ``%`` ("2%") crashes ``--help``; this one prints it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return literal_percents(super()._get_help_string(action) or "")
+
+
+class LiteralPercentDefaultsHelpFormatter(LiteralPercentHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The same, with each option's default appended (``HfArgumentParser``'s own choice of formatter)."""

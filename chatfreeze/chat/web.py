@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from ..common import LiteralPercentHelpFormatter
 from ..rundir import read_evaluation
 from .conversation import (
     ChatError,
@@ -156,7 +157,8 @@ def build_app(chat_model: ChatModel, settings: ChatSettings, system_prompt: str 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatfreeze web", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="chatfreeze web", description=__doc__.splitlines()[0],
+                                     formatter_class=LiteralPercentHelpFormatter)
     parser.add_argument("--model_name_or_path", default=None,
                         help="A run's output dir, a delta or a Hub id (default: the newest run under outputs/).")
     parser.add_argument("--base", default=None,

@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 
+from ..common import LiteralPercentHelpFormatter
 from ..data.options import DATA_FORMATS
 from ..modeling import DEFAULT_MODEL
 from ..modeling.options import MODEL_DTYPES
@@ -24,7 +25,8 @@ from .errors import run_cli
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chatfreeze.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m chatfreeze.evaluate", description=__doc__.split("\n")[0],
+                                     formatter_class=LiteralPercentHelpFormatter)
     add = parser.add_argument
     add("--model_name_or_path", "--model", default=DEFAULT_MODEL,
         help="Hub id or local directory (a chatfreeze output dir).")

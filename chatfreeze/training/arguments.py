@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..common import LiteralPercentDefaultsHelpFormatter
 from ..data.options import DataArguments
 from ..fastpath.options import validate_fast_path_options
 from ..freezing.options import FreezeArguments
@@ -115,8 +116,9 @@ class FreezeTrainingArguments(TrainingArguments, RetentionArguments):
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, FreezeArguments, FreezeTrainingArguments)
 
 
-def make_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+def make_parser(classes: tuple[type, ...] = ARGUMENT_CLASSES) -> HfArgumentParser:
+    # Help strings are plain text ("0.02 = 2%"): the formatter keeps argparse from %-formatting them.
+    parser = HfArgumentParser(classes, prog="chatfreeze train", formatter_class=LiteralPercentDefaultsHelpFormatter)
     parser.add_argument(
         "--config", default=None, help="YAML recipe; any field in it can be overridden by a CLI flag."
     )
