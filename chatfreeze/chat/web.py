@@ -208,6 +208,8 @@ def make_app(model_name_or_path: str | None = None, *, base: str | None = None, 
 def main(argv: list[str] | None = None, announce=logger.warning) -> int:
     """Serve until interrupted; ``announce`` receives the line with the URL (the CLI prints it)."""
     args = build_parser().parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: give a TCP port from 1 to 65535 (default 7860).")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app, name = make_app(args.model_name_or_path, base=args.base, dtype=args.model_dtype,
                          system_prompt=args.system_prompt)

@@ -62,6 +62,17 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The smallest value of each count (unset = the default); --max_length as training's --max_length.
+MINIMUMS = {"max_examples": 1, "max_length": 16, "window": 2, "stride": 1, "max_windows": 1, "generation_samples": 0,
+            "max_new_tokens": 1, "batch_size": 1}
+
+
+def check_ranges(args: dict) -> None:
+    for name, low in MINIMUMS.items():
+        if args[name] is not None and args[name] < low:
+            raise ValueError(f"--{name} {args[name]}: must be at least {low}.")
+
+
 def report(result: dict) -> str:
     lines = [f"model {result['model']} on {result['dataset']}",
              f"  support perplexity {result['support_perplexity']:.4f} over {result['support_tokens']} assistant "
@@ -96,8 +107,7 @@ def compare(args: dict, as_json: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = vars(make_parser().parse_args(argv))
     as_json = args.pop("json")
-    if args["max_examples"] is not None and args["max_examples"] < 1:
-        raise ValueError(f"--max_examples {args['max_examples']}: must be at least 1.")
+    check_ranges(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO, stream=sys.stderr)
     from ..evaluation import evaluate_checkpoint
