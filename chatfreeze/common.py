@@ -1,15 +1,17 @@
 """Small helpers every layer shares, each with one home: error text for one-line messages, boolean environment
 flags, the text config of (multimodal) models, whether a trainer shards the model, chatfreeze's cache folder, the
-permissions of saved weights, and the command-line contract (``run_cli``: a user error is one line on stderr
-and exit status 2).
+permissions of saved weights, help formatters that print a help string's ``%`` as written, and the command-line
+contract (``run_cli``: a user error is one line on stderr and exit status 2).
 
 Imports nothing heavy (no torch, no transformers), so the lightest commands can use it.
 """
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -156,3 +158,21 @@ def run_cli(main: Callable[[], int | None]) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0 if status is None else int(status)
+# In an argparse help string, `%%` and placeholders like `%(default)s` are format syntax; any other `%` is text.
+_HELP_FORMAT_SYNTAX = re.compile(r"%%|%\([a-z_]+\)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]|%")
+
+
+def literal_percents(help_text: str) -> str:
+    """``help_text`` with every ``%`` that is not argparse format syntax doubled, so "(0.02 = 2%)" prints as is."""
+    return _HELP_FORMAT_SYNTAX.sub(lambda m: "%%" if m.group() == "%" else m.group(), help_text)
+
+
+class LiteralPercentHelpFormatter(argparse.HelpFormatter):
+    """argparse %-formats every help string, so a bare ``%`` ("2%") crashes ``--help``; this one prints it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return literal_percents(super()._get_help_string(action) or "")
+
+
+class LiteralPercentDefaultsHelpFormatter(LiteralPercentHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The same, with each option's default appended (``HfArgumentParser``'s own choice of formatter)."""

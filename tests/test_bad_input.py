@@ -105,6 +105,17 @@ def test_recipe_errors(world, tmp_path, capsys, body, fragments):
     assert_one_line_error(argv, capsys, *fragments, keep=[recipe])
 
 
+def test_recipe_that_is_a_directory(world, tmp_path, capsys):
+    recipes = tmp_path / "configs"
+    recipes.mkdir()
+    (recipes / "mine.yaml").write_text("num_frozen_layers: 2\n")
+    argv = ["train", "--config", str(recipes), "--model_name_or_path", str(world / "model"), "--output_dir",
+            str(tmp_path / "out"), "--use_cpu", "true", "--report_to", "none"]
+    assert_one_line_error(argv, capsys, f"--config {recipes}: a directory", f"e.g. {recipes / 'mine.yaml'}",
+                          keep=[recipes])
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------------------------- freeze specs
 
 FREEZES = [
@@ -124,6 +135,91 @@ def test_freeze_spec_errors(world, tmp_path, capsys, extra, fragments):
     out = out_dir_with_sentinel(tmp_path)
     assert_one_line_error(train_args(world, out, "--overwrite_output_dir", "true", *extra), capsys, *fragments,
                           keep=[out])
+
+
+# ------------------------------------------------------------------------------------------- option ranges
+
+# Every numeric option with a range, one value outside it: (flags, fragments of the message). The options come
+# from each concern's dataclass: data (DataArguments), freeze (FreezeArguments), retention (RetentionArguments),
+# fast path, and the Trainer's own (checked in FreezeTrainingArguments before transformers or torch see them).
+RANGES = [
+    (["--max_length", "0"], ["--max_length 0", "at least 16"]),
+    (["--max_length", "-5"], ["--max_length -5"]),
+    (["--validation_split_ratio", "1.5"], ["--validation_split_ratio 1.5", "[0, 1)"]),
+    (["--validation_split_ratio", "-0.1"], ["--validation_split_ratio -0.1"]),
+    (["--max_train_samples", "0"], ["--max_train_samples 0", ">= 1"]),
+    (["--max_train_samples", "-3"], ["--max_train_samples -3"]),
+    (["--max_eval_samples", "-1"], ["--max_eval_samples -1"]),
+    (["--general_window", "1"], ["--general_window 1"]),
+    (["--general_stride", "0"], ["--general_stride 0"]),
+    (["--general_max_windows", "-1"], ["--general_max_windows"]),
+    (["--generation_eval_samples", "-1"], ["--generation_eval_samples"]),
+    (["--generation_max_new_tokens", "0"], ["--generation_max_new_tokens"]),
+    (["--probe_max_new_tokens", "0"], ["--probe_max_new_tokens 0"]),
+    (["--probe_batch_size", "0"], ["--probe_batch_size 0"]),
+    (["--lm_eval_limit", "0"], ["--lm_eval_limit 0"]),
+    (["--num_frozen_layers", "1.5"], ["--num_frozen_layers '1.5'", "fraction"]),
+    (["--num_frozen_layers", "-9"], ["--num_frozen_layers -9"]),
+    (["--lora_r", "0"], ["--lora_r 0"]),
+    (["--lora_alpha", "-1"], ["--lora_alpha -1"]),
+    (["--lora_layers", "-1"], ["--lora_layers -1"]),
+    (["--replay_ratio", "-1"], ["--replay_ratio -1"]),
+    (["--replay_ratio", "11"], ["--replay_ratio 11", "0 (off) to 10"]),
+    (["--kl_to_base", "-0.5"], ["--kl_to_base -0.5"]),
+    (["--kl_to_base", "101"], ["--kl_to_base 101"]),
+    (["--replay_max_new_tokens", "0"], ["--replay_max_new_tokens 0"]),
+    (["--alpha_tolerance", "-0.1"], ["--alpha_tolerance -0.1"]),
+    (["--select_alpha", "0.5,1.5"], ["--select_alpha 0.5,1.5", "(0, 1]"]),
+    (["--select_alpha", "0"], ["--select_alpha 0"]),
+    (["--prefix_cache_max_gb", "0"], ["--prefix_cache_max_gb 0"]),
+    (["--learning_rate", "-1"], ["--learning_rate -1", "> 0"]),
+    (["--learning_rate", "nan"], ["--learning_rate nan"]),
+    (["--num_train_epochs", "-1"], ["--num_train_epochs -1"]),
+    (["--num_train_epochs", "0", "--max_steps", "-1"], ["--num_train_epochs 0", "--max_steps"]),
+    (["--max_steps", "-5"], ["--max_steps -5", "-1 to train --num_train_epochs"]),
+    (["--per_device_train_batch_size", "0"], ["--per_device_train_batch_size 0"]),
+    (["--per_device_eval_batch_size", "0"], ["--per_device_eval_batch_size 0"]),
+    (["--gradient_accumulation_steps", "0"], ["--gradient_accumulation_steps 0"]),
+    (["--eval_accumulation_steps", "0"], ["--eval_accumulation_steps 0"]),
+    (["--warmup_steps", "-1"], ["--warmup_steps -1"]),
+    (["--logging_steps", "0"], ["--logging_steps 0"]),
+    (["--save_steps", "-1"], ["--save_steps -1"]),
+    (["--eval_steps", "-1"], ["--eval_steps -1"]),
+    (["--save_total_limit", "-1"], ["--save_total_limit -1"]),
+    (["--weight_decay", "-0.1"], ["--weight_decay -0.1"]),
+    (["--max_grad_norm", "-1"], ["--max_grad_norm -1", "0 = no clipping"]),
+    (["--adam_beta1", "1.5"], ["--adam_beta1 1.5", "[0, 1)"]),
+    (["--adam_beta2", "1"], ["--adam_beta2 1"]),
+    (["--adam_epsilon", "-1"], ["--adam_epsilon -1"]),
+    (["--label_smoothing_factor", "2"], ["--label_smoothing_factor 2"]),
+    (["--seed", "-1"], ["--seed -1"]),
+    (["--data_seed", "-1"], ["--data_seed -1"]),
+    (["--dataloader_num_workers", "-1"], ["--dataloader_num_workers -1"]),
+]
+
+
+@pytest.mark.parametrize(("extra", "fragments"), RANGES, ids=["=".join(flags[:2]).lstrip("-") for flags, _ in RANGES])
+def test_option_out_of_range(world, tmp_path, capsys, extra, fragments):
+    out = out_dir_with_sentinel(tmp_path)
+    assert_one_line_error(train_args(world, out, "--overwrite_output_dir", "true", *extra), capsys, *fragments,
+                          keep=[out])
+
+
+EVALUATE_RANGES = [("--max_examples", "0"), ("--max_length", "0"), ("--window", "1"), ("--stride", "0"),
+                   ("--max_windows", "-1"), ("--generation_samples", "-1"), ("--max_new_tokens", "0"),
+                   ("--batch_size", "0")]
+
+
+@pytest.mark.parametrize(("flag", "value"), EVALUATE_RANGES, ids=[flag.lstrip("-") for flag, _ in EVALUATE_RANGES])
+def test_evaluate_count_out_of_range(world, capsys, flag, value):
+    argv = ["evaluate", "--model_name_or_path", str(world / "model"), "--dataset", str(world / "good.jsonl"),
+            "--general_text", str(world / "good.jsonl"), flag, value]
+    assert_one_line_error(argv, capsys, f"{flag} {value}: must be at least", keep=[world / "good.jsonl"])
+
+
+def test_web_port_out_of_range(world, capsys):
+    assert_one_line_error(["web", "--model_name_or_path", str(world / "model"), "--port", "-1"], capsys,
+                          "--port -1", "1 to 65535")
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -166,6 +262,50 @@ def test_ragged_csv_row(world, tmp_path, capsys):
     data.write_text("prompt,response\nWhere is it?,Shipped.\nHow long,does,it,take?\n")
     assert_one_line_error(train_args(world, tmp_path / "out", data=data), capsys, "pairs.csv:3",
                           keep=[data])
+
+
+@pytest.mark.parametrize("option", ["--dataset", "--eval_dataset"])
+def test_dataset_directory_without_data_files(world, tmp_path, capsys, option):
+    folder = tmp_path / "dialogues"
+    folder.mkdir()
+    (folder / "README.md").write_text("# our dialogues\n")
+    (folder / "notes.txt").write_text("to do: export them\n")
+    out = out_dir_with_sentinel(tmp_path)
+    argv = train_args(world, out, "--overwrite_output_dir", "true", option, str(folder))
+    assert_one_line_error(argv, capsys, str(folder), "no .jsonl, .json or .csv files", "give a data file",
+                          keep=[out, folder])
+
+
+CSVS = [
+    ("no-known-columns", "id,text\n1,Where is it?\n2,Shipped.\n", [],
+     ["pairs.csv", "cannot tell the format", "columns: id, text", "--prompt_column and --response_column"]),
+    ("half-a-pair", "prompt\nWhere is it?\n", [], ["pairs.csv", "columns: prompt", "--response_column"]),
+    ("named-column-missing", "question,answer\nWhere is it?,Shipped.\n",
+     ["--prompt_column", "q", "--response_column", "answer"],
+     ["pairs.csv", "no column 'q'", "columns: question, answer", "--prompt_column"]),
+    ("messages-format-on-pairs", "question,answer\nWhere is it?,Shipped.\n", ["--data_format", "messages"],
+     ["pairs.csv", "no 'messages' column", "--messages_column"]),
+    ("header-only", "prompt,response\n", [], ["pairs.csv", "no dialogues found"]),
+    ("empty-file", "", [], ["pairs.csv", "no dialogues found"]),
+    ("empty-reply", "prompt,response\nWhere is it?,\n", [], ["pairs.csv:2", "empty content"]),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "extra", "fragments"), CSVS, ids=[case[0] for case in CSVS])
+def test_csv_without_usable_columns(world, tmp_path, capsys, name, body, extra, fragments):
+    data = tmp_path / "pairs.csv"
+    data.write_text(body)
+    out = out_dir_with_sentinel(tmp_path)
+    assert_one_line_error(train_args(world, out, "--overwrite_output_dir", "true", *extra, data=data), capsys,
+                          *fragments, keep=[out, data])
+
+
+def test_csv_in_a_dataset_directory_is_named(world, tmp_path, capsys):
+    folder = tmp_path / "dialogues"
+    folder.mkdir()
+    (folder / "train.csv").write_text("id,text\n1,Where is it?\n")
+    assert_one_line_error(train_args(world, tmp_path / "out", data=folder), capsys, str(folder / "train.csv"),
+                          "cannot tell the format", keep=[folder])
 
 
 # --------------------------------------------------------------------------------------------------- models

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..common import LiteralPercentHelpFormatter
 from ..generation import ReplyStream
 from ..modeling import DEFAULT_MODEL
 from .conversation import (
@@ -358,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m chatfreeze.chat",
         description="Chat in the terminal with a freeze-tuned (or any) chat model. Type /help in the chat.",
+        formatter_class=LiteralPercentHelpFormatter,
     )
     parser.add_argument("--model_name_or_path", help="training output directory or Hub id (default: the newest "
                         f"run under {OUTPUTS_ROOT}/ with run_info.json, else {DEFAULT_MODEL})")

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from ..common import LiteralPercentHelpFormatter
 from ..evaluation.metrics_table import format_value
 from ..rundir import read_evaluation
 from .conversation import (
@@ -156,7 +157,8 @@ def build_app(chat_model: ChatModel, settings: ChatSettings, system_prompt: str 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatfreeze web", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="chatfreeze web", description=__doc__.splitlines()[0],
+                                     formatter_class=LiteralPercentHelpFormatter)
     parser.add_argument("--model_name_or_path", default=None,
                         help="A run's output dir, a delta or a Hub id (default: the newest run under outputs/).")
     parser.add_argument("--base", default=None,
@@ -206,6 +208,8 @@ def make_app(model_name_or_path: str | None = None, *, base: str | None = None, 
 def main(argv: list[str] | None = None, announce=logger.warning) -> int:
     """Serve until interrupted; ``announce`` receives the line with the URL (the CLI prints it)."""
     args = build_parser().parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: give a TCP port from 1 to 65535 (default 7860).")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app, name = make_app(args.model_name_or_path, base=args.base, dtype=args.model_dtype,
                          system_prompt=args.system_prompt)

@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 
-from ..common import run_cli
+from ..common import LiteralPercentHelpFormatter, run_cli
 from ..data.options import DATA_FORMATS
 from ..evaluation.metrics_table import BY_KEY
 from ..modeling import DEFAULT_MODEL
@@ -25,7 +25,8 @@ from ..modeling.options import MODEL_DTYPES
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chatfreeze.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m chatfreeze.evaluate", description=__doc__.split("\n")[0],
+                                     formatter_class=LiteralPercentHelpFormatter)
     add = parser.add_argument
     add("--model_name_or_path", "--model", default=DEFAULT_MODEL,
         help="Hub id or local directory (a chatfreeze output dir).")
@@ -59,6 +60,17 @@ def make_parser() -> argparse.ArgumentParser:
     add("--revision", default=None, help="Hub revision of the model.")
     add("--trust_remote_code", action="store_true", help="Allow custom modelling code from the Hub.")
     return parser
+
+
+# The smallest value of each count (unset = the default); --max_length as training's --max_length.
+MINIMUMS = {"max_examples": 1, "max_length": 16, "window": 2, "stride": 1, "max_windows": 1, "generation_samples": 0,
+            "max_new_tokens": 1, "batch_size": 1}
+
+
+def check_ranges(args: dict) -> None:
+    for name, low in MINIMUMS.items():
+        if args[name] is not None and args[name] < low:
+            raise ValueError(f"--{name} {args[name]}: must be at least {low}.")
 
 
 def report(result: dict) -> str:
@@ -115,8 +127,7 @@ def compare(args: dict, as_json: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = vars(make_parser().parse_args(argv))
     as_json = args.pop("json")
-    if args["max_examples"] is not None and args["max_examples"] < 1:
-        raise ValueError(f"--max_examples {args['max_examples']}: must be at least 1.")
+    check_ranges(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO, stream=sys.stderr)
     from ..evaluation import evaluate_checkpoint

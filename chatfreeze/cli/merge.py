@@ -9,11 +9,12 @@ import argparse
 import logging
 import sys
 
-from ..common import run_cli
+from ..common import LiteralPercentHelpFormatter, run_cli
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatfreeze merge", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="chatfreeze merge", description=__doc__.split("\n")[0],
+                                     formatter_class=LiteralPercentHelpFormatter)
     parser.add_argument("run_dir", help="A finished training run or a delta (its --output_dir; only read).")
     parser.add_argument("output_dir", help="Where the interpolated model goes (new or empty).")
     parser.add_argument("--alpha", type=float, default=1.0,

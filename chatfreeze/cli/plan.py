@@ -15,7 +15,7 @@ import sys
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, HfArgumentParser
 
-from ..common import run_cli
+from ..common import LiteralPercentDefaultsHelpFormatter, run_cli
 from ..freezing import FreezeArguments, FreezePlan, make_plan
 from ..modeling import ModelArguments, ResolvedModel, resolve_model
 
@@ -36,10 +36,15 @@ def plan_json(plan: FreezePlan, resolved: ResolvedModel) -> dict:
     return data
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = HfArgumentParser((ModelArguments, FreezeArguments))
-    parser.description = __doc__.split("\n")[0]
+def make_parser() -> HfArgumentParser:
+    parser = HfArgumentParser((ModelArguments, FreezeArguments), prog="chatfreeze plan",
+                              description=__doc__.split("\n")[0], formatter_class=LiteralPercentDefaultsHelpFormatter)
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     model_args, freeze_args, extra = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     plan, resolved = plan_for(model_args, freeze_args)

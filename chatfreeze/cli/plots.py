@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-from ..common import run_cli
+from ..common import LiteralPercentHelpFormatter, run_cli
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chatfreeze plots", description="(Re)draw the plots of a finished run.",
+                                     formatter_class=LiteralPercentHelpFormatter)
+    parser.add_argument("output_dir", help="A training run's --output_dir; the plots are drawn from its "
+                        "trainer_state.json and evaluation.json and written into it.")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if not Path(args.output_dir).is_dir():
+        raise ValueError(f"{args.output_dir}: not a directory; give a training run's --output_dir.")
     from ..evaluation.plots import write_plots
 
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
-        raise ValueError("usage: chatfreeze plots OUTPUT_DIR (a training run's output directory)")
-    for path in write_plots(argv[0]):
+    for path in write_plots(args.output_dir):
         print(path)
     return 0
 

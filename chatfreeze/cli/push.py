@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from ..common import run_cli
+from ..common import LiteralPercentHelpFormatter, run_cli
 from ..publish.hub import RetryPolicy, dry_run, push_output_dir, space_dry_run_dir
 from ..publish.staging import format_listing
 
@@ -24,6 +24,7 @@ def make_parser() -> argparse.ArgumentParser:
         prog="python -m chatfreeze.push",
         description="Upload a chatfreeze output directory (model, tokenizer, freeze plan, metrics, model card) "
         "to a Hugging Face Hub model repository.",
+        formatter_class=LiteralPercentHelpFormatter,
     )
     parser.add_argument("output_dir", help="The --output_dir of a finished training run (only read, never changed).")
     parser.add_argument("--repo_id", default=None, help="USER/NAME of the model repository (created if missing).")

@@ -61,6 +61,9 @@ class DataArguments:
             raise ValueError(f"--max_length {self.max_length}: must be at least 16 tokens.")
         if not 0.0 <= self.validation_split_ratio < 1.0:
             raise ValueError(f"--validation_split_ratio {self.validation_split_ratio}: must be in [0, 1).")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)}: give a count >= 1, or leave it unset for all.")
         if self.eval_dataset in ("", "none", "None"):
             self.eval_dataset = None
 

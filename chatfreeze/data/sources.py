@@ -57,7 +57,7 @@ def load_dialogues(
     else:
         dialogues = _load_hub(source, split, config_name, data_format, columns)
     if not dialogues:
-        raise DataError(f"{source}: no dialogues found.")
+        raise DataError(f"{source}: no dialogues found (no data rows); add dialogues, or give another source.")
     dialogues = [_with_system_prompt(dialogue, system_prompt) for dialogue in dialogues]
     logger.info("Loaded %d dialogues from %s", len(dialogues), source)
     return dialogues
@@ -99,7 +99,8 @@ def _load_directory(path: Path, split: str, data_format: str, columns: dict) -> 
     if split_files:
         files = split_files
     if not files:
-        raise DataError(f"{path}: no .jsonl, .json or .csv files and no SGD dialogues_*.json files.")
+        raise DataError(f"{path}: no .jsonl, .json or .csv files and no SGD dialogues_*.json files; put the "
+                        "dialogues there, or give a data file instead of the folder.")
     return [dialogue for file in files for dialogue in _load_file(file, data_format, columns)]
 
 

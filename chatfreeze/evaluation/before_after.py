@@ -29,8 +29,8 @@ from . import lm_eval, probes
 from .agreement import reply_examples, reply_nll
 from .generation_metrics import generation_metrics, greedy_replies
 from .measurement_cache import MeasurementCache, inputs_fingerprint, weights_fingerprint
-from .options import EvaluationArguments
 from .metrics_table import HEADLINE, change
+from .options import EvaluationArguments
 from .perplexity import (
     GENERAL_TEXT_SUFFIXES,
     general_perplexity,

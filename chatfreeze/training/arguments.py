@@ -18,6 +18,7 @@ from typing import NamedTuple
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..common import LiteralPercentDefaultsHelpFormatter
 from ..data.options import DataArguments
 from ..evaluation.options import EvaluationArguments
 from ..fastpath.options import FastPathArguments
@@ -86,6 +87,7 @@ class FreezeTrainingArguments(TrainingArguments, RetentionArguments, FastPathArg
         self.validate_fast_path()
         self.validate_method()
         self.validate_retention()
+        validate_trainer_ranges(self)
         super().__post_init__()
 
 
@@ -102,8 +104,47 @@ class RunArguments(NamedTuple):
     training: FreezeTrainingArguments
 
 
-def make_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+def validate_trainer_ranges(args: TrainingArguments) -> None:
+    """The Trainer's numeric options, checked before anything is loaded or written: transformers and torch take
+    some out-of-range values silently (a negative --max_grad_norm switches clipping off, --max_steps -5 trains by
+    epochs) and refuse others only once the model is loaded, in words that do not name the flag ("Invalid
+    learning rate: -1.0"), or with a ZeroDivisionError (--gradient_accumulation_steps 0)."""
+    checks = (
+        ("learning_rate", args.learning_rate > 0, "must be > 0, e.g. 1e-4"),
+        ("num_train_epochs", args.num_train_epochs > 0 or (args.num_train_epochs == 0 and args.max_steps > 0),
+         "must be > 0 (0 only with --max_steps > 0)"),
+        ("max_steps", args.max_steps == -1 or args.max_steps > 0,
+         "give a number of optimizer steps > 0, or -1 to train --num_train_epochs"),
+        ("per_device_train_batch_size", args.per_device_train_batch_size >= 1, "must be >= 1"),
+        ("per_device_eval_batch_size", args.per_device_eval_batch_size >= 1, "must be >= 1"),
+        ("gradient_accumulation_steps", args.gradient_accumulation_steps >= 1, "must be >= 1 (1 = no accumulation)"),
+        ("eval_accumulation_steps", args.eval_accumulation_steps is None or args.eval_accumulation_steps >= 1,
+         "must be >= 1, or unset"),
+        ("warmup_steps", args.warmup_steps >= 0, "give steps >= 0, or a fraction of the steps below 1"),
+        ("logging_steps", args.logging_steps > 0, "give steps > 0, or a fraction of the steps below 1"),
+        ("save_steps", args.save_steps > 0, "give steps > 0, or a fraction of the steps below 1"),
+        ("eval_steps", args.eval_steps is None or args.eval_steps > 0,
+         "give steps > 0, or a fraction of the steps below 1"),
+        ("save_total_limit", args.save_total_limit is None or args.save_total_limit >= 0,
+         "give how many checkpoints to keep, >= 1 (0 keeps them all)"),
+        ("weight_decay", args.weight_decay >= 0, "must be >= 0 (0 = none)"),
+        ("max_grad_norm", args.max_grad_norm >= 0, "must be >= 0 (0 = no clipping)"),
+        ("adam_beta1", 0 <= args.adam_beta1 < 1, "must be in [0, 1), e.g. 0.9"),
+        ("adam_beta2", 0 <= args.adam_beta2 < 1, "must be in [0, 1), e.g. 0.999"),
+        ("adam_epsilon", args.adam_epsilon >= 0, "must be >= 0, e.g. 1e-8"),
+        ("label_smoothing_factor", 0 <= args.label_smoothing_factor < 1, "must be in [0, 1) (0 = none)"),
+        ("seed", 0 <= args.seed < 2**32, "must be in [0, 2**32)"),
+        ("data_seed", args.data_seed is None or 0 <= args.data_seed < 2**32, "must be in [0, 2**32), or unset"),
+        ("dataloader_num_workers", args.dataloader_num_workers >= 0, "must be >= 0 (0 = load in the main process)"),
+    )
+    for name, ok, what in checks:
+        if not ok:
+            raise ValueError(f"--{name} {getattr(args, name)}: {what}.")
+
+
+def make_parser(classes: tuple[type, ...] = ARGUMENT_CLASSES) -> HfArgumentParser:
+    # Help strings are plain text ("0.02 = 2%"): the formatter keeps argparse from %-formatting them.
+    parser = HfArgumentParser(classes, prog="chatfreeze train", formatter_class=LiteralPercentDefaultsHelpFormatter)
     parser.add_argument(
         "--config", default=None, help="YAML recipe; any field in it can be overridden by a CLI flag."
     )
@@ -113,6 +154,10 @@ def make_parser() -> HfArgumentParser:
 def load_recipe(path: str, parser: HfArgumentParser) -> dict:
     """Read a YAML recipe and convert its values with each option's own type; unknown keys are errors."""
     recipe_path = Path(path)
+    if recipe_path.is_dir():
+        recipes = sorted(recipe_path.glob("*.yaml")) + sorted(recipe_path.glob("*.yml"))
+        example = f", e.g. {recipes[0]}" if recipes else ""
+        raise ValueError(f"--config {path}: a directory, not a recipe; give a YAML recipe file{example}.")
     if not recipe_path.is_file():
         raise ValueError(f"--config {path}: no such file.")
     try:
