@@ -37,17 +37,32 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from chatfreeze.studies.results import Column, markdown_table
+from chatfreeze.studies.runner import Variant, log_tail, run_process
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("full", "naive_freeze", "chatfreeze", "chatfreeze_cached", "chatfreeze_kl")
+# Each variant is the worker's options on top of the shared ones (the model, --num_frozen_layers, the steps, ...);
+# the worker's own start with an underscore (internal: the JSON's settings leave them out).
+VARIANTS = (
+    Variant("full", "plain Trainer, nothing frozen",
+            ("--_trainer", "plain", "--num_frozen_layers", "0", "--_freeze_embeddings", "false")),
+    Variant("naive_freeze", "plain Trainer, requires_grad=False on the frozen part", ("--_trainer", "plain")),
+    Variant("chatfreeze", "FreezeTrainer (fast path)", ("--_trainer", "chatfreeze")),
+    Variant("chatfreeze_cached", "FreezeTrainer from its prefix cache, filled first",
+            ("--_trainer", "chatfreeze", "--_prefix_cache", "ram", "--_prefill_cache")),
+    Variant("chatfreeze_kl", "FreezeTrainer with KL to the base", ("--_trainer", "chatfreeze", "--_kl_to_base", "0.1"),
+            notes="its tokens/s against chatfreeze's is what KL costs; its losses differ by design"),
+)
+NAMES = tuple(variant.name for variant in VARIANTS)
 # What KL to the base (--kl_to_base) costs: chatfreeze_kl's tokens/s over chatfreeze's (a ratio, not a target).
 KL_COST = ("chatfreeze_kl", "chatfreeze")
 COMPARED = ("chatfreeze", "chatfreeze_cached")  # against naive_freeze, for max_abs_diff
+WEIGHTS_SAVED = ("naive_freeze", *COMPARED)  # the variants whose trained weights compare() reads
 # (variant, baseline, minimum speed-up) from the issue; memory: chatfreeze peak RSS <= 60% of full's.
 SPEED_TARGETS = (
     ("chatfreeze", "full", 2.5),
@@ -77,11 +92,23 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="data draw and training seed (default: 0)")
     parser.add_argument("--no_group_by_length", action="store_true",
                         help="random batch composition instead of the recipe's length grouping")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="what to run")
+    parser.add_argument("--variants", nargs="+", choices=NAMES, default=list(NAMES), help="what to run")
     parser.add_argument("--json", metavar="FILE", help="write the results here as JSON")
-    parser.add_argument("--_variant", choices=VARIANTS, help=argparse.SUPPRESS)  # worker mode
-    parser.add_argument("--_workdir", help=argparse.SUPPRESS)
+    add_worker_options(parser)
     return parser
+
+
+def add_worker_options(parser: argparse.ArgumentParser) -> None:
+    """The worker's options: which variant it is and what it sets (a variant's overrides), not for users."""
+    hidden = argparse.SUPPRESS
+    parser.add_argument("--_variant", choices=NAMES, help=hidden)  # worker mode
+    parser.add_argument("--_workdir", help=hidden)
+    parser.add_argument("--_save_weights", action="store_true", help=hidden)
+    parser.add_argument("--_trainer", choices=("plain", "chatfreeze"), default="chatfreeze", help=hidden)
+    parser.add_argument("--_freeze_embeddings", choices=("true", "false"), default="true", help=hidden)
+    parser.add_argument("--_prefix_cache", default="auto", help=hidden)
+    parser.add_argument("--_prefill_cache", action="store_true", help=hidden)
+    parser.add_argument("--_kl_to_base", type=float, default=0.0, help=hidden)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -143,30 +170,29 @@ def padding_share(lengths: list[int], order: list[int], batch_size: int) -> floa
     return 1 - real / padded
 
 
-def worker_command(args, model_path: str, variant: str, workdir: Path) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--_variant", variant, "--_workdir", str(workdir),
+def worker_command(args, model_path: str, variant: Variant, workdir: Path) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--_variant", variant.name, "--_workdir", str(workdir),
                "--model_name_or_path", model_path, "--num_frozen_layers", str(args.num_frozen_layers),
                "--batch_size", str(args.batch_size), "--warmup_steps", str(args.warmup_steps),
                "--steps", str(args.steps), "--learning_rate", str(args.learning_rate), "--seed", str(args.seed)]
     if args.optim:
         command += ["--optim", args.optim]
-    return command
+    return command + [*variant.overrides, *(["--_save_weights"] if variant.name in WEIGHTS_SAVED else [])]
 
 
-def run_variant(args, model_path: str, variant: str, workdir: Path, round_label: str = "",
+def run_variant(args, model_path: str, variant: Variant, workdir: Path, round_label: str = "",
                 show_notes: bool = True) -> dict:
-    started = time.perf_counter()
-    print(f"[benchmark] {variant}{round_label} ...", flush=True)
-    result = subprocess.run(worker_command(args, model_path, variant, workdir), cwd=REPO_ROOT,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.stderr.write(result.stdout[-4000:] + result.stderr[-8000:])
-        raise SystemExit(f"error: the {variant} worker failed (exit {result.returncode}).")
-    report = json.loads((workdir / f"{variant}.json").read_text())
-    report["notes"] = [line.split(": ", 1)[-1] for line in result.stderr.splitlines()
+    print(f"[benchmark] {variant.name}{round_label} ...", flush=True)
+    log = workdir / f"{variant.name}.log"
+    record = run_process(worker_command(args, model_path, variant, workdir), log, cwd=REPO_ROOT)
+    if record.returncode != 0:
+        sys.stderr.write(log_tail(log))
+        raise SystemExit(f"error: the {variant.name} worker failed (exit {record.returncode}).")
+    report = json.loads((workdir / f"{variant.name}.json").read_text())
+    report["notes"] = [line.split(": ", 1)[-1] for line in log.read_text().splitlines()
                        if "chatfreeze.fastpath" in line]
-    print(f"[benchmark] {variant}{round_label}: {report['tokens_per_s']:.1f} tokens/s, peak RSS "
-          f"{report['peak_rss_mb']:.0f} MB ({time.perf_counter() - started:.0f} s)", flush=True)
+    print(f"[benchmark] {variant.name}{round_label}: {report['tokens_per_s']:.1f} tokens/s, peak RSS "
+          f"{report['peak_rss_mb']:.0f} MB ({record.wall_seconds:.0f} s)", flush=True)
     if show_notes:
         for note in report["notes"]:
             print(f"[benchmark]   {note}", flush=True)
@@ -175,12 +201,13 @@ def run_variant(args, model_path: str, variant: str, workdir: Path, round_label:
 
 def run_rounds(args, model_path: str, workdir: Path) -> dict:
     """Every variant ``--rounds`` times, interleaved; each variant's fastest round, with all rounds' speeds."""
-    variants = [variant for variant in VARIANTS if variant in args.variants]
-    rounds: dict[str, list[dict]] = {variant: [] for variant in variants}
+    variants = [variant for variant in VARIANTS if variant.name in args.variants]
+    rounds: dict[str, list[dict]] = {variant.name: [] for variant in variants}
     for number in range(1, args.rounds + 1):
         label = f" (round {number} of {args.rounds})" if args.rounds > 1 else ""
         for variant in variants:
-            rounds[variant].append(run_variant(args, model_path, variant, workdir, label, show_notes=number == 1))
+            rounds[variant.name].append(run_variant(args, model_path, variant, workdir, label,
+                                                    show_notes=number == 1))
     reports = {}
     for variant, runs in rounds.items():
         best = dict(max(runs, key=lambda run: run["tokens_per_s"]))
@@ -232,6 +259,28 @@ def targets(reports: dict) -> list[tuple[str, float, float, bool]]:
     return rows
 
 
+def speed_columns(speed: dict[str, float], steps: int) -> list[Column]:
+    """The speed table's columns; an item is ``(variant, its report)``."""
+
+    def tokens_per_s(item) -> str:
+        rounds = item[1].get("tokens_per_s_rounds", [])
+        every = f" ({', '.join(f'{r:.0f}' for r in rounds)})" if len(rounds) > 1 else ""
+        return f"{speed[item[0]]:.1f}{every}"
+
+    def times(baseline: str):
+        return lambda item: f"{speed[item[0]] / speed[baseline]:.2f}" if baseline in speed else "-"
+
+    return [Column("variant", lambda item: item[0]), Column("tokens/s (each round)", tokens_per_s, "---:"),
+            Column("x full", times("full"), "---:"), Column("x naive_freeze", times("naive_freeze"), "---:"),
+            Column("s/step", lambda item: f"{item[1]['timed_s'] / steps:.2f}", "---:"),
+            Column("peak RSS MB", lambda item: f"{item[1]['peak_rss_mb']:.0f}", "---:")]
+
+
+# An item is a row of targets(): (target, measured, limit, passed).
+TARGET_COLUMNS = [Column("target", lambda row: row[0]), Column("measured", lambda row: f"{row[1]:.2f}", "---:"),
+                  Column("PASS/FAIL", lambda row: "PASS" if row[3] else "FAIL")]
+
+
 def format_table(reports: dict, data: dict, details: dict, counts: dict, args) -> str:
     speed = {v: r["tokens_per_s"] for v, r in reports.items()}
     lines = [
@@ -242,16 +291,8 @@ def format_table(reports: dict, data: dict, details: dict, counts: dict, args) -
         f"{data['dataset_dialogues']} dialogues, random batches pad {data['epoch_padding_share_random']:.1%}, "
         f"length-grouped ones {data['epoch_padding_share_length_grouped']:.1%}.",
         "",
-        "| variant | tokens/s (each round) | x full | x naive_freeze | s/step | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|",
+        *markdown_table(reports.items(), speed_columns(speed, args.steps)),
     ]
-    for variant, report in reports.items():
-        vs_full = f"{speed[variant] / speed['full']:.2f}" if "full" in speed else "-"
-        vs_naive = f"{speed[variant] / speed['naive_freeze']:.2f}" if "naive_freeze" in speed else "-"
-        rounds = report.get("tokens_per_s_rounds", [])
-        every = f" ({', '.join(f'{r:.0f}' for r in rounds)})" if len(rounds) > 1 else ""
-        lines.append(f"| {variant} | {speed[variant]:.1f}{every} | {vs_full} | {vs_naive} | "
-                     f"{report['timed_s'] / args.steps:.2f} | {report['peak_rss_mb']:.0f} |")
     with_kl, without = KL_COST
     if with_kl in speed and without in speed:
         lines.append(f"\nKL to the base costs {with_kl} {speed[with_kl] / speed[without]:.2f}x the tokens/s of "
@@ -261,8 +302,7 @@ def format_table(reports: dict, data: dict, details: dict, counts: dict, args) -
                      f"{reports['chatfreeze_cached']['prefill_s']:.1f} s (not in its tokens/s).")
     rows = targets(reports)
     if rows:
-        lines += ["", "| target | measured | PASS/FAIL |", "|---|---:|---|"]
-        lines += [f"| {name} | {value:.2f} | {'PASS' if ok else 'FAIL'} |" for name, value, _, ok in rows]
+        lines += ["", *markdown_table(rows, TARGET_COLUMNS)]
     if details:
         lines += ["", "max |naive_freeze - X| (per-step loss, trained weights after the last step): "
                   + ", ".join(f"{k} {v:.2e}" for k, v in details.items())]
@@ -317,32 +357,21 @@ def main(argv: list[str] | None = None) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def worker(args) -> dict:
-    import logging
+def recording(trainer_class):
+    """``trainer_class`` that keeps every training step's loss in ``self.losses``."""
 
-    import torch
-    from datasets import Dataset
-    from transformers import Trainer, TrainerCallback
+    class Recording(trainer_class):
+        def training_step(self, *a, **k):
+            loss = super().training_step(*a, **k)
+            self.losses.append(loss.item())
+            return loss
 
-    from chatfreeze.data import DataArguments
-    from chatfreeze.freezing import FreezeArguments
-    from chatfreeze.modeling import ModelArguments, load_model, load_tokenizer, resolve_model
-    from chatfreeze.training import recipe
-    from chatfreeze.training.arguments import FreezeTrainingArguments
-    from chatfreeze.training.trainer import FreezeTrainer
+    return Recording
 
-    logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("chatfreeze.fastpath").setLevel(logging.INFO)
-    logging.getLogger("chatfreeze.training").setLevel(logging.WARNING)
-    variant, workdir = args._variant, Path(args._workdir)
-    path = resolve_model(args.model_name_or_path).path
-    tokenizer = load_tokenizer(path)
-    data = json.loads((workdir / "data.json").read_text())
-    dataset = Dataset.from_dict(data)
-    model = load_model(path, torch.float32)
-    # full: nothing frozen; naive_freeze and chatfreeze: the same plan, applied by hand or by FreezeTrainer.
-    spec = FreezeArguments(num_frozen_layers="0", freeze_embeddings=False) if variant == "full" else \
-        FreezeArguments(num_frozen_layers=args.num_frozen_layers)
+
+def step_clock():
+    """A callback that notes the time at the start of training and at the end of every optimizer step."""
+    from transformers import TrainerCallback
 
     class StepClock(TrainerCallback):
         def __init__(self):
@@ -354,22 +383,25 @@ def worker(args) -> dict:
         def on_step_end(self, *a, **k):
             self.ends.append(time.perf_counter())
 
-    class LossRecorder:
-        losses: list[float]
+    return StepClock()
 
-        def training_step(self, *a, **k):
-            loss = super().training_step(*a, **k)
-            self.losses.append(loss.item())
-            return loss
 
-    class RecordingTrainer(LossRecorder, Trainer):
-        pass
+def build_worker_trainer(args, model, tokenizer, dataset, clock):
+    """The variant's trainer through the recipe's steps: its options say what is frozen, which trainer
+    (plain ``Trainer`` or ``FreezeTrainer``), the prefix cache and KL to the base."""
+    from transformers import Trainer
 
-    class RecordingFreezeTrainer(LossRecorder, FreezeTrainer):
-        pass
+    from chatfreeze.data import DataArguments
+    from chatfreeze.freezing import FreezeArguments
+    from chatfreeze.modeling import ModelArguments
+    from chatfreeze.training import recipe
+    from chatfreeze.training.arguments import FreezeTrainingArguments
+    from chatfreeze.training.trainer import FreezeTrainer
 
+    # full: nothing frozen; naive_freeze and chatfreeze: the same plan, applied by hand or by FreezeTrainer.
+    spec = FreezeArguments(num_frozen_layers=args.num_frozen_layers, freeze_embeddings=args._freeze_embeddings == "true")
     common = dict(
-        output_dir=str(workdir / variant), max_steps=args.warmup_steps + args.steps,
+        output_dir=str(Path(args._workdir) / args._variant), max_steps=args.warmup_steps + args.steps,
         per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
         lr_scheduler_type="constant",
         warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=args.seed, data_seed=args.seed,
@@ -378,45 +410,72 @@ def worker(args) -> dict:
     )
     if args.optim:
         common["optim"] = args.optim
-    clock = StepClock()
-    cache = "ram" if variant == "chatfreeze_cached" else "auto"
-    kl = 0.1 if variant == "chatfreeze_kl" else 0.0
+    training_args = FreezeTrainingArguments(**common, prefix_cache=args._prefix_cache, kl_to_base=args._kl_to_base)
     run = recipe.RecipeRun(ModelArguments(model_name_or_path=args.model_name_or_path), DataArguments(), spec,
-                           FreezeTrainingArguments(**common, prefix_cache=cache, kl_to_base=kl), model=model,
-                           tokenizer=tokenizer, train_dataset=dataset)
+                           training_args, model=model, tokenizer=tokenizer, train_dataset=dataset)
     run = recipe.plan(run, allow_no_freeze=True)
-    trainer_class = RecordingTrainer if variant in ("full", "naive_freeze") else RecordingFreezeTrainer
+    trainer_class = recording(Trainer if args._trainer == "plain" else FreezeTrainer)
     trainer = recipe.build_trainer(run, trainer_class, callbacks=[clock]).trainer
     trainer.losses = []
-    prefill_s = None
-    if variant == "chatfreeze_cached":
-        start = time.perf_counter()
-        cached = trainer.fill_prefix_cache()
-        prefill_s = time.perf_counter() - start
-        if cached != len(dataset):
-            raise SystemExit(f"error: the prefix cache holds {cached} of {len(dataset)} examples.")
-    trainer.train()
+    return trainer
+
+
+def prefill(trainer, examples: int) -> float:
+    """Fill the trainer's prefix cache with every example; the seconds it took."""
+    start = time.perf_counter()
+    cached = trainer.fill_prefix_cache()
+    if cached != examples:
+        raise SystemExit(f"error: the prefix cache holds {cached} of {examples} examples.")
+    return time.perf_counter() - start
+
+
+def worker_report(args, clock, losses: list[float], input_ids: list[list[int]], prefill_s: float | None) -> dict:
+    import torch
 
     step_s = [b - a for a, b in zip(clock.ends, clock.ends[1:], strict=False)]
     timed_s = sum(step_s[args.warmup_steps :])
-    real = [sum(len(ids) for ids in data["input_ids"][i : i + args.batch_size])
-            for i in range(0, len(data["input_ids"]), args.batch_size)]
+    real = [sum(len(ids) for ids in input_ids[i : i + args.batch_size])
+            for i in range(0, len(input_ids), args.batch_size)]
     rates = sorted(tokens / seconds for tokens, seconds in zip(real[args.warmup_steps :],
                                                                 step_s[args.warmup_steps :], strict=True))
-    report = {
+    return {
         "tokens_per_s": sum(real[args.warmup_steps :]) / timed_s,
         "median_step_tokens_per_s": rates[len(rates) // 2],  # robust to a step disturbed by other processes
         "timed_s": timed_s,
         "step_s": step_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "losses": trainer.losses,
+        "losses": losses,
         "prefill_s": prefill_s,
         "threads": torch.get_num_threads(),
     }
-    if variant != "full":
+
+
+def worker(args) -> dict:
+    import logging
+
+    import torch
+    from datasets import Dataset
+
+    from chatfreeze.modeling import load_model, load_tokenizer, resolve_model
+
+    logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("chatfreeze.fastpath").setLevel(logging.INFO)
+    logging.getLogger("chatfreeze.training").setLevel(logging.WARNING)
+    workdir = Path(args._workdir)
+    path = resolve_model(args.model_name_or_path).path
+    tokenizer = load_tokenizer(path)
+    data = json.loads((workdir / "data.json").read_text())
+    dataset = Dataset.from_dict(data)
+    model = load_model(path, torch.float32)
+    clock = step_clock()
+    trainer = build_worker_trainer(args, model, tokenizer, dataset, clock)
+    prefill_s = prefill(trainer, len(dataset)) if args._prefill_cache else None
+    trainer.train()
+    report = worker_report(args, clock, trainer.losses, data["input_ids"], prefill_s)
+    if args._save_weights:
         torch.save({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
-                   workdir / f"{variant}.weights.pt")
-    (workdir / f"{variant}.json").write_text(json.dumps(report))
+                   workdir / f"{args._variant}.weights.pt")
+    (workdir / f"{args._variant}.json").write_text(json.dumps(report))
     return report
 
 

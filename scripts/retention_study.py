@@ -10,73 +10,79 @@ before/after evaluation; interpolation rows re-score a finished run's trained bl
     python scripts/retention_study.py --only freeze80 full  # some variants
     python scripts/retention_study.py --report_only         # rebuild the doc, CSV and plot from what is done
 
-A variant is done when its directory under ``--work_dir`` holds ``evaluation.json``; a rerun skips it and
-restarts an unfinished one from scratch. A variant whose directory is gone (another machine, a new work dir)
+A variant is done when its run finished and ``--work_dir`` holds its process record (``NAME.process.json``);
+a rerun skips it and restarts an unfinished one from scratch. A variant whose directory is gone (another machine, a new work dir)
 keeps its row from the existing ``OUT.csv``, marked by the date it was measured (``earlier`` when unknown), so a
 partial rerun refreshes rows without losing the others. Outputs: ``OUT.md`` (setup, table, plot, the exact command; the
 hand-written reading between the ``<!-- reading -->`` markers is kept when the file is regenerated), ``OUT.csv``
 and ``OUT.png`` (learn vs keep). WikiText-2 perplexity needs the raw test file (``--general_text``; the default
 is the copy in ``../shared/data``, which this script requires rather than skips).
+
+The running, the carried rows, the CSV, the plot and the kept reading are ``chatfreeze.studies``'; this script
+holds what is this study's own: its variants, its commands, what a row reads from a run, and its doc's words.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import logging
 import os
 import platform
-import shlex
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
+
+from chatfreeze.studies.results import (
+    Column,
+    Panel,
+    Row,
+    collect_rows,
+    fmt,
+    markdown_table,
+    measured_on,
+    read_csv,
+    write_csv,
+    write_doc,
+    write_scatter,
+)
+from chatfreeze.studies.runner import Runner, Variant, read_record, select
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT = REPO_ROOT.parent / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"
-READING_START, READING_END = "<!-- reading -->", "<!-- /reading -->"
-
-
-@dataclass
-class Variant:
-    name: str
-    label: str
-    args: list[str] = field(default_factory=list)  # `chatfreeze train` options on top of the study's common ones
-    interpolate: tuple[str, float] | None = None  # (run to interpolate, alpha): no training of its own
-
+BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what interpolated runs are moved toward
+FREEZE80, REPLAY, KL = ("--num_frozen_layers", "24"), ("--replay_ratio", "0.25"), ("--kl_to_base", "0.5")
+FULL = ("--method", "full", "--learning_rate", "5e-5")
 
 # The order is the order of importance: an interrupted study has the rows that matter most. Learning rates are
 # not searched: the default recipe's 2e-4 for freezes and LoRA, the issue's 5e-5 for full fine-tuning.
 # Retention options are set once, before any result: replay one base reply per four support dialogues, KL weight 0.5.
+# A variant with a source trains nothing: its overrides are `chatfreeze merge`'s, on the source's finished run.
 VARIANTS = [
-    Variant("freeze80", "freeze 80% (24/30), lr 2e-4: the 0.1 default", ["--num_frozen_layers", "24"]),
-    Variant("freeze80_replay_kl", "freeze 80% + replay 0.25 + KL 0.5",
-            ["--num_frozen_layers", "24", "--replay_ratio", "0.25", "--kl_to_base", "0.5"]),
-    Variant("full", "full fine-tuning, lr 5e-5", ["--method", "full", "--learning_rate", "5e-5"]),
-    Variant("freeze80_replay", "freeze 80% + replay 0.25", ["--num_frozen_layers", "24", "--replay_ratio", "0.25"]),
-    Variant("freeze80_kl", "freeze 80% + KL 0.5", ["--num_frozen_layers", "24", "--kl_to_base", "0.5"]),
+    Variant("freeze80", "freeze 80% (24/30), lr 2e-4: the 0.1 default", FREEZE80),
+    Variant("freeze80_replay_kl", "freeze 80% + replay 0.25 + KL 0.5", FREEZE80 + REPLAY + KL),
+    Variant("full", "full fine-tuning, lr 5e-5", FULL),
+    Variant("freeze80_replay", "freeze 80% + replay 0.25", FREEZE80 + REPLAY),
+    Variant("freeze80_kl", "freeze 80% + KL 0.5", FREEZE80 + KL),
     Variant("freeze80_replay_kl_alpha0.75", "freeze 80% + replay + KL, interpolated to alpha 0.75",
-            interpolate=("freeze80_replay_kl", 0.75)),
-    Variant("freeze93", "freeze 93% (28/30)", ["--num_frozen_layers", "28"]),
-    Variant("freeze50", "freeze 50% (15/30)", ["--num_frozen_layers", "15"]),
-    Variant("lora_top6", "LoRA r=16 on the top 6 blocks", ["--method", "lora", "--lora_layers", "6"]),
+            ("--alpha", "0.75"), source="freeze80_replay_kl"),
+    Variant("freeze93", "freeze 93% (28/30)", ("--num_frozen_layers", "28")),
+    Variant("freeze50", "freeze 50% (15/30)", ("--num_frozen_layers", "15")),
+    Variant("lora_top6", "LoRA r=16 on the top 6 blocks", ("--method", "lora", "--lora_layers", "6")),
     Variant("freeze80_replay_kl_select", "freeze 80% + replay + KL + --select_alpha 0.5,0.75,1",
-            ["--num_frozen_layers", "24", "--replay_ratio", "0.25", "--kl_to_base", "0.5",
-             "--select_alpha", "0.5,0.75,1"]),
-    Variant("lora_all", "LoRA r=16 on every block", ["--method", "lora", "--lora_layers", "0"]),
-    Variant("freeze80_alpha0.5", "freeze 80%, interpolated to alpha 0.5", interpolate=("freeze80", 0.5)),
-    Variant("freeze93_replay_kl", "freeze 93% + replay 0.25 + KL 0.5",
-            ["--num_frozen_layers", "28", "--replay_ratio", "0.25", "--kl_to_base", "0.5"]),
-    # Replay is data, so full fine-tuning can have it too (KL needs a frozen prefix): is the freeze still needed?
-    Variant("full_replay", "full fine-tuning, lr 5e-5 + replay 0.25",
-            ["--method", "full", "--learning_rate", "5e-5", "--replay_ratio", "0.25"]),
+            FREEZE80 + REPLAY + KL + ("--select_alpha", "0.5,0.75,1")),
+    Variant("lora_all", "LoRA r=16 on every block", ("--method", "lora", "--lora_layers", "0")),
+    Variant("freeze80_alpha0.5", "freeze 80%, interpolated to alpha 0.5", ("--alpha", "0.5"), source="freeze80"),
+    Variant("freeze93_replay_kl", "freeze 93% + replay 0.25 + KL 0.5", ("--num_frozen_layers", "28") + REPLAY + KL),
+    Variant("full_replay", "full fine-tuning, lr 5e-5 + replay 0.25", FULL + REPLAY,
+            notes="Replay is data, so full fine-tuning can have it too (KL needs a frozen prefix): is the freeze "
+            "still needed?"),
 ]
 
-COLUMNS = ["variant", "label", "facts_accuracy", "support_perplexity", "skills_accuracy", "skills_change_points",
-           "self_agreement_ratio", "general_perplexity", "general_change_pct", "rougeL", "train_seconds",
-           "tokens_per_second", "peak_rss_mib", "trainable_params", "measured"]
-INTEGERS = {"train_seconds", "peak_rss_mib", "trainable_params"}
+# The CSV's columns between `variant, label` and `measured`.
+METRICS = ["facts_accuracy", "support_perplexity", "skills_accuracy", "skills_change_points", "self_agreement_ratio",
+           "general_perplexity", "general_change_pct", "rougeL", "train_seconds", "tokens_per_second",
+           "peak_rss_mib", "trainable_params"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -108,171 +114,102 @@ def evaluation_args(args: argparse.Namespace) -> list[str]:
             "40", "--generation_samples", "8", "--max_new_tokens", "96", "--batch_size", "8", "--max_length", "512"]
 
 
-def run_child(command: list[str], log: Path, threads: int) -> tuple[int, float, float]:
-    """Run ``command`` with its output in ``log``; ``(return code, wall seconds, peak RSS MiB of that child)``."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024
-
-
-def run_variant(variant: Variant, args: argparse.Namespace, work: Path) -> None:
+def commands(variant: Variant, args: argparse.Namespace, work: Path) -> list[list[str]]:
+    """A trained variant: one ``scripts/train.py`` run. An interpolated one: merge its source's run toward the
+    base (unless an earlier invocation did), then evaluate the merged model against the base."""
     out = work / variant.name
-    if (out / "evaluation.json").is_file():
-        print(f"[{variant.name}] done already: {out}")
-        return
-    if variant.interpolate:
-        source, alpha = variant.interpolate
-        if not (work / source / "evaluation.json").is_file():
-            print(f"[{variant.name}] needs {source} first; skipped")
-            return
-        merged = work / f"{variant.name}.model"
-        commands = [] if (merged / "config.json").is_file() else [
-            [sys.executable, "-m", "chatfreeze.merge", str(work / source), str(merged), "--alpha", str(alpha)]]
-        commands.append([sys.executable, "-m", "chatfreeze.evaluate", "--model", str(merged), "--base",
-                         "HuggingFaceTB/SmolLM2-135M-Instruct", "--output_dir", str(out), *evaluation_args(args)])
-    else:
-        commands = [[sys.executable, "scripts/train.py", *common_args(args), *variant.args, "--output_dir", str(out)]]
-    for command in commands:
-        print(f"[{variant.name}] {shlex.join(command)}", flush=True)
-        if args.dry_run:
-            continue
-        log = work / f"{variant.name}.log"
-        code, seconds, peak = run_child(command, log, args.threads)
-        if code != 0:
-            raise SystemExit(f"[{variant.name}] failed (exit {code}); see {log}")
-        if command is commands[-1]:
-            (work / f"{variant.name}.process.json").write_text(json.dumps(
-                {"wall_seconds": seconds, "peak_rss_mib": peak, "command": shlex.join(command)}) + "\n")
-        print(f"[{variant.name}] {seconds:.0f} s, peak RSS {peak:.0f} MiB", flush=True)
+    if not variant.source:
+        return [[sys.executable, "scripts/train.py", *common_args(args), *variant.overrides, "--output_dir", str(out)]]
+    merged = work / f"{variant.name}.model"
+    merge = [] if (merged / "config.json").is_file() else [
+        [sys.executable, "-m", "chatfreeze.merge", str(work / variant.source), str(merged), *variant.overrides]]
+    return merge + [[sys.executable, "-m", "chatfreeze.evaluate", "--model", str(merged), "--base", BASE_MODEL,
+                     "--output_dir", str(out), *evaluation_args(args)]]
 
 
-def read_row(variant: Variant, work: Path) -> dict | None:
-    out = work / variant.name
-    if not (out / "evaluation.json").is_file():
+def finished_evaluation(name: str, work: Path) -> dict | None:
+    """A finished variant's ``evaluation.json``; None while it is not finished."""
+    path = work / name / "evaluation.json"
+    return json.loads(path.read_text()) if read_record(work, name) and path.is_file() else None
+
+
+def quality(side: dict, change: dict | None) -> dict:
+    """The row's quality metrics from one side of ``evaluation.json`` (``after``, or ``before`` for the base)."""
+    return {"facts_accuracy": side.get("facts_accuracy"), "support_perplexity": side.get("support_perplexity"),
+            "skills_accuracy": side.get("skills_accuracy"),
+            "skills_change_points": change.get("skills_accuracy_change_points") if change is not None else 0.0,
+            "self_agreement_ratio": side.get("self_agreement_ratio"),
+            "general_perplexity": side.get("general_perplexity"),
+            "general_change_pct": change.get("general_perplexity_change_pct") if change is not None else 0.0,
+            "rougeL": side.get("rougeL")}
+
+
+def training(out: Path) -> dict:
+    """What a trained variant's run directory says about its training."""
+    results = json.loads((out / "all_results.json").read_text())
+    state = json.loads((out / "trainer_state.json").read_text())
+    tokens = max((e.get("num_input_tokens_seen", 0) for e in state.get("log_history", [])), default=0)
+    plan = json.loads((out / "freeze_plan.json").read_text())
+    return {"train_seconds": round(results["train_runtime"]),
+            "tokens_per_second": round(tokens / results["train_runtime"], 1) if tokens else None,
+            # LoRA: the adapters' parameters (the plan counts the block weights the merge changes)
+            "trainable_params": results.get("adapter_parameters", plan.get("trainable_parameters"))}
+
+
+def read_row(variant: Variant, work: Path) -> Row | None:
+    evaluation = finished_evaluation(variant.name, work)
+    if evaluation is None:
         return None
-    evaluation = json.loads((out / "evaluation.json").read_text())
-    after, change = evaluation.get("after", {}), evaluation.get("change", {})
-    process = json.loads((work / f"{variant.name}.process.json").read_text())
-    row = {"variant": variant.name, "label": variant.label,
-           "facts_accuracy": after.get("facts_accuracy"), "support_perplexity": after.get("support_perplexity"),
-           "skills_accuracy": after.get("skills_accuracy"),
-           "skills_change_points": change.get("skills_accuracy_change_points"),
-           "self_agreement_ratio": after.get("self_agreement_ratio"),
-           "general_perplexity": after.get("general_perplexity"),
-           "general_change_pct": change.get("general_perplexity_change_pct"), "rougeL": after.get("rougeL"),
-           "peak_rss_mib": round(process["peak_rss_mib"]), "measured": measured_on(out)}
+    out = work / variant.name
+    row = Row(variant.name, variant.label, quality(evaluation.get("after", {}), evaluation.get("change", {})),
+              measured_on(out / "evaluation.json"))
+    row.metrics["peak_rss_mib"] = round(read_record(work, variant.name)["peak_rss_mib"])
     if evaluation.get("alpha_selection"):  # --select_alpha: say which alpha it kept
-        row["label"] += f" (chose alpha {evaluation['alpha_selection']['alpha']:g})"
-    results_file = out / "all_results.json"
-    if results_file.is_file():  # a trained variant
-        results = json.loads(results_file.read_text())
-        state = json.loads((out / "trainer_state.json").read_text())
-        tokens = max((e.get("num_input_tokens_seen", 0) for e in state.get("log_history", [])), default=0)
-        plan = json.loads((out / "freeze_plan.json").read_text())
-        row.update(train_seconds=round(results["train_runtime"]),
-                   tokens_per_second=round(tokens / results["train_runtime"], 1) if tokens else None,
-                   # LoRA: the adapters' parameters (the plan counts the block weights the merge changes)
-                   trainable_params=results.get("adapter_parameters", plan.get("trainable_parameters")))
+        row.label += f" (chose alpha {evaluation['alpha_selection']['alpha']:g})"
+    if variant.source is None:
+        row.metrics.update(training(out))
     else:  # interpolation: the source run's training
-        source = read_row(next(v for v in VARIANTS if v.name == variant.interpolate[0]), work) or {}
-        row.update(train_seconds=source.get("train_seconds"), tokens_per_second=source.get("tokens_per_second"),
-                   trainable_params=source.get("trainable_params"))
+        source = read_row(next(v for v in VARIANTS if v.name == variant.source), work)
+        row.metrics.update({key: source.get(key) if source else None
+                            for key in ("train_seconds", "tokens_per_second", "trainable_params")})
     return row
 
 
-def base_row(work: Path) -> dict | None:
+def base_row(work: Path) -> Row | None:
+    """The base model's row: the ``before`` side of the first finished variant (every one measures the same base)."""
     for variant in VARIANTS:
-        out = work / variant.name / "evaluation.json"
-        if out.is_file():
-            before = json.loads(out.read_text()).get("before", {})
-            return {"variant": "base", "label": "base model (no training)",
-                    "facts_accuracy": before.get("facts_accuracy"),
-                    "support_perplexity": before.get("support_perplexity"),
-                    "skills_accuracy": before.get("skills_accuracy"), "skills_change_points": 0.0,
-                    "self_agreement_ratio": before.get("self_agreement_ratio"),
-                    "general_perplexity": before.get("general_perplexity"), "general_change_pct": 0.0,
-                    "rougeL": before.get("rougeL"), "measured": measured_on(out.parent)}
+        evaluation = finished_evaluation(variant.name, work)
+        if evaluation is not None:
+            return Row("base", "base model (no training)", quality(evaluation.get("before", {}), None),
+                       measured_on(work / variant.name / "evaluation.json"))
     return None
 
 
-def measured_on(out: Path) -> str:
-    return time.strftime("%Y-%m-%d", time.localtime((out / "evaluation.json").stat().st_mtime))
+def cell(key: str, kind: str = "") -> Callable[[Row], str]:
+    return lambda row: fmt(row.get(key), kind)
 
 
-def previous_rows(path: Path) -> dict[str, dict]:
-    """The rows of an earlier ``OUT.csv`` by variant name, numbers parsed back (``measured`` "earlier" if absent)."""
-    if not path.is_file():
-        return {}
-    rows = {}
-    with open(path, newline="") as handle:
-        for raw in csv.DictReader(handle):
-            row = {}
-            for key in COLUMNS:
-                value = raw.get(key) or None
-                if value is not None and key not in ("variant", "label", "measured"):
-                    value = int(float(value)) if key in INTEGERS else float(value)
-                row[key] = value
-            row["measured"] = row["measured"] or "earlier"
-            rows[row["variant"]] = row
-    return rows
+TABLE = [
+    Column("variant", lambda row: row.label),
+    Column("facts right", cell("facts_accuracy", "pct")),
+    Column("support ppl", cell("support_perplexity")),
+    Column("short answers right (Δ pts)",
+           lambda row: f"{fmt(row.get('skills_accuracy'), 'pct')} ({fmt(row.get('skills_change_points'), 'signed')})"),
+    Column("self-agreement", cell("self_agreement_ratio")),
+    Column("WikiText-2 ppl (Δ)",
+           lambda row: f"{fmt(row.get('general_perplexity'))} ({fmt(row.get('general_change_pct'), 'signed')}%)"),
+    Column("train s", cell("train_seconds")),
+    Column("tokens/s (padded)", cell("tokens_per_second")),
+    Column("peak RSS MiB", cell("peak_rss_mib")),
+    Column("trainable", cell("trainable_params")),
+    Column("measured", lambda row: row.measured or "earlier"),
+]
+LEARN_VS_KEEP = [Panel("skills_change_points", "short-answer accuracy change (points, higher keeps more)"),
+                 Panel("general_change_pct", "WikiText-2 perplexity change (%, lower keeps more)", invert=True)]
 
 
-def fmt(value, kind: str = "") -> str:
-    if value is None:
-        return "–"
-    if kind == "pct":
-        return f"{100 * value:.1f}%"
-    if kind == "signed":
-        return f"{value:+.1f}"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def write_plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    for ax, key, xlabel in ((axes[0], "skills_change_points", "short-answer accuracy change (points, higher keeps more)"),
-                            (axes[1], "general_change_pct", "WikiText-2 perplexity change (%, lower keeps more)")):
-        for row in rows:
-            if row.get(key) is None or row.get("facts_accuracy") is None:
-                continue
-            ax.scatter(row[key], 100 * row["facts_accuracy"], s=40)
-            ax.annotate(row["variant"], (row[key], 100 * row["facts_accuracy"]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("facts-probe accuracy (%, learn)")
-        ax.grid(alpha=0.3)
-    axes[1].invert_xaxis()  # right = keeps more on both panels
-    fig.suptitle("Learn vs keep: up is learned, right is kept")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_outputs(args: argparse.Namespace, work: Path) -> None:
-    out = Path(args.out)
-    earlier = previous_rows(out.with_suffix(".csv"))  # rows whose run directory is gone keep their numbers
-    rows = [row for variant in VARIANTS if (row := read_row(variant, work) or earlier.get(variant.name))]
-    base = base_row(work) or earlier.get("base")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table_rows = ([base] if base else []) + rows
-    with open(out.with_suffix(".csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({k: row.get(k) for k in COLUMNS} for row in table_rows)
-    if table_rows:
-        write_plot(table_rows, out.with_suffix(".png"))
-    missing = [v.name for v in VARIANTS if not any(row["variant"] == v.name for row in rows)]
+def doc_lines(args: argparse.Namespace, rows: list[Row], missing: list[str], plot: Path) -> list[str]:
+    """The generated part of ``OUT.md``, above the reading."""
     lines = [
         "# Retention study: learn the support task, keep the base model's skills",
         "",
@@ -286,35 +223,31 @@ def write_outputs(args: argparse.Namespace, work: Path) -> None:
         f"held-out support perplexity on `data/validation.jsonl`, WikiText-2 raw test 40 windows of 512). "
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}, fp32.",
         "",
-        "| variant | facts right | support ppl | short answers right (Δ pts) | self-agreement | WikiText-2 ppl (Δ) "
-        "| train s | tokens/s (padded) | peak RSS MiB | trainable | measured |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *markdown_table(rows, TABLE),
     ]
-    for row in table_rows:
-        lines.append(
-            f"| {row['label']} | {fmt(row['facts_accuracy'], 'pct')} | {fmt(row['support_perplexity'])} | "
-            f"{fmt(row['skills_accuracy'], 'pct')} ({fmt(row['skills_change_points'], 'signed')}) | "
-            f"{fmt(row['self_agreement_ratio'])} | {fmt(row['general_perplexity'])} "
-            f"({fmt(row['general_change_pct'], 'signed')}%) | {fmt(row.get('train_seconds'))} | "
-            f"{fmt(row.get('tokens_per_second'))} | {fmt(row.get('peak_rss_mib'))} | "
-            f"{fmt(row.get('trainable_params'))} | {row.get('measured') or 'earlier'} |")
     if missing:
         lines += ["", f"Not measured yet (the study was interrupted; rerun to add them): {', '.join(missing)}."]
-    lines += ["", f"![learn vs keep]({out.with_suffix('.png').name})", "", "Command:", "",
-              f"    python scripts/retention_study.py --steps {args.steps} --threads {args.threads}", "",
-              READING_START, previous_reading(out.with_suffix(".md")), READING_END, ""]
-    out.with_suffix(".md").write_text("\n".join(lines))
-    fresh = sum(1 for v in VARIANTS if read_row(v, work))
-    print(f"wrote {out.with_suffix('.md')}, .csv, .png ({len(rows)} variants: {fresh} from {work}, "
-          f"{len(rows) - fresh} kept from the earlier CSV)")
+    return lines + ["", f"![learn vs keep]({plot.name})", "", "Command:", "",
+                    f"    python scripts/retention_study.py --steps {args.steps} --threads {args.threads}", ""]
 
 
-def previous_reading(path: Path) -> str:
-    if path.is_file():
-        text = path.read_text()
-        if READING_START in text and READING_END in text:
-            return text.split(READING_START, 1)[1].split(READING_END, 1)[0].strip("\n")
-    return "(reading to be written when the rows are in)"
+def write_outputs(args: argparse.Namespace, work: Path) -> None:
+    out = Path(args.out)
+    earlier = read_csv(out.with_suffix(".csv"))  # rows whose run directory is gone keep their numbers
+    fresh = {v.name: row for v in VARIANTS if (row := read_row(v, work))}
+    rows = collect_rows([v.name for v in VARIANTS], fresh.get, earlier)
+    base = base_row(work) or earlier.get("base")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table_rows = ([base] if base else []) + rows
+    write_csv(table_rows, out.with_suffix(".csv"), METRICS)
+    if table_rows:
+        write_scatter(table_rows, out.with_suffix(".png"), "facts_accuracy", "facts-probe accuracy (%, learn)",
+                      LEARN_VS_KEEP, "Learn vs keep: up is learned, right is kept")
+    missing = [v.name for v in VARIANTS if not any(row.variant == v.name for row in rows)]
+    write_doc(out.with_suffix(".md"), doc_lines(args, table_rows, missing, out.with_suffix(".png")),
+              "(reading to be written when the rows are in)")
+    print(f"wrote {out.with_suffix('.md')}, .csv, .png ({len(rows)} variants: {len(fresh)} from {work}, "
+          f"{len(rows) - len(fresh)} kept from the earlier CSV)")
 
 
 def main(argv=None) -> int:
@@ -323,19 +256,18 @@ def main(argv=None) -> int:
         print(f"error: --general_text {args.general_text}: no such file; the study measures WikiText-2 "
               "perplexity from a local raw copy (wiki.test.raw).", file=sys.stderr)
         return 2
-    names = {v.name for v in VARIANTS}
-    unknown = sorted(set(args.only or []) - names)
-    if unknown:
-        print(f"error: --only {unknown[0]}: unknown variant; choose from {', '.join(sorted(names))}.", file=sys.stderr)
+    try:
+        chosen = select(VARIANTS, args.only)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
+    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout)
     work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    runner = Runner(work, cwd=REPO_ROOT, threads=args.threads, dry_run=args.dry_run,
+                    env={"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
     if not args.report_only:
-        for variant in VARIANTS:
-            if args.only is None or variant.name in args.only:
-                run_variant(variant, args, work)
-                if not args.dry_run:
-                    write_outputs(args, work)
+        runner.run_all(chosen, lambda variant: commands(variant, args, work),
+                       after_each=lambda: write_outputs(args, work))
     if not args.dry_run:
         write_outputs(args, work)
     return 0

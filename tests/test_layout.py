@@ -15,13 +15,14 @@ from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "chatfreeze"
 CORE = ("modeling", "freezing", "data", "fastpath", "retention", "evaluation")
-OUTER = ("training", "cli", "chat", "publish")
+OUTER = ("training", "cli", "chat", "publish", "studies")
 SUBPACKAGES = CORE + OUTER
 # The layers, lowest first: each subpackage (or top-level module) imports only those before it. "chatfreeze" is the
 # package's own __init__ (its version; its public names are lazy and import nothing). The python -m shims
-# (chatfreeze/plan.py, ...) and __main__ sit above cli. docs/architecture.md explains the order.
+# (chatfreeze/plan.py, ...) and __main__ sit above cli; studies, the outermost, is imported by nothing (a test of its
+# own, below). docs/architecture.md explains the order.
 LAYERS = ("common", "rundir", "chatfreeze", "modeling", "generation", "freezing", "data", "fastpath", "evaluation",
-          "retention", "publish", "training", "chat", "cli")
+          "retention", "publish", "training", "chat", "cli", "studies")
 SHIMS = ("__main__", "evaluate", "merge", "plan", "plots", "push", "web")
 
 
@@ -124,6 +125,14 @@ def test_the_layer_check_sees_an_upward_import():
         "chatfreeze.chat.__main__ (chat) imports chatfreeze.cli.chat (cli)",
         "chatfreeze.fastpath.loss (fastpath) imports chatfreeze.retention.kl_to_base (retention)",
     ]
+
+
+def test_nothing_in_the_package_imports_the_studies():
+    graph = import_graph()
+    offences = [f"{module} imports {target}" for module, targets in graph.items()
+                if not module.startswith("chatfreeze.studies") for target in targets
+                if target.startswith("chatfreeze.studies")]
+    assert not offences, offences
 
 
 def test_rundir_and_common_import_nothing_of_chatfreeze():

@@ -1,7 +1,7 @@
 """The freeze-tuning recipe as steps: start -> load -> plan -> data -> trainer -> train -> finish.
 
 ``run_training`` runs them in order (``chatfreeze train`` / ``scripts/train.py``); scripts that compare methods
-(the sweep, the benchmark) call the same steps and never wire a trainer by hand. Each step reads and fills a
+(the benchmark) call the same steps and never wire a trainer by hand. Each step reads and fills a
 ``RecipeRun``, so a caller can stop after any step, look at what it made, or replace what comes next. What the
 output directory may hold before a run is ``output_dir``'s concern; what ``run_info.json`` records, ``run_info``'s.
 """
