@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "chatfreeze"
-CORE = ("modeling", "freezing", "data", "fastpath", "retention", "evaluation")
+CORE = ("modeling", "freezing", "data", "facts", "fastpath", "retention", "evaluation")
 OUTER = ("training", "cli", "chat", "publish")
 SUBPACKAGES = CORE + OUTER
 
