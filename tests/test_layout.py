@@ -14,14 +14,14 @@ import pytest
 from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "chatfreeze"
-CORE = ("modeling", "freezing", "data", "fastpath", "retention", "evaluation")
+CORE = ("modeling", "freezing", "data", "facts", "fastpath", "retention", "evaluation")
 OUTER = ("training", "cli", "chat", "publish", "studies")
 SUBPACKAGES = CORE + OUTER
 # The layers, lowest first: each subpackage (or top-level module) imports only those before it. "chatfreeze" is the
 # package's own __init__ (its version; its public names are lazy and import nothing). The python -m shims
 # (chatfreeze/plan.py, ...) and __main__ sit above cli; studies, the outermost, is imported by nothing (a test of its
 # own, below). docs/architecture.md explains the order.
-LAYERS = ("common", "rundir", "chatfreeze", "modeling", "generation", "freezing", "data", "fastpath", "evaluation",
+LAYERS = ("common", "rundir", "chatfreeze", "modeling", "generation", "freezing", "data", "facts", "fastpath", "evaluation",
           "retention", "publish", "training", "chat", "cli", "studies")
 SHIMS = ("__main__", "evaluate", "merge", "plan", "plots", "push", "web")
 

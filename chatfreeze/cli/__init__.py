@@ -16,6 +16,7 @@ COMMANDS = {
     "chat": "talk to a model or a training run in the terminal",
     "web": "talk to it in the browser, side by side with its base (Gradio: pip install \"chatfreeze[web]\")",
     "plan": "show what a freeze spec would freeze, from the model's config alone",
+    "facts": "count how many training examples state each company fact (a facts sheet + the dialogues)",
     "evaluate": "measure a model on support dialogues and general text",
     "push": "upload a training run with its model card to the Hugging Face Hub",
     "plots": "(re)draw the plots of a finished run",

@@ -1,0 +1,24 @@
+"""A company's facts, taught and counted: the facts sheet (``sheet``: values, value patterns, question and answer
+phrasings), drills planned by fact (``drills``), how often the training data states each fact (``exposure``),
+the facts probe in dev/test halves (``probe_split``) and training questions too close to probe questions
+(``overlap``).
+
+Layer: above ``data`` (drills are tokenized by its ``build_dataset``), below ``fastpath``, ``evaluation`` and
+``training``; it imports only ``common`` and ``data``.
+"""
+
+from __future__ import annotations
+
+from ..common import lazy_exports
+
+_EXPORTS = {  # submodule: the public names it defines
+    "options": ("FactsArguments", "DEFAULT_PER_FACT", "DEFAULT_MIN_EXPOSURES"),
+    "sheet": ("Fact", "FactsSheet", "FactsSheetError", "QA", "load_facts_sheet", "parse_facts_sheet"),
+    "drills": ("Drill", "FactsData", "plan_drills", "render_drills", "drills_dataset", "facts_dataset",
+               "common_system_prompt"),
+    "exposure": ("ExposureReport", "FactExposure", "count_exposures"),
+    "probe_split": ("split_probe",),
+    "overlap": ("Overlap", "find_overlaps", "normalise"),
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,442 @@
+"""chatfreeze.facts: the facts sheet (loading and every error), drills (planned by fact, deterministic, labelled
+on the answer only), the exposure report and its command, the probe split, the probe-overlap detector, and the
+Kestrel & Co. sheet in data/facts.yaml."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+from chatfreeze.data import DialogueCollator
+from chatfreeze.data.schema import IGNORE_INDEX
+from chatfreeze.facts import (
+    FactsArguments,
+    FactsSheetError,
+    count_exposures,
+    drills_dataset,
+    facts_dataset,
+    find_overlaps,
+    load_facts_sheet,
+    normalise,
+    plan_drills,
+    render_drills,
+    split_probe,
+)
+from chatfreeze.facts.drills import common_system_prompt
+from chatfreeze.facts.overlap import compare
+
+KESTREL_SHEET = REPO_ROOT / "data" / "facts.yaml"
+PROBE_FILE = REPO_ROOT / "data" / "facts_probe.jsonl"
+README = REPO_ROOT / "data" / "README.md"
+SYSTEM = "You are the assistant of a small shop."
+
+
+def small_sheet() -> dict:
+    """Two facts: one with reverse, also and not_done entries, one plain; openers given."""
+    return {
+        "company": "Test Shop",
+        "openers": ["", "Hi!"],
+        "facts": [
+            {"id": "phone", "value": "+44 20 7946 0000", "patterns": [r"7946\s*0000"],
+             "questions": ["What is your phone number?", "How do I call you?", "number pls"],
+             "answers": ["Call us on +44 20 7946 0000.", "Our number is +44 20 7946 0000."],
+             "also": [{"questions": ["When is the phone line open?"],
+                       "answers": ["+44 20 7946 0000 is staffed on weekdays."]}],
+             "reverse": [{"questions": ["Is +44 20 7946 0000 your number?"],
+                          "answers": ["Yes, +44 20 7946 0000 is our number."]}],
+             "not_done": [{"what": "call-backs", "questions": ["Can you call me back?"],
+                           "answers": ["We don't call back, but you can ring +44 20 7946 0000."]}]},
+            {"id": "refund_time", "value": "5–7 business days", "patterns": [r"\b5\s*(?:-|–|to)\s*7\b"],
+             "questions": ["How long do refunds take?"],
+             "answers": ["Refunds take 5–7 business days.", "Allow 5 to 7 business days for a refund."]},
+        ],
+    }
+
+
+def write_sheet(tmp_path, data, name="facts.yaml"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+# --- the sheet ---------------------------------------------------------------------------------------------------
+
+def test_a_sheet_loads_with_every_part(tmp_path):
+    sheet = load_facts_sheet(write_sheet(tmp_path, small_sheet()))
+    assert sheet.ids == ["phone", "refund_time"] and len(sheet) == 2 and sheet.company == "Test Shop"
+    phone = sheet.by_id["phone"]
+    assert [kind for kind, _ in phone.groups()] == ["ask", "also", "reverse", "not_done"]
+    assert phone.not_done[0].what == "call-backs" and len(phone.questions()) == 6 and len(phone.answers()) == 5
+    assert sheet.openers == ("", "Hi!")
+    assert phone.states_value("ring 020 7946 0000") and not phone.states_value("ring 020 7946 1111")
+
+
+def test_openers_default_when_the_sheet_names_none(tmp_path):
+    from chatfreeze.facts.sheet import DEFAULT_OPENERS
+
+    data = small_sheet()
+    del data["openers"]
+    assert load_facts_sheet(write_sheet(tmp_path, data)).openers == DEFAULT_OPENERS
+
+
+def _edit(change):
+    data = small_sheet()
+    change(data)
+    return data
+
+
+def phone_fact(data: dict) -> dict:
+    return data["facts"][0]
+
+
+BAD_SHEETS = [
+    ("facts: [\n  - id: a\n   value: x\n", "not valid YAML at line"),
+    ("- just a list", "expected a mapping with a 'facts' list"),
+    (_edit(lambda d: d.update(extra=1)), "unknown key(s) extra"),
+    (_edit(lambda d: d.update(facts=[])), "'facts' must be a non-empty list"),
+    (_edit(lambda d: d.update(company="")), "company: must be a non-empty string"),
+    (_edit(lambda d: d.update(openers="Hi!")), "openers: must be a non-empty list"),
+    (_edit(lambda d: d["facts"].append("phone")), "facts[2]: expected a mapping"),
+    (_edit(lambda d: phone_fact(d).update(id="phone number")), "facts[0]: id: must be a word"),
+    (_edit(lambda d: d["facts"][1].update(id="phone")), "fact 'phone': id: duplicate fact id"),
+    (_edit(lambda d: phone_fact(d).update(answer=["x"])), "fact 'phone': unknown key(s) answer"),
+    (_edit(lambda d: phone_fact(d).pop("value")), "fact 'phone': value: must be a non-empty string"),
+    (_edit(lambda d: phone_fact(d).pop("patterns")), "fact 'phone': patterns: must be a non-empty list"),
+    (_edit(lambda d: phone_fact(d).update(patterns=["7946("])), "fact 'phone': patterns[0]: '7946(' does not compile"),
+    (_edit(lambda d: phone_fact(d).update(value="+44 20 7946 1111")), "fact 'phone': patterns: the value"),
+    (_edit(lambda d: phone_fact(d).update(questions="What is your number?")), "fact 'phone': questions: must be a "
+                                                                         "non-empty list"),
+    (_edit(lambda d: phone_fact(d)["questions"].append(" ")), "fact 'phone': questions[3]: must be a non-empty string"),
+    (_edit(lambda d: phone_fact(d)["answers"].append("Call us any time.")),
+     "fact 'phone': answers[2]: does not state the value (no match for '7946\\s*0000')"),
+    (_edit(lambda d: phone_fact(d)["reverse"][0]["answers"].append("Yes.")),
+     "fact 'phone': reverse[0].answers[1]: does not state the value"),
+    (_edit(lambda d: phone_fact(d)["also"].append(["When?"])), "fact 'phone': also[1]: expected a mapping"),
+    (_edit(lambda d: phone_fact(d)["not_done"][0].pop("what")), "fact 'phone': not_done[0].what: must be a non-empty"),
+    (_edit(lambda d: phone_fact(d)["reverse"][0].update(what="x")), "fact 'phone': reverse[0]: unknown key(s) what"),
+    (_edit(lambda d: d["facts"][1]["questions"].append("how do i call you?")),
+     "fact 'refund_time': questions: 'how do i call you?' is also asked under fact 'phone'"),
+    (_edit(lambda d: phone_fact(d)["not_done"][0]["questions"].append("number pls")),
+     "fact 'phone': questions: 'number pls' is also asked under this fact"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), BAD_SHEETS)
+def test_every_sheet_error_is_one_line_naming_file_fact_and_field(tmp_path, content, message):
+    path = write_sheet(tmp_path, content)
+    with pytest.raises(FactsSheetError) as caught:
+        load_facts_sheet(path)
+    text = str(caught.value)
+    assert "\n" not in text and text.startswith(f"{path}: ") and message in text, text
+    assert isinstance(caught.value, ValueError)  # the CLI's user errors: exit 2, one line
+
+
+def test_missing_and_non_utf8_sheets(tmp_path):
+    with pytest.raises(FactsSheetError, match="no such facts sheet"):
+        load_facts_sheet(tmp_path / "nope.yaml")
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("company: Caf\xe9".encode("latin-1"))
+    with pytest.raises(FactsSheetError, match="not UTF-8"):
+        load_facts_sheet(bad)
+
+
+def test_a_thin_fact_is_logged(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="chatfreeze.facts.sheet"):
+        load_facts_sheet(write_sheet(tmp_path, small_sheet()))
+    assert "2 fact(s) with fewer than 5 question" in caplog.text and "phone, refund_time" in caplog.text
+
+
+# --- drills ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def sheet(tmp_path):
+    return load_facts_sheet(write_sheet(tmp_path, small_sheet()))
+
+
+def test_every_fact_gets_exactly_per_fact_drills(sheet):
+    for per_fact in (0, 1, 7, 50):
+        drills = plan_drills(sheet, per_fact, seed=3)
+        assert Counter(d.fact for d in drills) == ({"phone": per_fact, "refund_time": per_fact} if per_fact else {})
+    with pytest.raises(ValueError, match="per_fact -1"):
+        plan_drills(sheet, -1)
+
+
+def test_drills_go_round_questions_answers_and_openers_before_repeating(sheet):
+    drills = [d for d in plan_drills(sheet, 24, seed=0) if d.fact == "phone"]
+    # 6 questions (3 ask, 1 also, 1 reverse, 1 not_done): 24 drills ask each one 4 times.
+    base = Counter(re.sub(r"^Hi! ", "", d.question) for d in drills)
+    assert len(base) == 6 and set(base.values()) == {4}
+    assert Counter(d.kind for d in drills) == {"ask": 12, "also": 4, "reverse": 4, "not_done": 4}
+    # 3 ask questions x 2 answers x 2 openers = 12 combinations: all used once before any repeats.
+    assert len({(d.question, d.answer) for d in drills if d.kind == "ask"}) == 12
+    refund = [d for d in plan_drills(sheet, 9, seed=0) if d.fact == "refund_time"]
+    # 1 question x 2 answers x 2 openers = 4 combinations, cycled: 9 drills use them 3, 2, 2 and 2 times.
+    assert sorted(Counter((d.question, d.answer) for d in refund).values()) == [2, 2, 2, 3]
+    for drill in drills:
+        assert sheet.by_id[drill.fact].states_value(drill.answer)
+
+
+def test_drills_are_deterministic_and_seeded(sheet):
+    assert plan_drills(sheet, 20, seed=1) == plan_drills(sheet, 20, seed=1)
+    assert plan_drills(sheet, 20, seed=1) != plan_drills(sheet, 20, seed=2)
+    dialogues = render_drills(sheet, SYSTEM, 5, seed=1)
+    assert len(dialogues) == 10 and [m["role"] for m in dialogues[0]] == ["system", "user", "assistant"]
+    assert dialogues[0][0]["content"] == SYSTEM and len(render_drills(sheet, None, 5, seed=1)[0]) == 2
+
+
+def test_the_plan_is_the_same_in_another_process(sheet):
+    """No hash() (salted per process) in the plan: a fresh interpreter with another hash seed plans the same."""
+    code = ("import sys, json; from chatfreeze.facts import load_facts_sheet, plan_drills\n"
+            "print(json.dumps([d.__dict__ for d in plan_drills(load_facts_sheet(sys.argv[1]), 9, seed=4)]))")
+    result = subprocess.run([sys.executable, "-c", code, sheet.path], capture_output=True, text=True, cwd=REPO_ROOT,
+                            env={"PYTHONPATH": str(REPO_ROOT), "PYTHONHASHSEED": "123"}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == [d.__dict__ for d in plan_drills(sheet, 9, seed=4)]
+
+
+def test_drills_are_labelled_on_the_answer_only(sheet, chatml_tokenizer):
+    drills = plan_drills(sheet, 3, seed=0)
+    dataset, report = drills_dataset(drills, chatml_tokenizer, system_prompt=SYSTEM, max_length=512)
+    assert len(dataset) == len(drills) == report.dialogues_used == report.assistant_turns == 6
+    for drill, row in zip(drills, dataset, strict=True):
+        trained = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != IGNORE_INDEX]
+        assert chatml_tokenizer.decode(trained) == drill.answer + "<|im_end|>"
+        first = next(i for i, label in enumerate(row["labels"]) if label != IGNORE_INDEX)
+        assert drill.question in chatml_tokenizer.decode(row["input_ids"][:first])  # the question is context only
+    batch = DialogueCollator(chatml_tokenizer)([dataset[0], dataset[1]])
+    assert batch["labels"].shape == batch["input_ids"].shape
+
+
+def test_facts_dataset_mixes_per_fact_or_by_ratio(sheet, chatml_tokenizer):
+    assert facts_dataset(FactsArguments(), chatml_tokenizer, 100, system_prompt=SYSTEM) is None
+    data = facts_dataset(FactsArguments(facts=sheet.path, facts_per_fact=4), chatml_tokenizer, 100,
+                         system_prompt=SYSTEM, max_length=512)
+    assert data.per_fact == 4 and len(data.drills) == len(data.dataset) == 8
+    by_ratio = facts_dataset(FactsArguments(facts=sheet.path, facts_ratio=0.5), chatml_tokenizer, 10,
+                             system_prompt=SYSTEM, max_length=512)
+    assert by_ratio.per_fact == 2 and len(by_ratio.dataset) == 4  # 0.5 x 10 dialogues / 2 facts
+    none = facts_dataset(FactsArguments(facts=sheet.path, facts_per_fact=0), chatml_tokenizer, 10, system_prompt=None)
+    assert none.drills == [] and none.dataset is None
+
+
+def test_facts_options_name_the_flag():
+    assert FactsArguments(facts="none").facts is None
+    assert FactsArguments().per_fact(800, 41) == 60 and FactsArguments(facts_ratio=1.0).per_fact(800, 41) == 20
+    for kwargs, flag in [(dict(facts_per_fact=10, facts_ratio=1.0), "--facts_per_fact 10 and --facts_ratio 1.0"),
+                         (dict(facts_per_fact=-1), "--facts_per_fact -1"), (dict(facts_ratio=0.0), "--facts_ratio 0.0"),
+                         (dict(facts_min_exposures=-2), "--facts_min_exposures -2")]:
+        with pytest.raises(ValueError, match=re.escape(flag)):
+            FactsArguments(**kwargs)
+
+
+def test_common_system_prompt():
+    one = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}]
+    assert common_system_prompt([one, one]) == SYSTEM
+    assert common_system_prompt([one, one[1:]]) is None and common_system_prompt([]) is None
+
+
+# --- exposure ----------------------------------------------------------------------------------------------------
+
+def dialogue(*turns: str) -> list[dict]:
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": text} for i, text in enumerate(turns)]
+
+
+def test_exposures_count_examples_whose_assistant_states_the_value(sheet, caplog):
+    support = [
+        dialogue("Is it +44 20 7946 0000?", "Yes, that's our number."),  # only the user states it: 0
+        dialogue("number?", "+44 20 7946 0000.", "again?", "+44 20 7946 0000, as I said."),  # twice in one: 1
+        dialogue("refund?", "5-7 business days, and call +44 20 7946 0000 if not."),  # both facts: 1 + 1
+        dialogue("refund?", "It takes 5–7 days."),
+        dialogue("hello", "Hi! How can I help?"),
+    ]
+    drills = render_drills(sheet, SYSTEM, 3, seed=0)
+    with caplog.at_level(logging.WARNING, logger="chatfreeze.facts.exposure"):
+        report = count_exposures(sheet, {"support": support, "drills": drills}, threshold=5)
+    assert report.to_dict()["facts"] == {"phone": {"support": 2, "drills": 3, "total": 5},
+                                         "refund_time": {"support": 2, "drills": 3, "total": 5}}
+    assert report.sources == {"support": 5, "drills": 6}
+    assert report.total("phone") == 5 and report.total("refund_time") == 5 and report.below == []
+    assert "facts are stated in fewer" not in caplog.text
+    strict = count_exposures(sheet, {"support": support}, threshold=3)
+    assert strict.below == ["phone", "refund_time"]
+    assert "2 of 2 facts are stated in fewer than 3 training examples: phone, refund_time" in caplog.text
+
+
+def test_exposure_report_dict_and_table(sheet):
+    report = count_exposures(sheet, {"support": [dialogue("q", "Call +44 20 7946 0000.")], "replay": []},
+                             threshold=1, warn=False)
+    assert report.to_dict() == {"sources": {"support": 1, "replay": 0}, "threshold": 1, "below": ["refund_time"],
+                                "facts": {"phone": {"support": 1, "replay": 0, "total": 1},
+                                          "refund_time": {"support": 0, "replay": 0, "total": 0}}}
+    lines = report.format_table().splitlines()
+    assert lines[0].split() == ["fact", "support", "replay", "total"]
+    assert lines[2].split() == ["phone", "1", "0", "1"] and lines[3].split() == ["refund_time", "0", "0", "0", "<"]
+    assert "1 of 2 facts stated in fewer than 1" in lines[-1]
+
+
+# --- the command -------------------------------------------------------------------------------------------------
+
+def test_facts_command_prints_the_table_without_a_model(sheet, tmp_path, capsys):
+    from chatfreeze.cli import main
+
+    data = tmp_path / "train.jsonl"
+    rows = [{"messages": dialogue("number?", "It's +44 20 7946 0000.")}] * 3
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main(["facts", "--dataset", str(data), "--facts", sheet.path, "--facts_per_fact", "4",
+                 "--facts_min_exposures", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "3 support dialogues" in out and "8 drills (4 per fact)" in out
+    assert re.search(r"^phone\s+3\s+4\s+7$", out, re.M) and re.search(r"^refund_time\s+0\s+4\s+4\s+<$", out, re.M)
+    assert main(["facts", "--dataset", str(data), "--facts", sheet.path, "--facts_ratio", "2", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["per_fact"] == 3 and record["facts"]["phone"] == {"support": 3, "drills": 3, "total": 6}
+
+
+def test_facts_command_errors_are_one_line_exit_2(sheet, tmp_path, capsys):
+    from chatfreeze.cli import main
+
+    bad = write_sheet(tmp_path, _edit(lambda d: phone_fact(d)["answers"].append("Ring us.")), "bad.yaml")
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"messages": dialogue("q", "a")}) + "\n")
+    for argv, message in [(["--dataset", str(data)], "error: --facts: give a facts sheet"),
+                          (["--dataset", str(data), "--facts", str(bad)], f"error: {bad}: fact 'phone': answers[2]"),
+                          (["--dataset", str(tmp_path / "no.jsonl"), "--facts", sheet.path], "no such file"),
+                          (["--facts", sheet.path, "--facts_per_fact", "1", "--facts_ratio", "1"], "give one of them")]:
+        assert main(["facts", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+# --- probe split -------------------------------------------------------------------------------------------------
+
+def probe_items(sizes: dict[str, int]) -> list[dict]:
+    return [{"id": f"{fact}-{i}", "fact": fact, "question": f"question {i} about {fact}?"}
+            for fact, n in sizes.items() for i in range(1, n + 1)]
+
+
+def test_the_probe_split_covers_every_fact_on_both_halves():
+    items = probe_items({"a": 2, "b": 3, "c": 4, "d": 1, "e": 5, "f": 3})
+    dev, test = split_probe(items)
+    assert sorted(map(json.dumps, dev + test)) == sorted(map(json.dumps, items)) and not set(
+        i["id"] for i in dev) & set(i["id"] for i in test)
+    for fact in "abcef":
+        assert any(i["fact"] == fact for i in dev) and any(i["fact"] == fact for i in test)
+    for fact, n in {"a": 2, "b": 3, "c": 4, "e": 5, "f": 3}.items():
+        assert abs(sum(i["fact"] == fact for i in dev) - sum(i["fact"] == fact for i in test)) == n % 2
+    assert [i["id"] for i in dev] == [i["id"] for i in items if i in dev]  # input order kept
+
+
+def test_the_probe_split_is_stable():
+    items = probe_items({"a": 3, "b": 4, "c": 5})
+    dev, _ = split_probe(items)
+    assert [i["id"] for i in split_probe(list(reversed(items)))[0]] == [i["id"] for i in reversed(dev)]
+    code = ("import json, sys; from chatfreeze.facts import split_probe\n"
+            "print(json.dumps([i['id'] for i in split_probe(json.loads(sys.argv[1]))[0]]))")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(items)], capture_output=True, text=True,
+                            cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT), "PYTHONHASHSEED": "7"}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) == [i["id"] for i in dev]
+    no_ids = [{k: v for k, v in i.items() if k != "id"} for i in items]  # hashed on the question text instead
+    assert len(split_probe(no_ids)[0]) in (5, 6, 7)
+    with pytest.raises(ValueError, match="probe item 0: no 'fact'"):
+        split_probe([{"id": "x", "question": "q"}])
+
+
+def test_the_real_probe_splits_into_two_halves_covering_all_41_facts():
+    items = [json.loads(line) for line in PROBE_FILE.read_text().splitlines() if line.strip()]
+    dev, test = split_probe(items)
+    facts = {i["fact"] for i in items}
+    assert len(facts) == 41 and {i["fact"] for i in dev} == facts == {i["fact"] for i in test}
+    assert abs(len(dev) - len(test)) <= 5 and len(dev) + len(test) == len(items)
+
+
+# --- probe overlap -----------------------------------------------------------------------------------------------
+
+def test_overlap_finds_equal_and_near_questions():
+    probe = "How long do I have to return an item after it is delivered?"
+    assert normalise("  How LONG do i have -- to return an item,   after it's delivered?!") == (
+        "how long do i have to return an item after it s delivered")
+    assert compare("how long do I have to return an item after it is delivered", probe).how == "equal"
+    near = compare("How long do I have to return an item after it gets delivered?", probe)
+    assert near.how == "jaccard" and near.score > 0.5
+    two_words = compare("How long do I have to return a product after it is delivered?", probe)
+    assert two_words.how == "jaccard" and 0.4 <= two_words.score < 0.5
+    inside = compare(f"Hi! I bought a lamp last week. {probe} Thanks a lot, have a nice day and see you soon.", probe)
+    assert inside.how == "containment" and inside.score == 1.0
+
+
+def test_overlap_leaves_different_questions_alone():
+    probe = "How long do I have to return an item after it is delivered?"
+    for drill in ("What's the deadline for sending something back?", "How long does delivery take?",
+                  "Can I return an item without its box?", "return", "How long do I have?"):
+        assert compare(drill, probe) is None, drill
+    found = find_overlaps(["What's the deadline for sending something back?", probe.upper()], [probe, "Hello?"])
+    assert [(o.drill, o.how) for o in found] == [(probe.upper(), "equal")]
+
+
+# --- the Kestrel & Co. sheet -------------------------------------------------------------------------------------
+
+def readme_values() -> dict[str, str]:
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("## Company facts"):text.index("## Intents")]
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\| `(\w+)` \| (.+) \|$", table, re.M)}
+
+
+@pytest.fixture(scope="module")
+def kestrel():
+    return load_facts_sheet(KESTREL_SHEET)
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return [json.loads(line) for line in PROBE_FILE.read_text().splitlines() if line.strip()]
+
+
+def test_kestrel_sheet_covers_every_fact_with_many_phrasings(kestrel, probe):
+    assert set(kestrel.ids) == {item["fact"] for item in probe} == set(readme_values()) and len(kestrel) == 41
+    for fact in kestrel.facts:
+        assert len(fact.ask.questions) >= 8 and len(fact.ask.answers) >= 5, fact.id
+        assert len(set(fact.ask.answers)) == len(fact.ask.answers), fact.id
+
+
+def test_kestrel_values_agree_with_the_readme(kestrel):
+    readme = readme_values()
+    assert {fact.id: fact.value for fact in kestrel.facts} == readme
+    for fact in kestrel.facts:
+        assert fact.states_value(readme[fact.id]), fact.id
+
+
+def test_no_kestrel_drill_question_is_a_probe_question(kestrel, probe):
+    questions = [question for _, question in kestrel.questions()]
+    assert not find_overlaps(questions, [item["question"] for item in probe])
+    # and with the openers the drills add
+    drilled = {d.question for d in plan_drills(kestrel, 60, seed=0)}
+    assert not find_overlaps(sorted(drilled), [item["question"] for item in probe])
+
+
+def test_kestrel_answers_never_state_a_value_the_probe_calls_wrong(kestrel, probe):
+    """No answer matches a ``reject`` regex of its fact's probe items, and every probe item has an answer in the
+    sheet that its scorer would count right: the drills teach what the probe checks, not a contradiction."""
+    for item in probe:
+        answers = kestrel.by_id[item["fact"]].answers()
+        wrong = [a for a in answers for pattern in item["reject"] if re.search(pattern, a, re.IGNORECASE)]
+        assert not wrong, (item["id"], wrong)
+        assert any(all(re.search(p, a, re.IGNORECASE) for p in item["expect"]) for a in answers), item["id"]
+
+
+def test_the_facts_layer_imports_only_common_and_data():
+    from test_layout import import_graph
+
+    graph = import_graph()
+    imported = {target for module, targets in graph.items() if module.startswith("chatfreeze.facts")
+                for target in targets}
+    assert imported and all(t.startswith(("chatfreeze.common", "chatfreeze.data", "chatfreeze.facts"))
+                            for t in imported), imported
