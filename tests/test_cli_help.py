@@ -30,6 +30,7 @@ PARSERS = {
     "evaluate": ("chatfreeze.cli.evaluate", "make_parser"),
     "push": ("chatfreeze.cli.push", "make_parser"),
     "plots": ("chatfreeze.cli.plots", "make_parser"),
+    "facts": ("chatfreeze.cli.facts", "build_parser"),
     "merge": ("chatfreeze.cli.merge", "make_parser"),
 }
 AWKWARD_HELP = "Keep 100% of it (0.02 = 2%); 50%-off, %s and %d stay text; default %(default)s."

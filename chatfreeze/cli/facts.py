@@ -17,17 +17,18 @@ import sys
 
 from transformers import HfArgumentParser
 
+from ..common import LiteralPercentDefaultsHelpFormatter, run_cli
 from ..data.options import DATA_FORMATS, DataArguments
 from ..data.sources import load_dialogues
 from ..facts.drills import render_drills
 from ..facts.exposure import count_exposures
 from ..facts.options import FactsArguments
 from ..facts.sheet import load_facts_sheet
-from .errors import run_cli
 
 
 def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(FactsArguments, prog="chatfreeze facts")
+    parser = HfArgumentParser(FactsArguments, prog="chatfreeze facts",
+                              formatter_class=LiteralPercentDefaultsHelpFormatter)
     parser.description = __doc__.split("\n")[0]
     parser.add_argument("--dataset", default=DataArguments.dataset,
                         help="Support dialogues (the formats of chatfreeze train --dataset).")
