@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .common import lazy_exports
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {  # subpackage: the public names it exports
     "modeling": ("DEFAULT_MODEL", "ModelArguments", "ResolvedModel", "load_model", "resolve_model"),
