@@ -345,6 +345,7 @@ def test_chat_errors_are_one_line_user_errors(capsys):
 # ---------------------------------------------------------------------------------------- real processes
 
 
+@pytest.mark.slow
 def test_piped_stdin_subprocess_exits_zero_with_plain_output(tmp_path, tiny_model_dir):
     script = "Hello\nWhere is my parcel?\n/set temperature=zero\n/retry\n/save a.json\n/reset\n/save b.json\n" \
              "/load a.json\n/save c.json\nOne more\n"
@@ -390,6 +391,7 @@ def long_model_dir(tmp_path, chatml_tokenizer) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_interactive_terminal_session(tmp_path, long_model_dir):
     pexpect, child = spawn_chat(["--model_name_or_path", str(long_model_dir), "--max_new_tokens", "4",
                                  "--system_prompt", SYSTEM], tmp_path)

@@ -561,6 +561,7 @@ def alternates(dialogue: list[dict]) -> bool:
     return roles[0] == "user" and roles[-1] == "assistant" and changes
 
 
+@pytest.mark.slow
 def test_bitext_converter(shared_data):
     dialogues = convert_bitext_csv(shared_data / BITEXT_CSV)
     assert len(dialogues) == 4047
@@ -572,6 +573,7 @@ def test_bitext_converter(shared_data):
     assert load_dialogues(str(shared_data / BITEXT_CSV))[:3] == dialogues[:3]
 
 
+@pytest.mark.slow
 def test_sgd_converter(shared_data):
     dialogues = convert_sgd(shared_data / "sgd" / "train")
     assert len(dialogues) == 1148  # per ../shared/data/sgd/README.md
@@ -582,6 +584,7 @@ def test_sgd_converter(shared_data):
     assert len(load_dialogues(str(shared_data / "sgd" / "dev"))) == 256  # auto-detected, schema.json skipped
 
 
+@pytest.mark.slow
 def test_abcd_converter(shared_data):
     path = shared_data / "abcd-sample" / "abcd_sample.json"
     dialogues = convert_abcd(path)
@@ -607,6 +610,7 @@ def check_smollm2_example(encoded: dict, dialogue: list[dict], tokenizer) -> Non
     assert all(m["content"] in masked for m in dialogue if m["role"] == "user")
 
 
+@pytest.mark.slow
 def test_smollm2_rendering_and_masks_on_shared_data(shared_data, smollm2_tokenizer):
     samples = {
         "bitext": convert_bitext_csv(shared_data / BITEXT_CSV)[:20],
@@ -621,6 +625,7 @@ def test_smollm2_rendering_and_masks_on_shared_data(shared_data, smollm2_tokeniz
             check_smollm2_example(encoded, dialogue, smollm2_tokenizer)
 
 
+@pytest.mark.slow
 def test_smollm2_whole_sgd_train_split(shared_data, smollm2_tokenizer):
     dialogues = convert_sgd(shared_data / "sgd" / "train")
     dataset, report = build_dataset(
@@ -633,6 +638,7 @@ def test_smollm2_whole_sgd_train_split(shared_data, smollm2_tokenizer):
     check_smollm2_example(dataset[1147], dialogues[1147], smollm2_tokenizer)
 
 
+@pytest.mark.slow
 def test_smollm2_truncation_keeps_template_system_prompt(shared_data, smollm2_tokenizer):
     dialogue = convert_sgd(shared_data / "sgd" / "train" / "dialogues_022.json")[0]
     encoded = tokenize_dialogue(dialogue, smollm2_tokenizer, max_length=150)

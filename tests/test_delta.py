@@ -55,6 +55,7 @@ def test_delta_holds_only_trained_tensors_and_reproduces_the_full_model(tiny_mod
     assert (logits(rebuilt, ids) - logits(tuned, ids)).abs().max().item() <= 1e-6
 
 
+@pytest.mark.slow
 def test_a_tampered_base_tensor_is_refused_by_name(tiny_model_dir, tmp_path):
     base = load_model(str(tiny_model_dir))
     plan = make_plan(base, FreezeArguments(num_frozen_layers="2"))

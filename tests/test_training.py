@@ -15,6 +15,8 @@ from conftest import REPO_ROOT
 from safetensors.torch import load_file
 
 TRAIN = [sys.executable, str(REPO_ROOT / "scripts" / "train.py")]
+# Every test here runs scripts/train.py in a subprocess (the real-model one also loads SmolLM2-135M).
+pytestmark = pytest.mark.slow
 
 
 def write_dialogues(path: Path, n: int = 12) -> Path:
@@ -132,7 +134,6 @@ def test_recipe_unknown_key_is_named(tmp_path):
     assert result.returncode == 2 and f"{recipe}: unknown option 'learning_rat'" in result.stderr
 
 
-@pytest.mark.slow
 def test_real_model_freezes_24_of_30_blocks(smollm2_path, tmp_path):
     """The README's check: the SmolLM2 default, embeddings + blocks 0-23 frozen, a few steps on data/."""
     out = tmp_path / "smollm2"
