@@ -81,6 +81,7 @@ class BeforeAfterEvaluator:
                        "(set --eval_dataset or --validation_split_ratio)")
         self.general_ids = self._general_ids()
         self.facts = self._load_probe("facts", settings.facts_probe)
+        self.facts_halves = facts_halves(self.facts)
         self.skills = self._load_probe("skills", settings.skills_probe)
         self.lm_eval_tasks = lm_eval.parse_tasks(settings.lm_eval_tasks)
         lm_eval.check_available(self.lm_eval_tasks)
@@ -224,6 +225,8 @@ class BeforeAfterEvaluator:
                                      settings.probe_batch_size)
             scored = probes.score(items, replies)
             result[f"{kind}_accuracy"] = scored["accuracy"]
+            if kind == "facts":
+                result.update(self._halves(items, replies, scored))
             self.probe_results.setdefault(label, {})[kind] = scored | {"replies": dict(
                 zip([item.id for item in items], replies, strict=True))}
             self._timed(label, f"{kind}_probe", started)
@@ -231,6 +234,16 @@ class BeforeAfterEvaluator:
                 started = time.perf_counter()
                 result.update(self._self_agreement(model, conversations, replies, is_base))
                 self._timed(label, "self_agreement", started)
+        return result
+
+    def _halves(self, items, replies, scored: dict) -> dict:
+        """The facts accuracy of the dev and the test half (``facts_halves``); their ids go into the record."""
+        result = {}
+        for half, ids in self.facts_halves.items():
+            chosen = [(item, reply) for item, reply in zip(items, replies, strict=True) if item.id in ids]
+            if any(item.checkable for item, _ in chosen):
+                result[f"facts_{half}_accuracy"] = probes.score(*map(list, zip(*chosen, strict=True)))["accuracy"]
+        scored["halves"] = {half: sorted(ids) for half, ids in self.facts_halves.items()}
         return result
 
     def _self_agreement(self, model, conversations, replies, is_base: bool) -> dict:
@@ -328,6 +341,17 @@ class BeforeAfterEvaluator:
         write_evaluation(output_dir, record)
         logger.info("Before -> after training:\n%s", format_report(record["learn_keep"], self.skipped))
         return flat_metrics(before, after)
+
+
+def facts_halves(items: list[probes.ProbeItem]) -> dict[str, set[str]]:
+    """The facts probe's dev and test halves (``facts.probe_split``: fact-balanced, by a stable hash), as ids;
+    empty when the probe has fewer than two questions."""
+    from ..facts.probe_split import split_probe
+
+    if len(items) < 2:
+        return {}
+    dev, test = split_probe([{"fact": item.group, "id": item.id} for item in items])
+    return {"dev": {row["id"] for row in dev}, "test": {row["id"] for row in test}}
 
 
 def changes(before: dict, after: dict) -> dict:

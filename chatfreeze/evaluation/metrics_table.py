@@ -70,6 +70,14 @@ METRICS: tuple[Metric, ...] = (
     Metric("facts_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right",
            "company facts right (facts probe)", "Company facts right (facts probe, learn)", "accuracy", "facts",
            plot_note="learn"),
+    # The facts probe's halves (facts.probe_split): choices (a checkpoint, an alpha) may read the dev half only; the
+    # test half is what a run reports as learned.
+    Metric("facts_test_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (test half)",
+           "company facts right, test half (no choice read it)", "Company facts right (facts probe test half, learn)",
+           "accuracy", "facts", plot_note="learn, test half"),
+    Metric("facts_dev_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (dev half)",
+           "company facts right, dev half (choices read it)", "Company facts right (facts probe dev half)",
+           "accuracy", "facts", headline=False),
     Metric("support_perplexity", LEARN, RELATIVE, LOWER, "perplexity (exp of NLL per assistant token)",
            "support perplexity", "support perplexity (held-out dialogues)", "Support perplexity (held-out dialogues)",
            "perplexity", "support", plot_note="held-out"),
