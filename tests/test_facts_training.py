@@ -116,3 +116,66 @@ def test_a_run_with_drills_and_kl_on_the_support_only_trains_and_records_the_fac
         assert info["facts"]["exposure"]["facts"]["phone"]["total"] == 10
         assert seen and all(weights is not None and set(weights.tolist()) <= {0.0, 1.0} for weights in seen)
         seen.clear()
+
+
+def test_learning_curves_read_the_dev_half_only_and_pick_the_best_checkpoint_on_it(tiny_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    from chatfreeze.training import recipe
+    from chatfreeze.training.arguments import parse_args
+
+    monkeypatch.setattr(recipe, "generate_reply", lambda *args, **kwargs: "(stub reply)")
+    monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text("".join(json.dumps({"id": f"{fact}-{i}", "fact": fact, "question": f"Q{i} about {fact}?",
+                                         "expect": ["7946"]}) + "\n"
+                             for fact in ("phone", "hours") for i in range(4)))
+    asked: list[str] = []
+    real = recipe.train.__globals__["evaluator_for_run"]
+
+    def spying_evaluator(*args, **kwargs):
+        evaluator = real(*args, **kwargs)
+        import chatfreeze.evaluation.before_after as before_after
+
+        def replies(model, tokenizer, conversations, *rest):
+            asked.extend(c[-1]["content"] for c in conversations)
+            return ["" for _ in conversations]
+        monkeypatch.setattr(before_after, "greedy_replies", replies)
+        return evaluator
+
+    monkeypatch.setattr(recipe, "evaluator_for_run", spying_evaluator)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in support_rows()))
+    out = tmp_path / "out"
+    args = parse_args([
+        "--model_name_or_path", str(tiny_model_dir), "--dataset", str(data), "--validation_split_ratio", "0.25",
+        "--eval_dataset", "none", "--num_frozen_layers", "2", "--max_steps", "2", "--per_device_train_batch_size",
+        "4", "--output_dir", str(out), "--report_to", "none", "--use_cpu", "true", "--eval_before_after", "true",
+        "--facts_probe", str(probe), "--skills_probe", "none", "--generation_eval_samples", "0",
+        "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
+        "--metric_for_best_model", "facts_dev_accuracy", "--load_best_model_at_end", "true"])
+    run = recipe.start(*args)
+    for step in (recipe.load, recipe.plan, recipe.data, recipe.build_trainer):
+        run = step(run)
+    asked.clear()
+    run = recipe.train(run)
+    curves = json.loads((out / "learning_curves.json").read_text())["points"]
+    assert [point["step"] for point in curves] == [1, 2]
+    assert all("facts_dev_accuracy" in point and point["train_seconds"] >= 0 for point in curves)
+    assert (out / "learning_curves.png").is_file()
+    evaluation = run.metrics  # before/after: the whole probe, both halves scored
+    assert "after_facts_test_accuracy" in evaluation
+    # During training (2 curve points) only dev questions were asked; before and after asked every question.
+    from chatfreeze.evaluation.probes import load_facts_probe
+    from chatfreeze.evaluation.before_after import facts_halves
+
+    halves = facts_halves(load_facts_probe(str(probe)))
+    by_id = {item.id: item.prompt for item in load_facts_probe(str(probe))}
+    test_questions = {by_id[i] for i in halves["test"]}
+    dev_questions = {by_id[i] for i in halves["dev"]}
+    during = asked[len(by_id):-len(by_id)]  # after the base's measurement, before the tuned model's
+    assert during and set(during) == dev_questions and not set(during) & test_questions
+
+
+def test_a_best_checkpoint_on_facts_dev_needs_the_curves(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy: is a learning-curve measure"):
+        train_with_facts(tiny_model_dir, tmp_path, "--metric_for_best_model", "facts_dev_accuracy")

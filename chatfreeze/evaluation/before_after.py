@@ -201,6 +201,19 @@ class BeforeAfterEvaluator:
             result["self_agreement_ratio"] = self._agreement(model)["self_agreement_ratio"]
         return result
 
+    def measure_during_training(self, model) -> dict:
+        """What a point of the learning curves holds, after ``measure(base, "before")``: the facts accuracy of the
+        probe's dev half (never the test half: choices read these numbers) and the teacher-forced measures
+        (``measure_teacher_forced``: support perplexity, general-text perplexity, self-agreement)."""
+        result = self.measure_teacher_forced(model)
+        dev_ids = self.facts_halves.get("dev", set())
+        dev = [item for item in self.facts if item.id in dev_ids and item.checkable]
+        if dev:
+            replies = greedy_replies(model, self.tokenizer, probes.conversations(dev, self.system_prompt),
+                                     self.settings.probe_max_new_tokens, self.settings.probe_batch_size)
+            result["facts_dev_accuracy"] = probes.score(dev, replies)["accuracy"]
+        return result
+
     def _lm_eval(self, model, label: str) -> dict:
         if not self.lm_eval_tasks:
             return {}

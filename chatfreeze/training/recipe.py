@@ -47,6 +47,7 @@ from ..retention.interpolate import apply_interpolation, trained_state
 from ..retention.replay import replay_dataset
 from ..rundir import write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
+from .curves import LearningCurves
 from .distributed import end_distributed, train_on_cpu_processes_without_gpus
 from .methods import TrainingMethod, get_method
 from .output_dir import check_output_dir
@@ -236,6 +237,7 @@ def data(run: RecipeRun) -> RecipeRun:
     (run.train_dataset, run.eval_dataset, run.train_report, run.eval_report, run.eval_dialogues,
      run.train_dialogues) = prepare_datasets(run.data_args, run.tokenizer, run.training_args.seed)
     check_select_alpha(run)
+    check_best_metric(run)
     num_support = len(run.train_dataset)
     if run.training_args.replay_ratio > 0:
         run = add_replay(run)
@@ -357,6 +359,9 @@ def train(run: RecipeRun) -> RecipeRun:
     if evaluator:
         with run.method.base_model(run.model):
             before = evaluator.measure(run.model, "before")
+    if run.eval_args.eval_before_after and run.training_args.eval_strategy != "no":
+        # Every process gets the callback (the others receive the main process's numbers).
+        trainer.add_callback(LearningCurves(evaluator, run.training_args.output_dir))
     if run.training_args.select_alpha and evaluator is not None:
         check_keep_measures(before)  # before training, not after it
     names = run.plan.trainable_parameter_names
@@ -394,6 +399,20 @@ def check_select_alpha(run: RecipeRun) -> None:
         raise ValueError(f"--select_alpha: interpolates trained tensors, not the adapters of --method "
                          f"{run.method.name}; use --method freeze or full (or `chatfreeze merge RUN OUT --alpha A` "
                          "on the merged run).")
+
+
+def check_best_metric(run: RecipeRun) -> None:
+    """A best checkpoint chosen on a learning-curve measure needs the curves: the before/after evaluation (its
+    base measurements and probes) and evaluations during training."""
+    metric = (run.training_args.metric_for_best_model or "").removeprefix("eval_")
+    curve_measures = ("facts_dev_accuracy", "self_agreement_ratio", "support_perplexity", "general_perplexity")
+    if metric not in curve_measures:
+        return
+    if not run.eval_args.eval_before_after or run.training_args.eval_strategy == "no":
+        raise ValueError(f"--metric_for_best_model {metric}: is a learning-curve measure; it needs "
+                         "--eval_before_after true and an --eval_strategy (steps or epoch).")
+    if metric == "facts_dev_accuracy" and not run.eval_args.facts_probe:
+        raise ValueError("--metric_for_best_model facts_dev_accuracy: needs a --facts_probe (its dev half).")
 
 
 def choose_alpha(run: RecipeRun, evaluator, before: dict | None, base_state: dict):
