@@ -97,15 +97,6 @@ def test_bad_probe_files_name_file_and_line(tmp_path, line, message):
 # ---------------------------------------------------------------------------------------------- mechanics
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    tokenizer = build_chatml_tokenizer()
-    model = build_tiny_model("llama").eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
-
-
 def test_batched_greedy_replies_equal_one_at_a_time(tiny):
     from chatfreeze.evaluation.generation_metrics import greedy_config
     from chatfreeze.generation import generate_replies, generate_reply

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..common import text_config
 from ..modeling.compat import LOGIT_PROCESSING
+from ..progress import progress
 from .batch import INDEX_COLUMN, KL_WEIGHT_COLUMN, example_lengths, right_padded_layout
 from .cache import PrefixCache, allocate_cache
 from .loss import labelled_positions_loss, shifted_labels
@@ -226,7 +227,7 @@ class FastPath:
         if self.cache is None:
             return 0
         filled = 0
-        for batch in batches:
+        for batch in progress(batches, "Prefix cache", unit="batches"):
             batch = to_device(dict(batch))
             indices = batch.pop(INDEX_COLUMN)
             batch.pop(KL_WEIGHT_COLUMN, None)

@@ -41,6 +41,7 @@ from ..modeling import (
     select_dtype,
 )
 from ..modeling.delta import write_delta
+from ..progress import set_enabled as show_progress
 from ..publish.hub import take_training_push
 from ..retention.alpha_selection import check_keep_measures, parse_alphas, select_alpha
 from ..retention.interpolate import apply_interpolation, trained_state
@@ -131,6 +132,8 @@ def start(model_args: ModelArguments, data_args: DataArguments, eval_args: Evalu
     on_cpu_processes = train_on_cpu_processes_without_gpus(training_args)
     setup_logging(training_args)
     state = PartialState()
+    # The long loops below the Trainer (replay, evaluation, prefix cache, delta) show progress as its bars do.
+    show_progress(state.is_local_main_process and not training_args.disable_tqdm)
     if on_cpu_processes and state.is_main_process:
         logger.info("No GPU found: %d CPU processes train together over %s.", state.num_processes, state.backend)
     if state.is_main_process:
