@@ -21,7 +21,7 @@ from ..rundir import (
     TRAINER_STATE_FILENAME,
     read_json,
 )
-from .metrics_table import BY_KEY, HEADLINE, describe, format_change, format_value
+from .metrics_table import BY_KEY, CURVE, FRACTION, HEADLINE, format_change, format_value
 
 logger = logging.getLogger(__name__)
 
@@ -111,22 +111,22 @@ def plot_learn_keep(evaluation: dict, path: str | Path) -> Path | None:
     return Path(path)
 
 
-CURVE_PANELS = ("facts_dev_accuracy", "self_agreement_ratio", "general_perplexity", "eval_loss")
 
 
 def plot_learning_curves(points: list[dict], path: str | Path) -> Path | None:
     """Each learning-curve measure against the optimizer step (the training wall time on the top axis); None
     without points."""
-    panels = [key for key in CURVE_PANELS if any(key in point for point in points)]
+    # The table's learning-curve measures, then the Trainer's own held-out loss.
+    panels = [key for key in [m.key for m in CURVE] + ["eval_loss"] if any(key in point for point in points)]
     if not points or not panels:
         return None
     fig = _figure(3.2 * len(panels), 3.2)
     for index, key in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), index + 1)
         shown = [point for point in points if key in point]
-        scale = 100 if key.endswith("accuracy") else 1
+        metric = BY_KEY.get(key)
+        scale = 100 if metric is not None and metric.unit == FRACTION else 1
         ax.plot([p["step"] for p in shown], [scale * p[key] for p in shown], "o-", color="tab:blue")
-        metric = describe(key) if key != "eval_loss" else None
         ax.set_title(metric.plot_title if metric else "support loss (held-out)\n(lower is better)", fontsize=9)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)

@@ -27,6 +27,7 @@ from ..data import DialogueCollator, build_dataset, load_dialogues_from_args, op
 from ..data.options import DataArguments
 from ..data.schema import IGNORE_INDEX
 from ..evaluation import EvaluationArguments, evaluator_for_run, write_plots
+from ..evaluation.metrics_table import CURVE
 from ..facts import FactsArguments, common_system_prompt, count_exposures, facts_dataset
 from ..fastpath import KL_WEIGHT_COLUMN
 from ..freezing import FreezeArguments, FreezePlan, make_plan
@@ -408,8 +409,7 @@ def check_best_metric(run: RecipeRun) -> None:
     """A best checkpoint chosen on a learning-curve measure needs the curves: the before/after evaluation (its
     base measurements and probes) and evaluations during training."""
     metric = (run.training_args.metric_for_best_model or "").removeprefix("eval_")
-    curve_measures = ("facts_dev_accuracy", "self_agreement_ratio", "support_perplexity", "general_perplexity")
-    if metric not in curve_measures:
+    if metric not in {m.key for m in CURVE}:
         return
     if not run.eval_args.eval_before_after or run.training_args.eval_strategy == "no":
         raise ValueError(f"--metric_for_best_model {metric}: is a learning-curve measure; it needs "
