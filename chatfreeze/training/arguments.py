@@ -189,7 +189,7 @@ def resolve_recipe_path(value: str, recipe_dir: Path) -> str:
     if not value or path.is_absolute() or value.startswith("~"):
         return value
     candidate = recipe_dir / path
-    looks_like_path = value.startswith(".") or path.suffix.lower() in (".jsonl", ".json", ".csv", ".txt", ".raw")
+    looks_like_path = value.startswith(".") or path.suffix.lower() in (".jsonl", ".json", ".csv", ".txt", ".raw", ".yaml")
     return str(candidate.resolve()) if candidate.exists() or looks_like_path else value
 
 
