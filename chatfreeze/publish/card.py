@@ -241,7 +241,11 @@ def _section_freeze(plan: FreezePlan) -> str:
     rows = [[r.component, f"{r.parameters:,}", r.status, r.note] for r in plan.rows]
     rows.append(["**total**", f"{plan.total_parameters:,}",
                  f"{plan.trainable_parameters:,} trainable ({100 * plan.trainable_fraction:.2f}%)", ""])
-    spec = ", ".join(f"`--{k} {v}`" for k, v in plan.spec.items() if v not in ([], None))
+    # A 0.2 plan records the LoRA options of every run (its defaults, for a freeze); they only mean something for
+    # --method lora, the one run whose plan records them now.
+    lora = plan.spec.get("method") == "lora"
+    spec = ", ".join(f"`--{k} {v}`" for k, v in plan.spec.items()
+                     if v not in ([], None) and (lora or not k.startswith("lora_")))
     return "\n\n".join([
         "## What was frozen and what was trained",
         f"{plan.model_class}, {plan.num_layers} transformer blocks (`{plan.blocks_prefix}`). "
