@@ -10,6 +10,8 @@ import time
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from .progress import Progress
+
 logger = logging.getLogger(__name__)
 
 # Support answers should be factual and stable: low temperature, nucleus sampling, a mild repetition penalty
@@ -113,7 +115,7 @@ def _batch(prompts: list[torch.Tensor], rows: list[int], pad: int, shared: int):
 
 @torch.inference_mode()
 def generate_replies(model, tokenizer, conversations: list[list[dict]], generation_config: GenerationConfig,
-                     batch_size: int = 64) -> list[Reply]:
+                     batch_size: int = 64, what: str | None = None) -> list[Reply]:
     """Replies (``Reply``: text + whether the model ended it) to many conversations, ``batch_size`` at a time
     (decoding a batch costs little more than one row on a CPU). Leading tokens every prompt shares (the system
     prompt) run once: their KV cache, the model's own, is copied to every row. Conversations are batched by length and returned in input order.
@@ -121,7 +123,8 @@ def generate_replies(model, tokenizer, conversations: list[list[dict]], generati
     Checked once per call: the most padded row of the first batch must get the reply it gets alone. A model whose
     generation does not derive positions from the attention mask (e.g. learned absolute positions) fails that
     check with the shared prefix, then with left padding; each failure falls back (with a log line) to the next
-    layout, the last being one conversation at a time.
+    layout, the last being one conversation at a time. ``what`` names the phase in the progress shown (none
+    without it).
     """
     prompts = [render_prompt(tokenizer, messages)[0] for messages in conversations]
     if not prompts:
@@ -145,20 +148,26 @@ def generate_replies(model, tokenizer, conversations: list[list[dict]], generati
     layouts = [(shared, _prefill(model, prompts[0][:shared]))] if shared >= MIN_SHARED_TOKENS else []
     layouts = [(n, cache) for n, cache in layouts if cache is not None] + [(0, None)]
     first = order[:batch_size]
-    alone = run([first[0]], 0, None)[0] if len(first) > 1 else None
     replies: dict[int, Reply] = {}
-    for shared, cache in layouts:
-        batch = run(first, shared, cache)
-        if alone is None or batch[0] == alone:
-            break
-        logger.info("Batched generation: %s gives another reply than one row alone for this model; trying the "
-                    "next layout.", "a shared prefix" if shared else "left padding")
-    else:
-        return [run([index], 0, None)[0] for index in range(len(prompts))]
-    replies.update(zip(first, batch, strict=True))
-    for start in range(batch_size, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        replies.update(zip(rows, run(rows, shared, cache), strict=True))
+    with Progress(what, len(prompts), "replies") as shown:
+        alone = run([first[0]], 0, None)[0] if len(first) > 1 else None
+        for shared, cache in layouts:
+            batch = run(first, shared, cache)
+            if alone is None or batch[0] == alone:
+                break
+            logger.info("Batched generation: %s gives another reply than one row alone for this model; trying the "
+                        "next layout.", "a shared prefix" if shared else "left padding")
+        else:
+            for index in range(len(prompts)):
+                replies[index] = run([index], 0, None)[0]
+                shown.update()
+            return [replies[index] for index in range(len(prompts))]
+        replies.update(zip(first, batch, strict=True))
+        shown.update(len(first))
+        for start in range(batch_size, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            replies.update(zip(rows, run(rows, shared, cache), strict=True))
+            shown.update(len(rows))
     return [replies[index] for index in range(len(prompts))]
 
 

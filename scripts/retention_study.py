@@ -42,6 +42,7 @@ from chatfreeze.studies.results import (
     markdown_table,
     measured_on,
     read_csv,
+    training_metrics,
     write_csv,
     write_doc,
     write_scatter,
@@ -144,18 +145,6 @@ def quality(side: dict, change: dict | None) -> dict:
             "rougeL": side.get("rougeL")}
 
 
-def training(out: Path) -> dict:
-    """What a trained variant's run directory says about its training."""
-    results = json.loads((out / "all_results.json").read_text())
-    state = json.loads((out / "trainer_state.json").read_text())
-    tokens = max((e.get("num_input_tokens_seen", 0) for e in state.get("log_history", [])), default=0)
-    plan = json.loads((out / "freeze_plan.json").read_text())
-    return {"train_seconds": round(results["train_runtime"]),
-            "tokens_per_second": round(tokens / results["train_runtime"], 1) if tokens else None,
-            # LoRA: the adapters' parameters (the plan counts the block weights the merge changes)
-            "trainable_params": results.get("adapter_parameters", plan.get("trainable_parameters"))}
-
-
 def read_row(variant: Variant, work: Path) -> Row | None:
     evaluation = finished_evaluation(variant.name, work)
     if evaluation is None:
@@ -167,7 +156,7 @@ def read_row(variant: Variant, work: Path) -> Row | None:
     if evaluation.get("alpha_selection"):  # --select_alpha: say which alpha it kept
         row.label += f" (chose alpha {evaluation['alpha_selection']['alpha']:g})"
     if variant.source is None:
-        row.metrics.update(training(out))
+        row.metrics.update(training_metrics(out))
     else:  # interpolation: the source run's training
         source = read_row(next(v for v in VARIANTS if v.name == variant.source), work)
         row.metrics.update({key: source.get(key) if source else None

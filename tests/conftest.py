@@ -98,6 +98,16 @@ def build_tiny_model(family: str = "llama", num_layers: int = 4, tie: bool = Tru
     return AutoModelForCausalLM.from_config(tiny_config(family, num_layers=num_layers, tie=tie))
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny Llama in eval mode that generates with the ChatML tokenizer's end and pad tokens, and the tokenizer."""
+    tokenizer = build_chatml_tokenizer()
+    model = build_tiny_model("llama").eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
 @pytest.fixture
 def tiny_model_dir(tmp_path, chatml_tokenizer) -> Path:
     """A saved tiny Llama (4 blocks, tied embeddings) with the ChatML tokenizer: a stand-in for a Hub model."""

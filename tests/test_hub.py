@@ -476,3 +476,17 @@ def test_card_names_the_method_of_a_full_or_lora_run(trained, tmp_path):
     (out / "freeze_plan.json").write_text(json.dumps(plan))
     intro = build_model_card(load_run(out), "acme/bot").split("\n## ")[0]
     assert "fully fine-tuned from" in intro and "nothing was frozen" in intro
+
+
+def test_card_says_how_the_facts_were_taught_and_names_thin_facts(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained.out, out, ignore=shutil.ignore_patterns("checkpoint-*"))
+    assert "**Company facts:**" not in build_model_card(load_run(out), "acme/bot")  # a run without --facts
+    info = json.loads((out / "run_info.json").read_text())
+    info["facts"] = {"facts": 2, "per_fact": 60, "drills": 120, "exposure": {
+        "threshold": 50, "below": ["refund_time"],
+        "facts": {"phone": {"support": 30, "drills": 60, "total": 90}, "refund_time": {"drills": 40, "total": 40}}}}
+    (out / "run_info.json").write_text(json.dumps(info))
+    card = build_model_card(load_run(out), "acme/bot")
+    assert "2 facts from a facts sheet were taught as short question/answer drills (60 per fact, 120 in all" in card
+    assert "each fact was stated 40–90 times; 1 fact(s) fewer than 50 times (refund_time)" in card

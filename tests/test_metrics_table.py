@@ -32,7 +32,7 @@ NAME_PARTS = {"perplexity", "accuracy", "ratio", "nll", "general", "skills", "fa
 
 
 def test_every_metric_the_evaluator_measures_has_a_row_and_is_reported(tmp_path, monkeypatch):
-    from chatfreeze.evaluation import BeforeAfterEvaluator, EvaluationSettings, support_dataset
+    from chatfreeze.evaluation import BeforeAfterEvaluator, EvaluationArguments, support_dataset
     from chatfreeze.evaluation.report import learn_keep
 
     tokenizer = build_chatml_tokenizer()
@@ -42,11 +42,11 @@ def test_every_metric_the_evaluator_measures_has_a_row_and_is_reported(tmp_path,
     general = tmp_path / "general.txt"
     general.write_text("The quick brown fox jumps over the lazy dog. " * 20)
     facts = tmp_path / "facts.jsonl"
-    facts.write_text(json.dumps({"id": "a", "fact": "hours", "question": "When are you open?", "expect": ["08:00"]})
-                     + "\n")
-    settings = EvaluationSettings(general_text=str(general), window=32, stride=32, max_windows=2,
-                                  generation_samples=1, max_new_tokens=3, facts_probe=str(facts),
-                                  skills_probe="builtin", probe_max_new_tokens=3)
+    facts.write_text("".join(json.dumps({"id": i, "fact": "hours", "question": f"When are you open ({i})?",
+                                         "expect": ["08:00"]}) + "\n" for i in "ab"))  # both halves of the probe
+    settings = EvaluationArguments(general_text=str(general), general_window=32, general_stride=32,
+                                   general_max_windows=2, generation_eval_samples=1, generation_max_new_tokens=3,
+                                   facts_probe=str(facts), skills_probe="builtin", probe_max_new_tokens=3)
     # A random tiny model may reply with nothing; self-agreement needs replies to score.
     monkeypatch.setattr("chatfreeze.evaluation.before_after.greedy_replies",
                         lambda model, tok, conversations, *a: ["Paris, I think."] * len(conversations))
@@ -78,9 +78,10 @@ def test_the_table_is_well_formed():
         assert metric.label and metric.card_label and metric.name and metric.hub_type
     with pytest.raises(ValueError, match="points needs a fraction"):
         metrics_table.Metric("x", LEARN, metrics_table.POINTS, "higher", "score", "x", "x", "x", "x", "support")
-    # The plot panels' titles as they were before the table existed.
+    # The plot panels' titles as they were before the table existed (and the facts probe's test half, since).
     assert {m.key: m.plot_title for m in HEADLINE if m.plotted} == {
         "facts_accuracy": "company facts right\n(learn, higher is better)",
+        "facts_test_accuracy": "company facts right (test half)\n(learn, test half, higher is better)",
         "support_perplexity": "support perplexity\n(held-out, lower is better)",
         "rougeL": "ROUGE-L\n(higher is better)",
         "chrf": "chrF\n(higher is better)",

@@ -97,15 +97,6 @@ def test_bad_probe_files_name_file_and_line(tmp_path, line, message):
 # ---------------------------------------------------------------------------------------------- mechanics
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    tokenizer = build_chatml_tokenizer()
-    model = build_tiny_model("llama").eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
-
-
 def test_batched_greedy_replies_equal_one_at_a_time(tiny):
     from chatfreeze.evaluation.generation_metrics import greedy_config
     from chatfreeze.generation import generate_replies, generate_reply
@@ -214,8 +205,32 @@ def test_unreachable_general_text_is_not_measured_and_the_probes_still_are(tiny,
     assert {"facts_accuracy", "skills_accuracy"} <= set(before) and "general_perplexity" not in before
     record = evaluator.record(before, before)
     assert any(what.startswith("forgetting:") for what in record["not_measured"])
-    assert set(record["learn_keep"]["learn"]) == {"facts_accuracy"}
+    assert set(record["learn_keep"]["learn"]) == {"facts_accuracy", "facts_test_accuracy"}
     assert {"skills_accuracy"} <= set(record["learn_keep"]["keep"])
+
+
+def test_facts_probe_is_scored_on_fact_balanced_dev_and_test_halves(tiny, tmp_path, monkeypatch):
+    """The dev half (what choices may read) and the test half (what is reported as learned) each cover every fact
+    with two or more questions, together make up the probe, and each gets its own accuracy."""
+    monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
+    facts = tmp_path / "halves.jsonl"
+    rows = [{"id": f"{fact}-{i}", "fact": fact, "question": f"{fact} question {i}?", "expect": ["right"]}
+            for fact in ("hours", "email", "phone") for i in range(4)]
+    facts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    model, tokenizer = tiny
+    evaluator = BeforeAfterEvaluator(tokenizer, probe_settings(tmp_path, facts_probe=str(facts), skills_probe=None,
+                                                               cache_base_measurements=False))
+    dev, test = evaluator.facts_halves["dev"], evaluator.facts_halves["test"]
+    assert dev | test == {row["id"] for row in rows} and not dev & test
+    for fact in ("hours", "email", "phone"):
+        assert any(i.startswith(fact) for i in dev) and any(i.startswith(fact) for i in test)
+    # Right on exactly the test half: the halves are scored apart.
+    monkeypatch.setattr("chatfreeze.evaluation.before_after.greedy_replies",
+                        lambda model, tok, conversations, *a: ["right" if item.id in test else "wrong"
+                                                               for item in evaluator.facts])
+    result = evaluator.measure(model, "before")
+    assert (result["facts_test_accuracy"], result["facts_dev_accuracy"], result["facts_accuracy"]) == (1.0, 0.0, 0.5)
+    assert evaluator.probe_results["before"]["facts"]["halves"]["test"] == sorted(test)
 
 
 def test_learn_keep_report_and_plot(tmp_path):

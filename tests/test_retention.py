@@ -77,7 +77,7 @@ def test_interpolation_reads_an_untied_head_from_a_tied_base():
 
 
 def fake_replies(monkeypatch, calls: list):
-    def replies(model, tokenizer, conversations, max_new_tokens, batch_size=16):
+    def replies(model, tokenizer, conversations, max_new_tokens, batch_size=16, what=None):
         calls.append(len(conversations))
         return [f"Here is my answer number {i}." for i in range(len(conversations))]
 
@@ -114,7 +114,7 @@ def test_replay_replaces_prompts_the_base_answers_with_nothing(monkeypatch, tmp_
     monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
     calls: list = []
 
-    def replies(model, tokenizer, conversations, max_new_tokens, batch_size=16):
+    def replies(model, tokenizer, conversations, max_new_tokens, batch_size=16, what=None):
         calls.append(len(conversations))
         return ["" if i % 2 else "A reply." for i in range(len(conversations))]
 
@@ -135,7 +135,7 @@ def test_replay_does_not_train_the_end_of_a_reply_the_base_did_not_finish(monkey
     monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
     calls: list = []
 
-    def replies(model, tokenizer, conversations, max_new_tokens, batch_size=16):
+    def replies(model, tokenizer, conversations, max_new_tokens, batch_size=16, what=None):
         calls.append(len(conversations))  # every third reply ran into the token cap
         return [Reply(f"Reply {i} goes on and on", finished=i % 3 != 0) for i in range(len(conversations))]
 

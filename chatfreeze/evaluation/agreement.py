@@ -13,6 +13,7 @@ import logging
 import torch
 
 from ..data import DataError, DialogueCollator, tokenize_dialogue
+from ..progress import progress
 from .perplexity import _EvalMode, _model_device, target_nll
 
 logger = logging.getLogger(__name__)
@@ -39,15 +40,17 @@ def reply_examples(tokenizer, conversations: list[list[dict]], replies: list[str
 
 
 @torch.inference_mode()
-def reply_nll(model, tokenizer, examples: list[dict], batch_size: int = 8, prefix_states=None) -> dict:
-    """Token-weighted mean NLL of ``model`` on the labelled (reply) tokens of ``examples``."""
+def reply_nll(model, tokenizer, examples: list[dict], batch_size: int = 8, prefix_states=None,
+              what: str | None = "Self-agreement") -> dict:
+    """Token-weighted mean NLL of ``model`` on the labelled (reply) tokens of ``examples`` (``what`` names the
+    phase in the progress shown)."""
     if not examples:
         raise ValueError("self-agreement: no non-empty reply to score.")
     collator = DialogueCollator(tokenizer)
     total, tokens = 0.0, 0
     device = _model_device(model)
     with _EvalMode(model):
-        for start in range(0, len(examples), batch_size):
+        for start in progress(range(0, len(examples), batch_size), what, unit="batches"):
             batch = {k: v.to(device) for k, v in collator(examples[start : start + batch_size]).items()}
             nll, count = (prefix_states.nll(model, ("agreement", start), batch) if prefix_states is not None
                           else target_nll(model, batch))

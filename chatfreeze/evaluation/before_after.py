@@ -81,6 +81,7 @@ class BeforeAfterEvaluator:
                        "(set --eval_dataset or --validation_split_ratio)")
         self.general_ids = self._general_ids()
         self.facts = self._load_probe("facts", settings.facts_probe)
+        self.facts_halves = facts_halves(self.facts)
         self.skills = self._load_probe("skills", settings.skills_probe)
         self.lm_eval_tasks = lm_eval.parse_tasks(settings.lm_eval_tasks)
         lm_eval.check_available(self.lm_eval_tasks)
@@ -138,6 +139,9 @@ class BeforeAfterEvaluator:
             logger.info("Evaluation (before): the base model's measurements come from the cache (%s).",
                         cache.path(*keys).name)
         else:
+            if cache:
+                logger.info("Evaluation (before): no cached measurement of this base model (%s); measuring it now.",
+                            cache.path(*keys).name)
             result = self._measure(model, label, is_base)
             if cache:
                 cache.put(*keys, self._snapshot(result, label))
@@ -154,16 +158,16 @@ class BeforeAfterEvaluator:
     def _measure(self, model, label: str, is_base: bool) -> dict:
         settings, result, started = self.settings, {}, time.perf_counter()
         if self.eval_dataset is not None:
-            result.update(self._support(model))
+            result.update(self._support(model, label))
             self._timed(label, "support_perplexity", started)
         if self.general_ids is not None:
             started = time.perf_counter()
-            result.update(self._general(model))
+            result.update(self._general(model, label))
             self._timed(label, "general_perplexity", started)
         if self.prompts:
             started = time.perf_counter()
-            scores, replies = generation_metrics(model, self.tokenizer, self.prompts,
-                                                 settings.generation_max_new_tokens)
+            scores, replies = generation_metrics(model, self.tokenizer, self.prompts, settings.generation_max_new_tokens,
+                                                 phase("Generation metrics", label))
             result.update(scores)
             self.replies[label or str(len(self.replies))] = replies
             self._timed(label, "generation_metrics", started)
@@ -174,16 +178,17 @@ class BeforeAfterEvaluator:
             self._timed(label, "lm_eval", started)
         return result
 
-    def _support(self, model) -> dict:
+    def _support(self, model, label: str = "") -> dict:
         support = support_perplexity(model, self.eval_dataset, self.tokenizer, self.batch_size,
-                                     self._states_for(model))
+                                     self._states_for(model), phase("Support perplexity", label))
         self.details.update(support_examples=support["support_examples"], support_tokens=support["support_tokens"])
         return {"support_perplexity": support["support_perplexity"]}
 
-    def _general(self, model) -> dict:
+    def _general(self, model, label: str = "") -> dict:
         settings = self.settings
         general = general_perplexity(model, self.general_ids, settings.general_window, settings.general_stride,
-                                     settings.max_windows, max(1, self.batch_size // 2))
+                                     settings.max_windows, max(1, self.batch_size // 2),
+                                     phase("General-text perplexity", label))
         self.details.update(general_windows=general["general_windows"], general_tokens=general["general_tokens"])
         return {"general_perplexity": general["general_perplexity"]}
 
@@ -200,10 +205,26 @@ class BeforeAfterEvaluator:
             result["self_agreement_ratio"] = self._agreement(model)["self_agreement_ratio"]
         return result
 
+    def measure_during_training(self, model) -> dict:
+        """What a point of the learning curves holds, after ``measure(base, "before")``: the facts accuracy of the
+        probe's dev half (never the test half: choices read these numbers) and the teacher-forced measures
+        (``measure_teacher_forced``: support perplexity, general-text perplexity, self-agreement)."""
+        result = self.measure_teacher_forced(model)
+        dev_ids = self.facts_halves.get("dev", set())
+        dev = [item for item in self.facts if item.id in dev_ids and item.checkable]
+        if dev:
+            replies = greedy_replies(model, self.tokenizer, probes.conversations(dev, self.system_prompt),
+                                     self.settings.probe_max_new_tokens, self.settings.probe_batch_size,
+                                     "Facts probe (dev half)")
+            result["facts_dev_accuracy"] = probes.score(dev, replies)["accuracy"]
+        return result
+
     def _lm_eval(self, model, label: str) -> dict:
         if not self.lm_eval_tasks:
             return {}
         settings = self.settings
+        logger.info("%s: %s (lm-evaluation-harness shows its own progress).", phase("lm-eval", label),
+                    ", ".join(self.lm_eval_tasks))
         try:
             return lm_eval.run_tasks(model, self.tokenizer, self.lm_eval_tasks, settings.lm_eval_limit,
                                      settings.lm_eval_include_path, settings.probe_batch_size)
@@ -221,19 +242,31 @@ class BeforeAfterEvaluator:
             started = time.perf_counter()
             conversations = probes.conversations(items, system)
             replies = greedy_replies(model, self.tokenizer, conversations, settings.probe_max_new_tokens,
-                                     settings.probe_batch_size)
+                                     settings.probe_batch_size, phase(f"{kind.capitalize()} probe", label))
             scored = probes.score(items, replies)
             result[f"{kind}_accuracy"] = scored["accuracy"]
+            if kind == "facts":
+                result.update(self._halves(items, replies, scored))
             self.probe_results.setdefault(label, {})[kind] = scored | {"replies": dict(
                 zip([item.id for item in items], replies, strict=True))}
             self._timed(label, f"{kind}_probe", started)
             if kind == "skills":
                 started = time.perf_counter()
-                result.update(self._self_agreement(model, conversations, replies, is_base))
+                result.update(self._self_agreement(model, conversations, replies, is_base, label))
                 self._timed(label, "self_agreement", started)
         return result
 
-    def _self_agreement(self, model, conversations, replies, is_base: bool) -> dict:
+    def _halves(self, items, replies, scored: dict) -> dict:
+        """The facts accuracy of the dev and the test half (``facts_halves``); their ids go into the record."""
+        result = {}
+        for half, ids in self.facts_halves.items():
+            chosen = [(item, reply) for item, reply in zip(items, replies, strict=True) if item.id in ids]
+            if any(item.checkable for item, _ in chosen):
+                result[f"facts_{half}_accuracy"] = probes.score(*map(list, zip(*chosen, strict=True)))["accuracy"]
+        scored["halves"] = {half: sorted(ids) for half, ids in self.facts_halves.items()}
+        return result
+
+    def _self_agreement(self, model, conversations, replies, is_base: bool, label: str) -> dict:
         if is_base or self.base_examples is None:
             if not is_base:
                 logger.warning("Self-agreement of an unlabelled model is measured against its own replies.")
@@ -242,14 +275,14 @@ class BeforeAfterEvaluator:
                 self._skip("self-agreement: every reply of the base model to the skills probe is empty")
                 return {}
             self.base_nll = reply_nll(model, self.tokenizer, self.base_examples, self.batch_size,
-                                      self._states_for(model))["nll"]
+                                      self._states_for(model), phase("Self-agreement", label))["nll"]
             self.details["self_agreement_replies"] = len(self.base_examples)
             return {"self_agreement_nll": self.base_nll, "self_agreement_ratio": 1.0}
-        return self._agreement(model) if self.base_examples else {}
+        return self._agreement(model, label) if self.base_examples else {}
 
-    def _agreement(self, model) -> dict:
+    def _agreement(self, model, label: str = "") -> dict:
         nll = reply_nll(model, self.tokenizer, self.base_examples, self.batch_size,
-                        self._states_for(model))["nll"]
+                        self._states_for(model), phase("Self-agreement", label))["nll"]
         return {"self_agreement_nll": nll, "self_agreement_ratio": nll / self.base_nll}
 
     def _states_for(self, model):
@@ -328,6 +361,22 @@ class BeforeAfterEvaluator:
         write_evaluation(output_dir, record)
         logger.info("Before -> after training:\n%s", format_report(record["learn_keep"], self.skipped))
         return flat_metrics(before, after)
+
+
+def phase(part: str, label: str) -> str:
+    """The name a part of a measurement shows its progress under: ``Facts probe (before)``."""
+    return f"{part} ({label})" if label else part
+
+
+def facts_halves(items: list[probes.ProbeItem]) -> dict[str, set[str]]:
+    """The facts probe's dev and test halves (``facts.probe_split``: fact-balanced, by a stable hash), as ids;
+    empty when the probe has fewer than two questions."""
+    from ..facts.probe_split import split_probe
+
+    if len(items) < 2:
+        return {}
+    dev, test = split_probe([{"fact": item.group, "id": item.id} for item in items])
+    return {"dev": {row["id"] for row in dev}, "test": {row["id"] for row in test}}
 
 
 def changes(before: dict, after: dict) -> dict:

@@ -42,17 +42,19 @@ def greedy_config(model, tokenizer, max_new_tokens: int):
 
 
 def greedy_replies(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int,
-                   batch_size: int = 64) -> list[Reply]:
+                   batch_size: int = 64, what: str | None = None) -> list[Reply]:
     """Greedy replies (``greedy_config``) to ``conversations``, batched with left padding; each says whether the
-    model ended it (``Reply.finished``) or ran into ``max_new_tokens``."""
+    model ended it (``Reply.finished``) or ran into ``max_new_tokens``. ``what`` names the phase in the progress
+    shown."""
     config = greedy_config(model, tokenizer, max_new_tokens)
     with _EvalMode(model):
-        return generate_replies(model, tokenizer, conversations, config, batch_size)
+        return generate_replies(model, tokenizer, conversations, config, batch_size, what)
 
 
-def generation_metrics(model, tokenizer, prompts: list[dict], max_new_tokens: int = 96) -> tuple[dict, list[str]]:
+def generation_metrics(model, tokenizer, prompts: list[dict], max_new_tokens: int = 96,
+                       what: str | None = "Generation metrics") -> tuple[dict, list[str]]:
     """Greedy replies to ``prompts`` and their ROUGE-L (0..1) and chrF (0..100) against the references."""
-    replies = greedy_replies(model, tokenizer, [p["messages"] for p in prompts], max_new_tokens)
+    replies = greedy_replies(model, tokenizer, [p["messages"] for p in prompts], max_new_tokens, what=what)
     references = [p["reference"] for p in prompts]
     rouge = load_metric("rouge_l").compute(predictions=replies, references=references)
     chrf = load_metric("chrf").compute(predictions=replies, references=references)

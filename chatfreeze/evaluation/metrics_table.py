@@ -43,6 +43,7 @@ class Metric:
     source: str  # what it is measured on: "support", "general", "facts", "skills" (the model-index dataset)
     plot_note: str = ""  # before the direction in the plot panel's title
     headline: bool = True  # False: recorded in evaluation.json only (not reported, plotted or on the card)
+    curve: bool = False  # measured at each evaluation during training too (the learning curves; no test half)
 
     def __post_init__(self):
         if self.kind == POINTS and self.unit != FRACTION:
@@ -70,9 +71,17 @@ METRICS: tuple[Metric, ...] = (
     Metric("facts_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right",
            "company facts right (facts probe)", "Company facts right (facts probe, learn)", "accuracy", "facts",
            plot_note="learn"),
+    # The facts probe's halves (facts.probe_split): choices (a checkpoint, an alpha) may read the dev half only; the
+    # test half is what a run reports as learned.
+    Metric("facts_test_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (test half)",
+           "company facts right, test half (no choice read it)", "Company facts right (facts probe test half, learn)",
+           "accuracy", "facts", plot_note="learn, test half"),
+    Metric("facts_dev_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (dev half)",
+           "company facts right, dev half (choices read it)", "Company facts right (facts probe dev half)",
+           "accuracy", "facts", headline=False, curve=True),
     Metric("support_perplexity", LEARN, RELATIVE, LOWER, "perplexity (exp of NLL per assistant token)",
            "support perplexity", "support perplexity (held-out dialogues)", "Support perplexity (held-out dialogues)",
-           "perplexity", "support", plot_note="held-out"),
+           "perplexity", "support", plot_note="held-out", curve=True),
     Metric("rougeL", LEARN, ABSOLUTE, HIGHER, "F-measure 0..1", "ROUGE-L", "ROUGE-L of held-out replies",
            "ROUGE-L of replies", "rouge", "support"),
     Metric("chrf", LEARN, ABSOLUTE, HIGHER, "score 0..100", "chrF", "chrF of held-out replies", "chrF of replies",
@@ -83,16 +92,17 @@ METRICS: tuple[Metric, ...] = (
            "accuracy", "skills", plot_note="keep"),
     Metric("self_agreement_ratio", KEEP, RATIO, LOWER, "tuned NLL / base NLL", "self-agreement ratio",
            "self-agreement ratio (NLL on the base's own replies, tuned / base)",
-           "Self-agreement ratio (NLL on the base's own replies, tuned / base)", "ratio", "skills"),
+           "Self-agreement ratio (NLL on the base's own replies, tuned / base)", "ratio", "skills", curve=True),
     Metric("general_perplexity", KEEP, RELATIVE, LOWER, "perplexity (exp of NLL per token)",
            "general-text perplexity", "general-text perplexity (forgetting)", "General-text perplexity (forgetting)",
-           "perplexity", "general", plot_note="forgetting"),
+           "perplexity", "general", plot_note="forgetting", curve=True),
     # the number behind the ratio, kept for the record
     Metric("self_agreement_nll", KEEP, RELATIVE, LOWER, "nats per token", "self-agreement NLL",
            "self-agreement NLL (the model's, on the base's own replies)",
            "Self-agreement NLL (the model's, on the base's own replies)", "nll", "skills", headline=False),
 )
 BY_KEY: dict[str, Metric] = {metric.key: metric for metric in METRICS}
+CURVE: tuple[Metric, ...] = tuple(metric for metric in METRICS if metric.curve)
 HEADLINE: tuple[Metric, ...] = tuple(metric for metric in METRICS if metric.headline)
 
 

@@ -22,6 +22,7 @@ from ..common import first_line, looks_like_path
 from ..data import DialogueCollator, build_dataset
 from ..data.schema import IGNORE_INDEX
 from ..fastpath.loss import labelled_nll
+from ..progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -66,18 +67,20 @@ class _EvalMode:
 
 
 @torch.inference_mode()
-def support_perplexity(model, dataset, tokenizer, batch_size: int = 4, prefix_states=None) -> dict:
+def support_perplexity(model, dataset, tokenizer, batch_size: int = 4, prefix_states=None,
+                       what: str | None = "Support perplexity") -> dict:
     """Token-weighted perplexity of ``model`` on the labelled (assistant) tokens of ``dataset``.
 
     ``dataset`` holds ``input_ids``/``labels`` as ``build_dataset`` makes them. Returns
     ``support_perplexity``, ``support_nll`` (mean NLL per scored token, nats), ``support_tokens`` (scored
     tokens) and ``support_examples``. With ``prefix_states`` (``FrozenPrefixStates``) the frozen prefix of each
-    batch is computed once and reused when the same (tuned) model is measured again.
+    batch is computed once and reused when the same (tuned) model is measured again. ``what`` names the phase in
+    the progress shown.
     """
     collator = DialogueCollator(tokenizer)
     total_nll, total_tokens = 0.0, 0
     with _EvalMode(model):
-        for start in range(0, len(dataset), batch_size):
+        for start in progress(range(0, len(dataset), batch_size), what, unit="batches"):
             rows = dataset.select(range(start, min(start + batch_size, len(dataset))))
             batch = collator(list(rows))
             nll, count = (prefix_states.nll(model, ("support", start), batch) if prefix_states is not None
@@ -152,7 +155,8 @@ def tokenize_general_text(tokenizer, text: str, window: int, stride: int, max_wi
 
 @torch.inference_mode()
 def general_perplexity(model, token_ids: list[int], window: int = 512, stride: int = 512,
-                       max_windows: int | None = None, batch_size: int = 2) -> dict:
+                       max_windows: int | None = None, batch_size: int = 2,
+                       what: str | None = "General-text perplexity") -> dict:
     """Perplexity on ``token_ids`` in windows (see ``window_spans``), token-weighted over all windows.
 
     Returns ``general_perplexity``, ``general_nll``, ``general_tokens`` (scored), ``general_windows``.
@@ -165,7 +169,7 @@ def general_perplexity(model, token_ids: list[int], window: int = 512, stride: i
     ids = torch.tensor(token_ids, dtype=torch.long)
     total_nll, total_tokens = 0.0, 0
     with _EvalMode(model):
-        for start in range(0, len(spans), batch_size):
+        for start in progress(range(0, len(spans), batch_size), what, unit="batches"):
             chunk = spans[start : start + batch_size]
             width = max(end - begin for begin, end, _ in chunk)
             input_ids = torch.zeros((len(chunk), width), dtype=torch.long)

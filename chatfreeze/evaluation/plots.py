@@ -15,11 +15,13 @@ from ..rundir import (
     BEFORE_AFTER_PLOT,
     EVALUATION_FILENAME,
     LEARN_KEEP_PLOT,
+    LEARNING_CURVES_FILENAME,
+    LEARNING_CURVES_PLOT,
     LOSS_CURVES_PLOT,
     TRAINER_STATE_FILENAME,
     read_json,
 )
-from .metrics_table import BY_KEY, HEADLINE, format_change, format_value
+from .metrics_table import BY_KEY, CURVE, FRACTION, HEADLINE, format_change, format_value
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +111,49 @@ def plot_learn_keep(evaluation: dict, path: str | Path) -> Path | None:
     return Path(path)
 
 
+
+
+def plot_learning_curves(points: list[dict], path: str | Path) -> Path | None:
+    """Each learning-curve measure against the optimizer step (the training wall time on the top axis); None
+    without points."""
+    # The table's learning-curve measures, then the Trainer's own held-out loss.
+    panels = [key for key in [m.key for m in CURVE] + ["eval_loss"] if any(key in point for point in points)]
+    if not points or not panels:
+        return None
+    fig = _figure(3.2 * len(panels), 3.2)
+    for index, key in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), index + 1)
+        shown = [point for point in points if key in point]
+        metric = BY_KEY.get(key)
+        scale = 100 if metric is not None and metric.unit == FRACTION else 1
+        ax.plot([p["step"] for p in shown], [scale * p[key] for p in shown], "o-", color="tab:blue")
+        ax.set_title(metric.plot_title if metric else "support loss (held-out)\n(lower is better)", fontsize=9)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        top = ax.secondary_xaxis("top", functions=_step_to_seconds(shown))
+        top.set_xlabel("training wall time, s", fontsize=8)
+    fig.savefig(path)
+    return Path(path)
+
+
+def _step_to_seconds(points: list[dict]):
+    """Both directions of a linear interpolation between step and training seconds (for the top axis)."""
+    import numpy as np
+
+    steps = np.array([0.0] + [float(p["step"]) for p in points])
+    seconds = np.array([0.0] + [float(p["train_seconds"]) for p in points])
+    return (lambda x: np.interp(x, steps, seconds), lambda y: np.interp(y, seconds, steps))
+
+
 def write_plots(output_dir: str | Path) -> list[Path]:
     """Draw whatever the run directory has data for; returns the PNGs written."""
     out, written = Path(output_dir), []
     state = read_json(out / TRAINER_STATE_FILENAME)
     if state is not None:
         written.append(plot_loss_curves(state.get("log_history", []), out / LOSS_CURVES_PLOT))
+    curves = read_json(out / LEARNING_CURVES_FILENAME)
+    if curves:
+        written.append(plot_learning_curves(curves.get("points", []), out / LEARNING_CURVES_PLOT))
     evaluation = read_json(out / EVALUATION_FILENAME)
     if evaluation is not None:
         written.append(plot_before_after(evaluation, out / BEFORE_AFTER_PLOT))

@@ -13,7 +13,7 @@ _EXPORTS = {  # submodule: the public names it defines
     "loss": ("labelled_positions_loss", "shifted_labels"),
     "cache": ("PrefixCache",),
     "policy": ("prefix_randomness", "planned_epochs"),
-    "batch": ("INDEX_COLUMN", "IndexedCollator", "with_example_index", "right_padded_layout"),
+    "batch": ("INDEX_COLUMN", "KL_WEIGHT_COLUMN", "IndexedCollator", "with_example_index", "right_padded_layout"),
     "options": ("PREFIX_CACHE_MODES", "PREFIX_CACHE_DTYPES", "FastPathSettings"),
 }
 

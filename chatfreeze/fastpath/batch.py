@@ -8,6 +8,10 @@ from collections.abc import Callable
 import torch
 
 INDEX_COLUMN = "chatfreeze_example_index"
+# Per example: the weight of its KL-to-the-base term (--kl_sources: 0 for the sources the KL must not hold back).
+KL_WEIGHT_COLUMN = "chatfreeze_kl_weight"
+# Columns the fast path reads beside the model's inputs, carried past the user's collator as tensors.
+SIDE_COLUMNS = {INDEX_COLUMN: torch.long, KL_WEIGHT_COLUMN: torch.float32}
 
 
 def with_example_index(dataset):
@@ -35,18 +39,19 @@ def example_lengths(dataset) -> list[int] | None:
 
 
 class IndexedCollator:
-    """Carries each example's dataset index (``INDEX_COLUMN``) past the user's collator as a tensor."""
+    """Carries each example's ``SIDE_COLUMNS`` (its dataset index for the prefix cache, its KL weight) past the
+    user's collator as tensors."""
 
     def __init__(self, collator: Callable):
         self.collator = collator
 
     def __call__(self, features: list[dict]) -> dict:
-        if not features or INDEX_COLUMN not in features[0]:
+        present = [name for name in SIDE_COLUMNS if features and name in features[0]]
+        if not present:
             return self.collator(features)
-        indices = torch.tensor([int(f[INDEX_COLUMN]) for f in features], dtype=torch.long)
-        batch = self.collator([{k: v for k, v in f.items() if k != INDEX_COLUMN} for f in features])
-        batch[INDEX_COLUMN] = indices
-        return batch
+        side = {name: torch.tensor([f[name] for f in features], dtype=SIDE_COLUMNS[name]) for name in present}
+        batch = self.collator([{k: v for k, v in f.items() if k not in side} for f in features])
+        return batch | side
 
 
 class _IndexedDataset(torch.utils.data.Dataset):

@@ -22,7 +22,8 @@ from torch import nn
 
 from ..common import text_config
 from ..modeling.compat import LOGIT_PROCESSING
-from .batch import INDEX_COLUMN, example_lengths, right_padded_layout
+from ..progress import progress
+from .batch import INDEX_COLUMN, KL_WEIGHT_COLUMN, example_lengths, right_padded_layout
 from .cache import PrefixCache, allocate_cache
 from .loss import labelled_positions_loss, shifted_labels
 from .options import FastPathSettings
@@ -201,6 +202,7 @@ class FastPath:
     def loss(self, model: nn.Module, inputs: dict, indices: torch.Tensor | None,
              num_items_in_batch: torch.Tensor | int | None) -> torch.Tensor:
         inputs = dict(inputs)
+        kl_rows = inputs.pop(KL_WEIGHT_COLUMN, None)
         labels = inputs.pop("labels")
         shift = inputs.pop("shift_labels", None)
         if shift is None:
@@ -213,7 +215,7 @@ class FastPath:
         base_hidden = self.base_hidden(model_inputs, boundary) if self.base_top is not None else None
         return labelled_positions_loss(hidden, shift, self.runner.head, self.process_logits, num_items_in_batch,
                                        base_hidden=base_hidden, base_head=self.base_top and self.base_top.head,
-                                       kl_weight=self.kl_weight)
+                                       kl_weight=self.kl_weight, kl_row_weights=kl_rows)
 
     def base_hidden(self, model_inputs: dict, boundary: torch.Tensor | None) -> torch.Tensor:
         """The base model's final hidden states for this batch: its frozen top copy on the same boundary."""
@@ -225,9 +227,10 @@ class FastPath:
         if self.cache is None:
             return 0
         filled = 0
-        for batch in batches:
+        for batch in progress(batches, "Prefix cache", unit="batches"):
             batch = to_device(dict(batch))
             indices = batch.pop(INDEX_COLUMN)
+            batch.pop(KL_WEIGHT_COLUMN, None)
             batch.pop("labels", None)
             batch.pop("shift_labels", None)
             model_inputs = {**batch, "use_cache": False}

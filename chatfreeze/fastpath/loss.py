@@ -37,6 +37,7 @@ def labelled_positions_loss(
     base_hidden: torch.Tensor | None = None,
     base_head: nn.Module | None = None,
     kl_weight: float = 0.0,
+    kl_row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of ``process(head(hidden))`` where ``shift_labels != -100``, reduced like ``ForCausalLMLoss``.
 
@@ -44,35 +45,43 @@ def labelled_positions_loss(
     it (gradient accumulation). Positions whose label is -100 are never projected onto the vocabulary.
     With ``base_hidden`` (the base model's final hidden states, no grad) each labelled position also adds
     ``kl_weight · KL(p_base ‖ p)``, reduced the same way (``kl_from_base``; the base's copy is
-    ``retention.kl_to_base.BaseTop``).
+    ``retention.kl_to_base.BaseTop``). ``kl_row_weights`` (one per row, e.g. 0 for the rows of a source the KL
+    should not hold back) scales each row's KL term.
     """
     keep = shift_labels != IGNORE_INDEX
     states = hidden[keep.to(hidden.device)]
     targets = shift_labels[keep].to(hidden.device)
     base_states = None if base_hidden is None else base_hidden[keep.to(base_hidden.device)]
+    position_weights = None
+    if base_states is not None and kl_row_weights is not None:
+        rows = kl_row_weights.to(device=hidden.device, dtype=torch.float32)
+        position_weights = rows[:, None].expand(keep.shape)[keep.to(hidden.device)]
     vocab = getattr(head, "out_features", None) or head.weight.shape[0]
     chunk = max(1, chunk_elements // max(1, vocab))
 
-    def summed(part: torch.Tensor, part_targets: torch.Tensor, base_part: torch.Tensor | None = None) -> torch.Tensor:
+    def summed(part: torch.Tensor, part_targets: torch.Tensor, base_part: torch.Tensor | None = None,
+               weight_part: torch.Tensor | None = None) -> torch.Tensor:
         logits = process(head(part)).float()
         loss = F.cross_entropy(logits, part_targets, reduction="sum")
         if base_part is not None:
             with torch.no_grad():
                 base_logits = process((base_head or head)(base_part))
-            loss = loss + kl_weight * kl_from_base(logits, base_logits)
+            loss = loss + kl_weight * kl_from_base(logits, base_logits, weight_part)
         return loss
 
-    base_parts = base_states.split(chunk) if base_states is not None else [None] * len(states.split(chunk))
+    pieces = len(states.split(chunk))
+    base_parts = base_states.split(chunk) if base_states is not None else [None] * pieces
+    weight_parts = position_weights.split(chunk) if position_weights is not None else [None] * pieces
     if states.shape[0] <= chunk:
-        total = summed(states, targets, base_states)
+        total = summed(states, targets, base_states, position_weights)
     else:
         from torch.utils.checkpoint import checkpoint
 
         # Only one chunk's logits live at a time: each is recomputed in backward instead of stored.
         total = sum(
-            checkpoint(summed, part, part_targets, base_part, use_reentrant=False)
-            for part, part_targets, base_part in zip(states.split(chunk), targets.split(chunk), base_parts,
-                                                     strict=True)
+            checkpoint(summed, part, part_targets, base_part, weight_part, use_reentrant=False)
+            for part, part_targets, base_part, weight_part in zip(states.split(chunk), targets.split(chunk),
+                                                                  base_parts, weight_parts, strict=True)
         )
     if num_items_in_batch is None:
         return total / targets.numel()  # 0/0 = nan on a batch with no label, as the plain mean gives
@@ -113,8 +122,11 @@ def labelled_nll(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     return total, count
 
 
-def kl_from_base(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
-    """``sum over positions of KL(p_base ‖ p)``: the base's distribution is the target, computed in float32."""
+def kl_from_base(logits: torch.Tensor, base_logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum over positions of KL(p_base ‖ p)`` (each position's term times ``weights`` when given): the base's
+    distribution is the target, computed in float32."""
     log_p = F.log_softmax(logits.float(), dim=-1)
     log_base = F.log_softmax(base_logits.float(), dim=-1)
-    return (log_base.exp() * (log_base - log_p)).sum()
+    if weights is None:
+        return (log_base.exp() * (log_base - log_p)).sum()
+    return ((log_base.exp() * (log_base - log_p)).sum(dim=-1) * weights).sum()

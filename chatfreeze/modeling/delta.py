@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..common import share_weights_like_umask
+from ..progress import progress
 from ..rundir import CONFIG_FILENAME, DELTA_MANIFEST_FILENAME, DELTA_WEIGHTS_FILENAME
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def write_delta(model: nn.Module, trained_names: list[str], output_dir: str | Pa
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(output_dir)
-    return _write(state.items(), set(trained_names), output_dir, base)
+    return _write(state.items(), set(trained_names), output_dir, base, len(state))
 
 
 def delta_from_saved_model(model_dir: str | Path, trained_names: list[str], output_dir: str | Path,
@@ -91,17 +92,23 @@ def delta_from_saved_model(model_dir: str | Path, trained_names: list[str], outp
                 for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
                     yield name, handle.get_tensor(name)
 
+    def count(file: Path) -> int:
+        with safe_open(str(file), framework="pt") as handle:
+            return len(handle.keys())
+
     output_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_dir / CONFIG_FILENAME, output_dir / CONFIG_FILENAME)
-    return _write(tensors(), set(trained_names), output_dir, base)
+    return _write(tensors(), set(trained_names), output_dir, base, sum(map(count, files)))
 
 
-def _write(named_tensors, trained: set[str], output_dir: Path, base: dict) -> dict:
-    """Write ``delta.safetensors`` (the ``trained`` tensors) and the manifest (a SHA-256 of every other one)."""
+def _write(named_tensors, trained: set[str], output_dir: Path, base: dict, total: int | None = None) -> dict:
+    """Write ``delta.safetensors`` (the ``trained`` tensors) and the manifest (a SHA-256 of every other one);
+    ``total``: how many tensors ``named_tensors`` holds, for the progress shown."""
     from safetensors.torch import save_file
 
     kept, frozen = {}, {}
-    for name, value in named_tensors:
+    for name, value in progress(named_tensors, "Delta: copying trained and hashing frozen tensors", total,
+                                "tensors"):
         if name in trained:
             kept[name] = value.detach().cpu().contiguous().clone()
         else:
@@ -132,7 +139,8 @@ def verify_base(model: nn.Module, manifest: dict, where: str) -> None:
     state = model.state_dict()
     base = manifest["base"]
     what = f"{base.get('name_or_path')}" + (f"@{base['revision']}" if base.get("revision") else "")
-    for name, digest in manifest["frozen_sha256"].items():
+    for name, digest in progress(manifest["frozen_sha256"].items(), "Delta: checking the base's tensors",
+                                 unit="tensors"):
         if name not in state:
             raise DeltaError(f"{where}: the base {what} has no tensor {name!r}; is it the model this delta was "
                              "trained on?")

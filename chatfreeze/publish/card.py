@@ -241,7 +241,11 @@ def _section_freeze(plan: FreezePlan) -> str:
     rows = [[r.component, f"{r.parameters:,}", r.status, r.note] for r in plan.rows]
     rows.append(["**total**", f"{plan.total_parameters:,}",
                  f"{plan.trainable_parameters:,} trainable ({100 * plan.trainable_fraction:.2f}%)", ""])
-    spec = ", ".join(f"`--{k} {v}`" for k, v in plan.spec.items() if v not in ([], None))
+    # A 0.2 plan records the LoRA options of every run (its defaults, for a freeze); they only mean something for
+    # --method lora, the one run whose plan records them now.
+    lora = plan.spec.get("method") == "lora"
+    spec = ", ".join(f"`--{k} {v}`" for k, v in plan.spec.items()
+                     if v not in ([], None) and (lora or not k.startswith("lora_")))
     return "\n\n".join([
         "## What was frozen and what was trained",
         f"{plan.model_class}, {plan.num_layers} transformer blocks (`{plan.blocks_prefix}`). "
@@ -288,7 +292,28 @@ def _section_data(run: Run) -> str:
         + (f" System prompt added to dialogues without one: {json.dumps(system, ensure_ascii=False)}."
            if system else "")
     )
+    facts = _facts_paragraph(run.run_info.get("facts"))
+    if facts:
+        parts.append(facts)
     return "\n\n".join(parts)
+
+
+def _facts_paragraph(facts: dict | None) -> str | None:
+    """How the company's facts were taught (``--facts``): the drills and how often each fact was stated."""
+    exposure = (facts or {}).get("exposure") or {}
+    counts = {fact: row.get("total", 0) for fact, row in (exposure.get("facts") or {}).items()}
+    if not facts or not counts:
+        return None
+    low, high = min(counts.values()), max(counts.values())
+    below = exposure.get("below") or []
+    text = (f"**Company facts:** {facts.get('facts')} facts from a facts sheet were taught as short question/answer "
+            f"drills ({facts.get('per_fact')} per fact, {facts.get('drills')} in all, mixed into the dialogues). "
+            f"Counting every training example whose reply states a fact's value (dialogues, drills and replay), "
+            f"each fact was stated {low}–{high} times")
+    if below:
+        text += (f"; {len(below)} fact(s) fewer than {exposure.get('threshold')} times ({', '.join(below)}), which "
+                 "the model is more likely to get wrong")
+    return text + ". `run_info.json` has the count for every fact."
 
 
 def _section_hyperparameters(run: Run) -> str:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..common import share_weights_like_umask
+from ..progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def interpolate_state(tuned: dict[str, torch.Tensor], base: dict[str, torch.Tens
     if missing:
         raise ValueError(f"interpolation: tensor {missing[0]!r} is not in both models; is this the run's base?")
     out = dict(tuned)
-    for name in names:
+    for name in progress(names, "Interpolation", unit="tensors"):
         target = tuned[name]
         if alpha == 1.0:
             out[name] = target.clone()
@@ -92,13 +93,16 @@ def interpolate_run(run_dir: str | Path, alpha: float, output_dir: str | Path, b
     # In the dtype the run was saved in (the base checkpoint's): a bf16 run stays bf16, half the size of fp32.
     dtype = getattr(torch, str(base_info.get("dtype") or "float32"), None)
     dtype = dtype if isinstance(dtype, torch.dtype) else torch.float32
+    logger.info("Merge: loading %s%s.", run_dir, " (a delta: its base is loaded and checked)" if delta else "")
     tuned = load_model(str(run_dir), dtype)  # a delta is rebuilt on its base, every frozen tensor checked
     if alpha < 1.0:
         names = (FreezePlan.load(run_dir).trainable_parameter_names if (run_dir / PLAN_FILENAME).is_file()
                  else read_manifest(run_dir)["trained"])
+        logger.info("Merge: loading the base %s to interpolate toward it.", base_name)
         base_model = load_model(resolve_model(base_name, base_info.get("revision")).path, dtype)
         apply_interpolation(tuned, trained_state(base_model, names), trained_state(tuned, names), alpha, names)
         del base_model
+    logger.info("Merge: saving the model into %s.", output_dir)
     tuned.save_pretrained(output_dir)
     share_weights_like_umask(output_dir)
     for name in (PLAN_FILENAME, RUN_INFO_FILENAME, GENERATION_CONFIG_FILENAME, SAMPLES_FILENAME, "tokenizer.json",

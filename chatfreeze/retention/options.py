@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The sources of training examples (the recipe's names), each of which the KL term may or may not cover.
+KL_SOURCES = ("support", "replay", "facts")
+
 
 @dataclass
 class RetentionArguments:
@@ -15,9 +18,15 @@ class RetentionArguments:
     )
     kl_to_base: float = field(
         default=0.0,
-        metadata={"help": "Add beta * KL(base || tuned) at every labelled token (support and replay) to the loss. "
+        metadata={"help": "Add beta * KL(base || tuned) at every labelled token of the --kl_sources examples to the loss. "
                   "The base's distribution comes from a frozen copy of the trainable blocks run on the boundary "
                   "states the fast path computes anyway: only the top is run twice. Needs the fast path."},
+    )
+    kl_sources: str = field(
+        default="support,replay",
+        metadata={"help": "Which training examples get the --kl_to_base term, comma-separated: support (the "
+                  "dialogues), replay, facts (the --facts drills). The default leaves the drills out: there the "
+                  "KL would pull each new fact's value back toward the base model's guess."},
     )
     replay_max_new_tokens: int = field(default=96, metadata={
         "help": "Length cap of the base's replay replies; a reply cut by it is trained without its end-of-turn "
@@ -42,12 +51,21 @@ class RetentionArguments:
                   "and of the general-text perplexity over the base's (0.02 = 2%)."},
     )
 
+    def kl_covers(self, source: str) -> bool:
+        """Whether the KL term applies to the examples of ``source`` (one of ``KL_SOURCES``)."""
+        return source in {name.strip() for name in self.kl_sources.split(",")}
+
     def validate_retention(self) -> None:
         if not 0.0 <= self.replay_ratio <= 10.0:
             raise ValueError(f"--replay_ratio {self.replay_ratio}: give replay examples per support dialogue, "
                              "0 (off) to 10.")
         if not 0.0 <= self.kl_to_base <= 100.0:
             raise ValueError(f"--kl_to_base {self.kl_to_base}: give a weight from 0 (off) to 100.")
+        sources = [name.strip() for name in self.kl_sources.split(",") if name.strip()]
+        unknown = sorted(set(sources) - set(KL_SOURCES))
+        if unknown or not sources:
+            raise ValueError(f"--kl_sources {self.kl_sources!r}: give some of {', '.join(KL_SOURCES)}, "
+                             "comma-separated.")
         if self.replay_max_new_tokens < 1:
             raise ValueError(f"--replay_max_new_tokens {self.replay_max_new_tokens}: must be >= 1.")
         if self.select_alpha:

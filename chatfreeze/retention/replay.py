@@ -55,8 +55,11 @@ class BaseReplies:
     def __call__(self, items: list[probes.ProbeItem]) -> list[Reply]:
         missing = [item for item in items if item.prompt not in self.known]
         if missing:
+            logger.info("Replay: the base model answers %d pool prompt(s) now (greedy, up to %d new tokens each; "
+                        "%s).", len(missing), self.max_new_tokens, "no cache" if self.cache is None else
+                        f"{len(items) - len(missing)} of {len(items)} from the cache")
             replies = greedy_replies(self.model, self.tokenizer, probes.conversations(missing), self.max_new_tokens,
-                                     self.batch_size)
+                                     self.batch_size, "Replay generation")
             for item, reply in zip(missing, replies, strict=True):
                 self.known[item.prompt] = reply if isinstance(reply, Reply) else Reply(reply)
             if self.cache:

@@ -12,6 +12,7 @@ rerun refreshes rows without losing the others. The doc's reading, between ``<!-
 from __future__ import annotations
 
 import csv
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,19 @@ def collect_rows(names: Iterable[str], fresh: Callable[[str], Row | None], earli
     """The rows in the order of ``names``: measured now where ``fresh`` has one, else carried from ``earlier``;
     a name in neither has no row."""
     return [row for name in names if (row := fresh(name) or earlier.get(name))]
+
+
+def training_metrics(run_dir: Path | str) -> dict:
+    """What a finished ``chatfreeze train`` run directory says about its training: seconds, tokens/s (padded,
+    with ``--include_num_input_tokens_seen``), trainable parameters (LoRA: its adapters', not the blocks')."""
+    out = Path(run_dir)
+    results = json.loads((out / "all_results.json").read_text())
+    state = json.loads((out / "trainer_state.json").read_text())
+    tokens = max((e.get("num_input_tokens_seen", 0) for e in state.get("log_history", [])), default=0)
+    plan = json.loads((out / "freeze_plan.json").read_text())
+    return {"train_seconds": round(results["train_runtime"]),
+            "tokens_per_second": round(tokens / results["train_runtime"], 1) if tokens else None,
+            "trainable_params": results.get("adapter_parameters", plan.get("trainable_parameters"))}
 
 
 def fmt(value: Any, kind: str = "") -> str:

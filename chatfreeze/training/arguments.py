@@ -21,6 +21,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from ..common import LiteralPercentDefaultsHelpFormatter
 from ..data.options import DataArguments
 from ..evaluation.options import EvaluationArguments
+from ..facts.options import FactsArguments
 from ..fastpath.options import FastPathArguments
 from ..freezing.options import FreezeArguments
 from ..modeling.options import ModelArguments
@@ -32,7 +33,7 @@ from .methods.options import MethodArguments
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "default.yaml"
 # Recipe keys that hold data paths: a relative one resolves against the recipe file's folder. (output_dir is
 # not one of them: a run writes where it is started, never next to a recipe that may sit inside the package.)
-PATH_KEYS = ("dataset", "eval_dataset", "general_text", "facts_probe", "skills_probe", "lm_eval_include_path")
+PATH_KEYS = ("dataset", "eval_dataset", "general_text", "facts_probe", "skills_probe", "lm_eval_include_path", "facts")
 BUILTIN_VALUES = ("builtin", "none")  # values of those keys that name something built in, not a path
 
 
@@ -91,7 +92,8 @@ class FreezeTrainingArguments(TrainingArguments, RetentionArguments, FastPathArg
         super().__post_init__()
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, EvaluationArguments, FreezeArguments, FreezeTrainingArguments)
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, EvaluationArguments, FreezeArguments, FreezeTrainingArguments,
+                    FactsArguments)
 
 
 class RunArguments(NamedTuple):
@@ -102,6 +104,7 @@ class RunArguments(NamedTuple):
     evaluation: EvaluationArguments
     freeze: FreezeArguments
     training: FreezeTrainingArguments
+    facts: FactsArguments | None = None
 
 
 def validate_trainer_ranges(args: TrainingArguments) -> None:
@@ -186,7 +189,7 @@ def resolve_recipe_path(value: str, recipe_dir: Path) -> str:
     if not value or path.is_absolute() or value.startswith("~"):
         return value
     candidate = recipe_dir / path
-    looks_like_path = value.startswith(".") or path.suffix.lower() in (".jsonl", ".json", ".csv", ".txt", ".raw")
+    looks_like_path = value.startswith(".") or path.suffix.lower() in (".jsonl", ".json", ".csv", ".txt", ".raw", ".yaml")
     return str(candidate.resolve()) if candidate.exists() or looks_like_path else value
 
 

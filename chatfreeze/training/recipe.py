@@ -25,7 +25,11 @@ from transformers import Trainer
 from ..common import is_sharded, share_weights_like_umask
 from ..data import DialogueCollator, build_dataset, load_dialogues_from_args, opening_prompts
 from ..data.options import DataArguments
+from ..data.schema import IGNORE_INDEX
 from ..evaluation import EvaluationArguments, evaluator_for_run, write_plots
+from ..evaluation.metrics_table import CURVE
+from ..facts import FactsArguments, common_system_prompt, count_exposures, facts_dataset
+from ..fastpath import KL_WEIGHT_COLUMN
 from ..freezing import FreezeArguments, FreezePlan, make_plan
 from ..generation import generate_reply, support_generation_config
 from ..modeling import (
@@ -38,12 +42,14 @@ from ..modeling import (
     select_dtype,
 )
 from ..modeling.delta import write_delta
+from ..progress import set_enabled as show_progress
 from ..publish.hub import take_training_push
 from ..retention.alpha_selection import check_keep_measures, parse_alphas, select_alpha
 from ..retention.interpolate import apply_interpolation, trained_state
 from ..retention.replay import replay_dataset
 from ..rundir import write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
+from .curves import LearningCurves
 from .distributed import end_distributed, train_on_cpu_processes_without_gpus
 from .methods import TrainingMethod, get_method
 from .output_dir import check_output_dir
@@ -80,6 +86,11 @@ class RecipeRun:
     replay_report: Any = None
     alpha_selection: Any = None  # retention.alpha_selection.AlphaSelection, with --select_alpha
     method: TrainingMethod | None = None  # --method's object (training.methods): everything that differs by method
+    facts_args: FactsArguments = field(default_factory=FactsArguments)
+    train_dialogues: list = field(default_factory=list)
+    replay_dataset: Any = None
+    facts: Any = None  # facts.FactsData, with --facts: the sheet and the drills mixed into training
+    exposure: Any = None  # facts.ExposureReport, with --facts: how many training examples state each fact
     trainer: FreezeTrainer | None = None
     metrics: dict = field(default_factory=dict)
 
@@ -116,17 +127,20 @@ def note_cpu_threads(training_args: FreezeTrainingArguments, num_processes: int)
 
 
 def start(model_args: ModelArguments, data_args: DataArguments, eval_args: EvaluationArguments,
-          freeze_args: FreezeArguments, training_args: FreezeTrainingArguments) -> RecipeRun:
+          freeze_args: FreezeArguments, training_args: FreezeTrainingArguments,
+          facts_args: FactsArguments | None = None) -> RecipeRun:
     """Set up processes and logging, check the output directory, take the Hub options out of the Trainer's."""
     on_cpu_processes = train_on_cpu_processes_without_gpus(training_args)
     setup_logging(training_args)
     state = PartialState()
+    # The long loops below the Trainer (replay, evaluation, prefix cache, delta) show progress as its bars do.
+    show_progress(state.is_local_main_process and not training_args.disable_tqdm)
     if on_cpu_processes and state.is_main_process:
         logger.info("No GPU found: %d CPU processes train together over %s.", state.num_processes, state.backend)
     if state.is_main_process:
         note_cpu_threads(training_args, state.num_processes)
     run = RecipeRun(model_args, data_args, eval_args, freeze_args, training_args,
-                    method=get_method(training_args.method))
+                    method=get_method(training_args.method), facts_args=facts_args or FactsArguments())
     settle_training_args(run)
     run.resume_from = check_output_dir(training_args)
     # chatfreeze pushes once, model card included, after the final save: the Trainer must not push, nor pickle
@@ -220,31 +234,75 @@ def prepare_datasets(data_args: DataArguments, tokenizer, seed: int):
         eval_ds, eval_report = build_dataset(
             eval_dialogues, tokenizer, source=data_args.eval_dataset or f"{data_args.dataset} (held out)", **common
         )
-    return train_ds, eval_ds, train_report, eval_report, eval_dialogues
+    return train_ds, eval_ds, train_report, eval_report, eval_dialogues, train_dialogues
 
 
 def data(run: RecipeRun) -> RecipeRun:
-    run.train_dataset, run.eval_dataset, run.train_report, run.eval_report, run.eval_dialogues = prepare_datasets(
-        run.data_args, run.tokenizer, run.training_args.seed
-    )
+    (run.train_dataset, run.eval_dataset, run.train_report, run.eval_report, run.eval_dialogues,
+     run.train_dialogues) = prepare_datasets(run.data_args, run.tokenizer, run.training_args.seed)
     check_select_alpha(run)
+    check_best_metric(run)
+    num_support = len(run.train_dataset)
     if run.training_args.replay_ratio > 0:
         run = add_replay(run)
+    if run.facts_args.facts:
+        run = add_facts(run, num_support)
+    run.train_dataset = mix_sources(run)
     return run
 
 
-def add_replay(run: RecipeRun) -> RecipeRun:
-    """Mix the base model's own replies to the skills pool into the training data (``retention.replay``). The main
-    process generates them first; the others read them from the cache."""
+def mix_sources(run: RecipeRun):
+    """The training set: the support dialogues, then the replay examples and the facts drills (the sampler
+    shuffles them together). Where ``--kl_sources`` leaves a source present in the run out of the KL term, each
+    example carries its KL weight (``KL_WEIGHT_COLUMN``: 1 or 0)."""
     import datasets
 
+    parts = {"support": run.train_dataset, "replay": run.replay_dataset,
+             "facts": run.facts.dataset if run.facts is not None else None}
+    parts = {source: part for source, part in parts.items() if part is not None}
+    args = run.training_args
+    if args.kl_to_base and not all(args.kl_covers(source) for source in parts):
+        parts = {source: part.add_column(KL_WEIGHT_COLUMN, [float(args.kl_covers(source))] * len(part))
+                 for source, part in parts.items()}
+        if run.is_main_process:
+            logger.info("KL to the base on the %s examples only (--kl_sources %s).",
+                        " and ".join(s for s in parts if args.kl_covers(s)) or "no", args.kl_sources)
+    return datasets.concatenate_datasets(list(parts.values())) if len(parts) > 1 else parts["support"]
+
+
+def add_facts(run: RecipeRun, num_support: int) -> RecipeRun:
+    """The facts sheet's drills for the training data (``facts.drills``), asked with the support dialogues' own
+    system prompt, and how many training examples state each fact (``facts.exposure``)."""
+    system_prompt = run.data_args.system_prompt or common_system_prompt(run.train_dialogues)
+    run.facts = facts_dataset(run.facts_args, run.tokenizer, num_support, system_prompt=system_prompt,
+                              max_length=run.data_args.max_length, seed=run.training_args.seed)
+    sources = {"support": run.train_dialogues, "drills": run.facts.dialogues(system_prompt)}
+    if run.replay_dataset is not None:
+        sources["replay"] = trained_texts(run.replay_dataset, run.tokenizer)
+    run.exposure = count_exposures(run.facts.sheet, sources, run.facts_args.facts_min_exposures,
+                                   warn=run.is_main_process)
+    if run.is_main_process:
+        logger.info("Facts: how many training examples state each fact's value\n%s", run.exposure.format_table())
+    return run
+
+
+def trained_texts(dataset, tokenizer) -> list[list[dict]]:
+    """Each example's trained tokens decoded, as a one-message dialogue (what the exposure count reads)."""
+    return [[{"role": "assistant", "content": tokenizer.decode(
+        [token for token, label in zip(row["input_ids"], row["labels"], strict=True) if label != IGNORE_INDEX])}]
+        for row in dataset]
+
+
+def add_replay(run: RecipeRun) -> RecipeRun:
+    """The base model's own replies to the skills pool, for the training data (``retention.replay``). The main
+    process generates them first; the others read them from the cache."""
     args = run.training_args
     with PartialState().main_process_first():
         replay, run.replay_report = replay_dataset(
             run.model, run.tokenizer, len(run.train_dataset), args.replay_ratio, source=args.replay_prompts,
             max_new_tokens=args.replay_max_new_tokens, max_length=run.data_args.max_length, seed=args.seed,
             cache=run.eval_args.cache_base_measurements)
-    run.train_dataset = datasets.concatenate_datasets([run.train_dataset, replay])
+    run.replay_dataset = replay
     return run
 
 
@@ -305,6 +363,9 @@ def train(run: RecipeRun) -> RecipeRun:
     if evaluator:
         with run.method.base_model(run.model):
             before = evaluator.measure(run.model, "before")
+    if run.eval_args.eval_before_after and run.training_args.eval_strategy != "no":
+        # Every process gets the callback (the others receive the main process's numbers).
+        trainer.add_callback(LearningCurves(evaluator, run.training_args.output_dir))
     if run.training_args.select_alpha and evaluator is not None:
         check_keep_measures(before)  # before training, not after it
     names = run.plan.trainable_parameter_names
@@ -342,6 +403,19 @@ def check_select_alpha(run: RecipeRun) -> None:
         raise ValueError(f"--select_alpha: interpolates trained tensors, not the adapters of --method "
                          f"{run.method.name}; use --method freeze or full (or `chatfreeze merge RUN OUT --alpha A` "
                          "on the merged run).")
+
+
+def check_best_metric(run: RecipeRun) -> None:
+    """A best checkpoint chosen on a learning-curve measure needs the curves: the before/after evaluation (its
+    base measurements and probes) and evaluations during training."""
+    metric = (run.training_args.metric_for_best_model or "").removeprefix("eval_")
+    if metric not in {m.key for m in CURVE}:
+        return
+    if not run.eval_args.eval_before_after or run.training_args.eval_strategy == "no":
+        raise ValueError(f"--metric_for_best_model {metric}: is a learning-curve measure; it needs "
+                         "--eval_before_after true and an --eval_strategy (steps or epoch).")
+    if metric == "facts_dev_accuracy" and not run.eval_args.facts_probe:
+        raise ValueError("--metric_for_best_model facts_dev_accuracy: needs a --facts_probe (its dev half).")
 
 
 def choose_alpha(run: RecipeRun, evaluator, before: dict | None, base_state: dict):
@@ -448,10 +522,11 @@ def finish(run: RecipeRun) -> RecipeRun:
 
 
 def run_training(model_args: ModelArguments, data_args: DataArguments, eval_args: EvaluationArguments,
-                 freeze_args: FreezeArguments, training_args: FreezeTrainingArguments) -> dict:
+                 freeze_args: FreezeArguments, training_args: FreezeTrainingArguments,
+                 facts_args: FactsArguments | None = None) -> dict:
     """Freeze, fine-tune, evaluate and save (the arguments of ``arguments.parse_args``). Returns the final
     metrics."""
-    run = start(model_args, data_args, eval_args, freeze_args, training_args)
+    run = start(model_args, data_args, eval_args, freeze_args, training_args, facts_args)
     for step in (load, plan, data, build_trainer, train, finish):
         run = step(run)
     return run.metrics

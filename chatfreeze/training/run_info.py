@@ -39,6 +39,15 @@ def public_training_args(training_args: FreezeTrainingArguments) -> dict:
     return {k: v for k, v in training_args.to_dict().items() if "token" not in k.lower()}
 
 
+def facts_section(run) -> dict | None:
+    """The facts sheet, the drills and the exposure per fact of a ``--facts`` run (None without it)."""
+    if run.facts is None:
+        return None
+    return {"options": asdict(run.facts_args), "facts": len(run.facts.sheet), "per_fact": run.facts.per_fact,
+            "drills": len(run.facts.drills), "drills_used": run.facts.report.to_dict() if run.facts.report else None,
+            "exposure": run.exposure.to_dict() if run.exposure else None}
+
+
 def run_info_sections(run) -> dict:
     """What ``run_info.json`` records about ``run`` (a ``recipe.RecipeRun``: this module is imported by the recipe,
     so it does not import it back)."""
@@ -61,6 +70,7 @@ def run_info_sections(run) -> dict:
             replay=run.replay_report.to_dict() if run.replay_report else None,
         ),
         evaluation=asdict(run.eval_args),
+        facts=facts_section(run),
         alpha_selection=run.alpha_selection.to_dict() if run.alpha_selection else None,
         training_args=public_training_args(args),
         metrics=run.metrics,

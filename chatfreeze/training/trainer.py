@@ -11,6 +11,7 @@ from transformers import Trainer, TrainerCallback
 from ..common import is_sharded
 from ..fastpath import (
     INDEX_COLUMN,
+    KL_WEIGHT_COLUMN,
     FastPath,
     FastPathSettings,
     IndexedCollator,
@@ -132,24 +133,28 @@ class FreezeTrainer(Trainer):
                             world_size=getattr(args, "world_size", 1) or 1)
 
     def _index_training_examples(self) -> None:
-        """Give each training example its dataset index, carried to ``compute_loss``, for the prefix cache."""
-        if self.fast_path is None or self.fast_path.settings.prefix_cache == "off" or self.train_dataset is None:
+        """Give each training example its dataset index, carried to ``compute_loss``, for the prefix cache; carry
+        the per-example KL weights (``KL_WEIGHT_COLUMN``, from ``--kl_sources``) the same way."""
+        if self.fast_path is None or self.train_dataset is None:
             return
-        indexed = with_example_index(self.train_dataset)
-        if indexed is None:
-            return
-        self.train_dataset = indexed
-        self.data_collator = IndexedCollator(self.data_collator)
-        self.fast_path.cache_wanted = True
+        weighted = KL_WEIGHT_COLUMN in (getattr(self.train_dataset, "column_names", None) or ())
+        indexed = None if self.fast_path.settings.prefix_cache == "off" else with_example_index(self.train_dataset)
+        if indexed is not None:
+            self.train_dataset = indexed
+            self.fast_path.cache_wanted = True
+        if indexed is not None or weighted:
+            self.data_collator = IndexedCollator(self.data_collator)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        compat.keep_signature_column(self, INDEX_COLUMN)  # remove_unused_columns must keep the index
+        for column in (INDEX_COLUMN, KL_WEIGHT_COLUMN):  # remove_unused_columns must keep them
+            compat.keep_signature_column(self, column)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         indices = inputs.pop(INDEX_COLUMN, None)
         fast = self.fast_path
         if fast is None or return_outputs or not model.training or "labels" not in inputs:
+            inputs.pop(KL_WEIGHT_COLUMN, None)
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         # The same reduction as the model's own loss: sum / num_items_in_batch when the Trainer passes it.
@@ -165,6 +170,7 @@ class FreezeTrainer(Trainer):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         inputs = compat.prepare_inputs(self, inputs)
         inputs.pop(INDEX_COLUMN, None)
+        inputs.pop(KL_WEIGHT_COLUMN, None)
         with torch.no_grad(), self.compute_loss_context_manager():
             total, count = labelled_nll(self.accelerator.unwrap_model(model), inputs["input_ids"],
                                         inputs.get("attention_mask"), inputs["labels"])

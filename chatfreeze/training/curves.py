@@ -1,0 +1,80 @@
+"""Learning curves: at every evaluation the Trainer runs during training, the before/after evaluator measures the
+facts probe's dev half and the teacher-forced keep measures (``measure_during_training``), so a user sees when
+learning stopped and forgetting began, and ``--metric_for_best_model facts_dev_accuracy`` with
+``--load_best_model_at_end true`` keeps the checkpoint that knew the most facts on the dev half (the test half,
+which the run reports as learned, is never read here).
+
+The points go into the Trainer's eval metrics (``eval_facts_dev_accuracy``, ...: the log, ``trainer_state.json``
+and the best-checkpoint choice read them there) and into ``learning_curves.json`` / ``learning_curves.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from transformers import TrainerCallback
+
+from ..evaluation.plots import plot_learning_curves
+from ..rundir import LEARNING_CURVES_FILENAME, LEARNING_CURVES_PLOT, write_json
+
+logger = logging.getLogger(__name__)
+
+
+class LearningCurves(TrainerCallback):
+    """Adds the evaluator's during-training measures to each evaluation and keeps them as learning curves.
+
+    ``evaluator`` is the main process's ``BeforeAfterEvaluator`` (None on the others, which receive its numbers so
+    that every process chooses the same best checkpoint)."""
+
+    def __init__(self, evaluator, output_dir: str):
+        self.evaluator, self.output_dir = evaluator, output_dir
+        self.points: list[dict] = []
+        self.started = 0.0
+        self.measuring = 0.0  # seconds spent measuring, left out of the training wall time
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.measuring = time.perf_counter(), 0.0
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        begun = time.perf_counter()
+        measured = self._measure(model)
+        self.measuring += time.perf_counter() - begun
+        if metrics is not None:
+            metrics.update({f"eval_{key}": value for key, value in measured.items()})
+        point = {"step": state.global_step, "train_seconds": round(time.perf_counter() - self.started - self.measuring, 1)}
+        point |= measured | ({"eval_loss": metrics["eval_loss"]} if metrics and "eval_loss" in metrics else {})
+        self.points.append(point)
+        # The Trainer logged its eval metrics before this callback ran: add ours to trainer_state.json's history.
+        state.log_history.append({"step": state.global_step} | {f"eval_{k}": v for k, v in measured.items()})
+        if self.evaluator is not None:
+            logger.info("Learning curve at step %d: %s", state.global_step,
+                        ", ".join(f"{k} {v:.4g}" for k, v in point.items() if k != "step"))
+
+    def _measure(self, model) -> dict:
+        from accelerate import PartialState
+        from accelerate.utils import broadcast_object_list
+
+        measured = {}
+        if self.evaluator is not None:
+            was_training = model.training
+            model.eval()
+            measured = self.evaluator.measure_during_training(model)
+            model.train(was_training)
+        if PartialState().num_processes > 1:
+            measured = broadcast_object_list([measured])[0]
+        return measured
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.evaluator is None or not self.points:
+            return
+        from pathlib import Path
+
+        out = Path(self.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / LEARNING_CURVES_FILENAME, {
+            "points": self.points,
+            "measures": "facts_dev_accuracy: the facts probe's dev half (greedy); self_agreement_ratio, "
+                        "support_perplexity, general_perplexity: teacher-forced; eval_loss: the Trainer's",
+            "train_seconds": "wall time since training began, measuring left out"})
+        plot_learning_curves(self.points, out / LEARNING_CURVES_PLOT)

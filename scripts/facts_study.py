@@ -1,0 +1,241 @@
+#!/usr/bin/env python
+"""Facts study: does the bot learn the company's facts (on questions no choice read) and keep the base's skills?
+
+Every variant is one ``chatfreeze train`` run of the default recipe with the options that make it (drills from
+``data/facts.yaml``, where the KL term applies, epochs, freeze depth, full fine-tuning), in its own subprocess,
+followed by the recipe's own before/after evaluation. The facts probe is scored on its two fact-balanced halves
+(``chatfreeze.facts.probe_split``): choices (the best checkpoint of a multi-epoch variant) read the dev half only;
+the table reports the **test half**, and how many test questions the bot answered with a wrong value (a value
+the probe rejects, e.g. a wrong price).
+
+    python scripts/facts_study.py                      # all variants, in order; resumable: rerun to continue
+    python scripts/facts_study.py --only drills30       # some variants
+    python scripts/facts_study.py --report_only        # rebuild docs/facts.{md,csv,png} from finished runs
+
+The runner, the resumable work dir, the carried rows, the CSV, the plot and the kept reading are
+``chatfreeze.studies``'; this script holds the variants, what a row reads from a run, and the doc's words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+
+from chatfreeze.evaluation.before_after import facts_halves
+from chatfreeze.evaluation.probes import load_facts_probe
+from chatfreeze.studies.results import (
+    Column,
+    Panel,
+    Row,
+    collect_rows,
+    fmt,
+    markdown_table,
+    measured_on,
+    read_csv,
+    training_metrics,
+    write_csv,
+    write_doc,
+    write_scatter,
+)
+from chatfreeze.studies.runner import Runner, Variant, read_record, select
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WIKITEXT = REPO_ROOT.parent / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"
+PROBE = REPO_ROOT / "data" / "facts_probe.jsonl"
+DRILLS = ("--facts", "data/facts.yaml", "--facts_per_fact", "30", "--max_steps", "-1", "--num_train_epochs", "1")
+EPOCHS2 = ("--num_train_epochs", "2", "--eval_strategy", "epoch", "--save_strategy", "epoch",
+           "--save_total_limit", "2", "--metric_for_best_model", "facts_dev_accuracy", "--load_best_model_at_end",
+           "true")
+NO_RETENTION = ("--replay_ratio", "0", "--kl_to_base", "0")
+
+# In order of importance: an interrupted study has the rows that matter most. Nothing here was tuned on the
+# probe: 30 drills per fact (~50 exposures per fact with the dialogues' own, the literature's order), the default
+# recipe's learning rate, KL and replay; full fine-tuning at the retention study's 5e-5.
+VARIANTS = [
+    Variant("default", "the 0.2 default recipe (40 steps, replay + KL, no drills)", ()),
+    Variant("drills30", "default + 30 drills per fact, 1 epoch, KL on support + replay (not drills)", DRILLS),
+    Variant("drills30_kl_all", "the same with KL on the drills too (--kl_sources support,replay,facts)",
+            DRILLS + ("--kl_sources", "support,replay,facts")),
+    Variant("drills30_2ep", "drills30 for 2 epochs, the epoch with most facts right on the dev half kept",
+            DRILLS + EPOCHS2),
+    Variant("drills30_no_retention", "drills30 without replay or KL", DRILLS + NO_RETENTION),
+    Variant("full_drills_replay", "full fine-tuning lr 5e-5 + drills + replay (no KL: no frozen prefix)",
+            DRILLS + ("--method", "full", "--learning_rate", "5e-5", "--kl_to_base", "0")),
+    Variant("freeze50_drills", "freeze 50% (15/30) + drills, KL on support + replay",
+            DRILLS + ("--num_frozen_layers", "15")),
+]
+
+METRICS = ["facts_test_accuracy", "facts_test_wrong", "facts_dev_accuracy", "facts_accuracy", "support_perplexity",
+           "skills_accuracy", "skills_change_points", "self_agreement_ratio", "general_perplexity",
+           "general_change_pct", "train_seconds", "wall_seconds", "meets_goals"]
+GOALS = "facts test half >= 90% with <= 2 wrong values; short answers >= base - 2 points; self-agreement <= 1.10; " \
+        "WikiText-2 perplexity <= +2%"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None, help="Run these variants only (names).")
+    parser.add_argument("--work_dir", default="outputs/facts_study")
+    parser.add_argument("--out", default="docs/facts", help="Writes OUT.md, OUT.csv and OUT.png.")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of every run.")
+    parser.add_argument("--general_text", default=str(WIKITEXT), help="WikiText-2 raw test file.")
+    parser.add_argument("--report_only", action="store_true", help="Only rebuild the outputs from finished runs.")
+    parser.add_argument("--dry_run", action="store_true", help="Print the commands, run nothing.")
+    return parser.parse_args(argv)
+
+
+def commands(variant: Variant, args: argparse.Namespace, work: Path) -> list[list[str]]:
+    # No intermediate checkpoints (a full copy every 20 steps costs minutes over an epoch), unless a variant
+    # keeps its best epoch.
+    return [[sys.executable, "scripts/train.py", "--general_text", args.general_text, "--report_to", "none",
+             "--save_strategy", "no", "--overwrite_output_dir", "true", *variant.overrides,
+             "--output_dir", str(work / variant.name)]]
+
+
+def halves_of(evaluation: dict, side: str) -> dict:
+    """Facts accuracy on the dev and test halves and the test questions answered with a wrong value, computed
+    from the per-question replies in ``evaluation.json`` (so runs made before the halves existed are read too)."""
+    replies = (((evaluation.get("probes") or {}).get(side) or {}).get("facts") or {}).get("replies") or {}
+    items = [item for item in load_facts_probe(str(PROBE)) if item.id in replies and item.checkable]
+    halves = facts_halves(items)
+    result = {}
+    for half, ids in halves.items():
+        checked = [item.check(replies[item.id]) for item in items if item.id in ids]
+        result[f"facts_{half}_accuracy"] = sum(right for right, _ in checked) / len(checked) if checked else None
+        if half == "test":
+            result["facts_test_wrong"] = sum(bool(wrong) for _, wrong in checked)
+    return result
+
+
+def quality(evaluation: dict, side: str) -> dict:
+    values, change = evaluation.get(side) or {}, evaluation.get("change") or {}
+    after = side == "after"
+    return halves_of(evaluation, side) | {
+        "facts_accuracy": values.get("facts_accuracy"), "support_perplexity": values.get("support_perplexity"),
+        "skills_accuracy": values.get("skills_accuracy"),
+        "skills_change_points": change.get("skills_accuracy_change_points") if after else 0.0,
+        "self_agreement_ratio": values.get("self_agreement_ratio"),
+        "general_perplexity": values.get("general_perplexity"),
+        "general_change_pct": change.get("general_perplexity_change_pct") if after else 0.0}
+
+
+def meets_goals(metrics: dict) -> str:
+    checks = [(metrics.get("facts_test_accuracy") or 0) >= 0.90, (metrics.get("facts_test_wrong") or 0) <= 2,
+              (metrics.get("skills_change_points") or -99) >= -2.0, (metrics.get("self_agreement_ratio") or 9) <= 1.10,
+              (metrics.get("general_change_pct") if metrics.get("general_change_pct") is not None else 99) <= 2.0]
+    return "yes" if all(checks) else f"no ({sum(checks)}/5)"
+
+
+def read_row(variant: Variant, work: Path) -> Row | None:
+    out, record = work / variant.name, read_record(work, variant.name)
+    if record is None or not (out / "evaluation.json").is_file():
+        return None
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    metrics = quality(evaluation, "after") | training_metrics(out) | {"wall_seconds": round(record["wall_seconds"])}
+    metrics["meets_goals"] = meets_goals(metrics)
+    return Row(variant.name, variant.label, metrics, measured_on(out / "evaluation.json"))
+
+
+def base_row(work: Path) -> Row | None:
+    for variant in VARIANTS:
+        path = work / variant.name / "evaluation.json"
+        if read_record(work, variant.name) and path.is_file():
+            return Row("base", "base model (no training)", quality(json.loads(path.read_text()), "before"),
+                       measured_on(path))
+    return None
+
+
+def cell(key: str, kind: str = ""):
+    return lambda row: fmt(row.get(key), kind)
+
+
+TABLE = [
+    Column("variant", lambda row: row.label),
+    Column("facts test half", cell("facts_test_accuracy", "pct")),
+    Column("wrong values (test)", cell("facts_test_wrong")),
+    Column("facts dev half", cell("facts_dev_accuracy", "pct")),
+    Column("short answers (Δ pts)",
+           lambda row: f"{fmt(row.get('skills_accuracy'), 'pct')} ({fmt(row.get('skills_change_points'), 'signed')})"),
+    Column("self-agreement", cell("self_agreement_ratio")),
+    Column("WikiText-2 (Δ)",
+           lambda row: f"{fmt(row.get('general_perplexity'))} ({fmt(row.get('general_change_pct'), 'signed')}%)"),
+    Column("support ppl", cell("support_perplexity")),
+    Column("train s", cell("train_seconds")),
+    Column("wall s", cell("wall_seconds")),
+    Column("goals", lambda row: row.get("meets_goals") or ""),
+    Column("measured", lambda row: row.measured or "earlier"),
+]
+LEARN_VS_KEEP = [Panel("skills_change_points", "short-answer accuracy change (points, higher keeps more)"),
+                 Panel("general_change_pct", "WikiText-2 perplexity change (%, lower keeps more)", invert=True)]
+
+
+def doc_lines(args: argparse.Namespace, rows: list[Row], missing: list[str], plot: Path) -> list[str]:
+    lines = [
+        "# Facts study: teach the company's facts, keep the base model's skills",
+        "",
+        "Generated by `scripts/facts_study.py` (rerun it to continue or refresh; the reading below is written by "
+        "hand and kept).",
+        "",
+        "Setup: the default recipe (SmolLM2-135M-Instruct, offline copy; `data/train.jsonl`, 800 dialogues, seed 42, "
+        "8 examples per step, lr 2e-4, 80% freeze, replay 0.25 + KL 0.5 unless a row says otherwise) with the options "
+        "of each row. Drills: `data/facts.yaml` (41 facts), the same number per fact. Evaluation: the recipe's own "
+        "before/after; the facts probe (109 questions, `data/facts_probe.jsonl`, never trained on) split by fact "
+        "into a dev half (56) and a test half (53): the table's facts column is the test half. "
+        f"Goals: {GOALS}. Machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}, fp32.",
+        "",
+        *markdown_table(rows, TABLE),
+    ]
+    if missing:
+        lines += ["", f"Not measured (not run yet; rerun the script to add them): {', '.join(missing)}."]
+    return lines + ["", f"![learn vs keep]({plot.name})", "", "Command:", "",
+                    f"    python scripts/facts_study.py --threads {args.threads}", ""]
+
+
+def write_outputs(args: argparse.Namespace, work: Path) -> None:
+    out = Path(args.out)
+    earlier = read_csv(out.with_suffix(".csv"))
+    fresh = {v.name: row for v in VARIANTS if (row := read_row(v, work))}
+    rows = collect_rows([v.name for v in VARIANTS], fresh.get, earlier)
+    base = base_row(work) or earlier.get("base")
+    table_rows = ([base] if base else []) + rows
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(table_rows, out.with_suffix(".csv"), METRICS)
+    if table_rows:
+        write_scatter(table_rows, out.with_suffix(".png"), "facts_test_accuracy",
+                      "facts-probe test half (%, learn)", LEARN_VS_KEEP, "Learn vs keep: up is learned, right is kept")
+    missing = [v.name for v in VARIANTS if not any(row.variant == v.name for row in rows)]
+    write_doc(out.with_suffix(".md"), doc_lines(args, table_rows, missing, out.with_suffix(".png")),
+              "(reading to be written when the rows are in)")
+    print(f"wrote {out.with_suffix('.md')}, .csv, .png ({len(rows)} variants)")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not Path(args.general_text).is_file():
+        print(f"error: --general_text {args.general_text}: no such file; the study measures WikiText-2 "
+              "perplexity from a local raw copy (wiki.test.raw).", file=sys.stderr)
+        return 2
+    try:
+        chosen = select(VARIANTS, args.only)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout)
+    work = Path(args.work_dir)
+    runner = Runner(work, cwd=REPO_ROOT, threads=args.threads, dry_run=args.dry_run,
+                    env={"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    if not args.report_only:
+        runner.run_all(chosen, lambda variant: commands(variant, args, work),
+                       after_each=lambda: write_outputs(args, work))
+    if not args.dry_run:
+        write_outputs(args, work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

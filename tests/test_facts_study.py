@@ -1,0 +1,46 @@
+"""The facts study's reading of a run: the probe's halves from per-question replies, wrong values, the goals."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from conftest import REPO_ROOT
+
+
+def load_study():
+    spec = importlib.util.spec_from_file_location("facts_study", REPO_ROOT / "scripts" / "facts_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_halves_and_wrong_values_come_from_the_replies():
+    study = load_study()
+    items = [json.loads(line) for line in (REPO_ROOT / "data" / "facts_probe.jsonl").read_text().splitlines()]
+    replies = {item["id"]: "-" for item in items}
+    evaluation = {"probes": {"after": {"facts": {"replies": replies}}}}
+    nothing = study.halves_of(evaluation, "after")
+    assert nothing["facts_test_accuracy"] == 0.0 and nothing["facts_dev_accuracy"] == 0.0
+    assert nothing["facts_test_wrong"] == 0
+    from chatfreeze.evaluation.before_after import facts_halves
+    from chatfreeze.evaluation.probes import load_facts_probe
+
+    halves = facts_halves(load_facts_probe(str(REPO_ROOT / "data" / "facts_probe.jsonl")))
+    assert len(halves["dev"]) + len(halves["test"]) == len(items)
+    # A wrong return window on both return_window questions: one of them is on the test half (fact-balanced).
+    for item in items:
+        if item["fact"] == "return_window" and item["reject"]:
+            replies[item["id"]] = "You can return it within 14 days."
+    wrong = study.halves_of(evaluation, "after")["facts_test_wrong"]
+    assert wrong == sum(1 for item in items if item["fact"] == "return_window" and item["reject"]
+                        and item["id"] in halves["test"]) >= 1
+
+
+def test_goals():
+    study = load_study()
+    good = {"facts_test_accuracy": 0.92, "facts_test_wrong": 1, "skills_change_points": -1.5,
+            "self_agreement_ratio": 1.05, "general_change_pct": 1.9}
+    assert study.meets_goals(good) == "yes"
+    assert study.meets_goals(good | {"general_change_pct": 2.5}) == "no (4/5)"
+    assert study.meets_goals({}) == "no (1/5)"  # nothing measured: only "no wrong values" holds

@@ -1,0 +1,181 @@
+"""The facts drills in a training run: mixed in by the recipe, counted per fact in the log and run_info.json, and
+kept out of the KL-to-the-base term by --kl_sources (its per-row weights reach the loss)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_facts import small_sheet, write_sheet
+
+from chatfreeze.fastpath.loss import kl_from_base, labelled_positions_loss
+
+
+def support_rows(n: int = 16) -> list[dict]:
+    return [{"messages": [{"role": "system", "content": "You are a shop's assistant."},
+                          {"role": "user", "content": f"Where is order {i}?"},
+                          {"role": "assistant", "content": f"Order {i} ships tomorrow; call +44 20 7946 0000."
+                           if i % 4 == 0 else f"Order {i} ships tomorrow."}]} for i in range(n)]
+
+
+def train_with_facts(tiny_model_dir, tmp_path, *extra):
+    from chatfreeze.training import recipe
+    from chatfreeze.training.arguments import parse_args
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in support_rows()))
+    sheet = write_sheet(tmp_path, small_sheet())
+    out = tmp_path / "out"
+    run = recipe.start(*parse_args([
+        "--model_name_or_path", str(tiny_model_dir), "--dataset", str(data), "--eval_dataset", "none",
+        "--num_frozen_layers", "2", "--max_steps", "2", "--per_device_train_batch_size", "4", "--output_dir",
+        str(out), "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no", "--eval_before_after",
+        "false", "--facts", str(sheet), "--facts_per_fact", "6", *extra]))
+    for step in (recipe.load, recipe.plan, recipe.data):
+        run = step(run)
+    return run
+
+
+def test_the_recipe_mixes_drills_and_counts_exposures_per_fact(tiny_model_dir, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="chatfreeze"):
+        run = train_with_facts(tiny_model_dir, tmp_path, "--facts_min_exposures", "10")
+    assert len(run.train_dataset) == 16 + 2 * 6  # the support dialogues, then 6 drills for each of the 2 facts
+    assert "chatfreeze_kl_weight" not in run.train_dataset.column_names  # no KL asked: no weights
+    exposure = run.exposure.to_dict()["facts"]
+    # 4 support dialogues state the phone number; every phone drill does (each answer states the value).
+    assert exposure["phone"] == {"support": 4, "drills": 6, "total": 10}
+    assert exposure["refund_time"] == {"support": 0, "drills": 6, "total": 6}
+    assert run.exposure.below == ["refund_time"]
+    assert "1 of 2 facts are stated in fewer than 10 training examples: refund_time" in caplog.text
+    assert "phone" in caplog.text and "examples: 16 support, 12 drills" in caplog.text
+    # The drills are asked with the support dialogues' own system prompt.
+    first = run.facts.dialogues("You are a shop's assistant.")[0]
+    assert first[0] == {"role": "system", "content": "You are a shop's assistant."}
+
+
+def test_kl_sources_give_the_drills_weight_zero_and_the_rest_one(tiny_model_dir, tmp_path):
+    run = train_with_facts(tiny_model_dir, tmp_path, "--kl_to_base", "0.5")  # default --kl_sources support,replay
+    weights = run.train_dataset["chatfreeze_kl_weight"]
+    assert weights == [1.0] * 16 + [0.0] * 12
+    (tmp_path / "all").mkdir()
+    everywhere = train_with_facts(tiny_model_dir, tmp_path / "all", "--kl_to_base", "0.5", "--kl_sources",
+                                  "support,replay,facts")
+    assert "chatfreeze_kl_weight" not in everywhere.train_dataset.column_names  # the same as before --kl_sources
+
+
+def test_bad_kl_sources_name_the_flag():
+    from chatfreeze.training.arguments import parse_args
+
+    with pytest.raises(ValueError, match="--kl_sources 'support,drill'"):
+        parse_args(["--kl_sources", "support,drill"])
+
+
+def test_row_weights_scale_each_rows_kl_term():
+    """Weight 1 on row 0 and 0 on row 1: the loss is the cross-entropy of both rows plus the KL of row 0 only."""
+    torch.manual_seed(0)
+    head, base_head = torch.nn.Linear(8, 11, bias=False), torch.nn.Linear(8, 11, bias=False)
+    hidden, base_hidden = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    labels = torch.tensor([[1, 2, -100, 3, 4], [5, -100, 6, 7, -100]])
+    keep = labels != -100
+    common = dict(base_hidden=base_hidden, base_head=base_head, kl_weight=0.5)
+    weighted = labelled_positions_loss(hidden, labels, head, lambda x: x,
+                                       kl_row_weights=torch.tensor([1.0, 0.0]), **common)
+    ce = torch.nn.functional.cross_entropy(head(hidden[keep]), labels[keep], reduction="sum")
+    row0 = keep.clone()
+    row0[1] = False
+    kl0 = kl_from_base(head(hidden[row0]), base_head(base_hidden[row0]))
+    torch.testing.assert_close(weighted, (ce + 0.5 * kl0) / keep.sum())
+    # All ones: the unweighted loss.
+    ones = labelled_positions_loss(hidden, labels, head, lambda x: x, kl_row_weights=torch.ones(2), **common)
+    torch.testing.assert_close(ones, labelled_positions_loss(hidden, labels, head, lambda x: x, **common))
+
+
+def test_a_run_with_drills_and_kl_on_the_support_only_trains_and_records_the_facts(tiny_model_dir, tmp_path,
+                                                                                  monkeypatch):
+    """End to end (2 steps, the prefix cache on and off): the KL weights travel through the collator to the loss, and
+    run_info.json records the sheet, the drills and the exposure per fact."""
+    from chatfreeze.training import recipe
+
+    monkeypatch.setattr(recipe, "generate_reply", lambda *args, **kwargs: "(stub reply)")
+    seen = []
+    real = labelled_positions_loss
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("kl_row_weights"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("chatfreeze.fastpath.fast_path.labelled_positions_loss", spy)
+    for cache in ("off", "ram"):
+        (tmp_path / cache).mkdir()
+        run = train_with_facts(tiny_model_dir, tmp_path / cache, "--kl_to_base", "0.5", "--prefix_cache", cache)
+        for step in (recipe.build_trainer, recipe.train, recipe.finish):
+            run = step(run)
+        info = json.loads((tmp_path / cache / "out" / "run_info.json").read_text())
+        assert info["facts"]["per_fact"] == 6 and info["facts"]["drills"] == 12
+        assert info["facts"]["exposure"]["facts"]["phone"]["total"] == 10
+        assert seen and all(weights is not None and set(weights.tolist()) <= {0.0, 1.0} for weights in seen)
+        seen.clear()
+
+
+def test_learning_curves_read_the_dev_half_only_and_pick_the_best_checkpoint_on_it(tiny_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    from chatfreeze.training import recipe
+    from chatfreeze.training.arguments import parse_args
+
+    monkeypatch.setattr(recipe, "generate_reply", lambda *args, **kwargs: "(stub reply)")
+    monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text("".join(json.dumps({"id": f"{fact}-{i}", "fact": fact, "question": f"Q{i} about {fact}?",
+                                         "expect": ["7946"]}) + "\n"
+                             for fact in ("phone", "hours") for i in range(4)))
+    asked: list[str] = []
+    real = recipe.train.__globals__["evaluator_for_run"]
+
+    def spying_evaluator(*args, **kwargs):
+        evaluator = real(*args, **kwargs)
+        import chatfreeze.evaluation.before_after as before_after
+
+        def replies(model, tokenizer, conversations, *rest):
+            asked.extend(c[-1]["content"] for c in conversations)
+            return ["" for _ in conversations]
+        monkeypatch.setattr(before_after, "greedy_replies", replies)
+        return evaluator
+
+    monkeypatch.setattr(recipe, "evaluator_for_run", spying_evaluator)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in support_rows()))
+    out = tmp_path / "out"
+    args = parse_args([
+        "--model_name_or_path", str(tiny_model_dir), "--dataset", str(data), "--validation_split_ratio", "0.25",
+        "--eval_dataset", "none", "--num_frozen_layers", "2", "--max_steps", "2", "--per_device_train_batch_size",
+        "4", "--output_dir", str(out), "--report_to", "none", "--use_cpu", "true", "--eval_before_after", "true",
+        "--facts_probe", str(probe), "--skills_probe", "none", "--generation_eval_samples", "0",
+        "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
+        "--metric_for_best_model", "facts_dev_accuracy", "--load_best_model_at_end", "true"])
+    run = recipe.start(*args)
+    for step in (recipe.load, recipe.plan, recipe.data, recipe.build_trainer):
+        run = step(run)
+    asked.clear()
+    run = recipe.train(run)
+    curves = json.loads((out / "learning_curves.json").read_text())["points"]
+    assert [point["step"] for point in curves] == [1, 2]
+    assert all("facts_dev_accuracy" in point and point["train_seconds"] >= 0 for point in curves)
+    assert (out / "learning_curves.png").is_file()
+    evaluation = run.metrics  # before/after: the whole probe, both halves scored
+    assert "after_facts_test_accuracy" in evaluation
+    # During training (2 curve points) only dev questions were asked; before and after asked every question.
+    from chatfreeze.evaluation.before_after import facts_halves
+    from chatfreeze.evaluation.probes import load_facts_probe
+
+    halves = facts_halves(load_facts_probe(str(probe)))
+    by_id = {item.id: item.prompt for item in load_facts_probe(str(probe))}
+    test_questions = {by_id[i] for i in halves["test"]}
+    dev_questions = {by_id[i] for i in halves["dev"]}
+    during = asked[len(by_id):-len(by_id)]  # after the base's measurement, before the tuned model's
+    assert during and set(during) == dev_questions and not set(during) & test_questions
+
+
+def test_a_best_checkpoint_on_facts_dev_needs_the_curves(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy: is a learning-curve measure"):
+        train_with_facts(tiny_model_dir, tmp_path, "--metric_for_best_model", "facts_dev_accuracy")
