@@ -61,7 +61,12 @@ class PrefixRunner:
     """
 
     MIN_SHARED_TOKENS = 16  # below this, a separate pass for the shared tokens costs more than it saves
-    SHARED_TOLERANCE = 1e-4  # relative to the largest boundary value; fp32 kernels differ by ~1e-6
+    # The largest difference allowed between shared-token and full states, per token, relative to its state's norm
+    # (``shared_prefix._difference``). SmolLM2's 24 frozen blocks, 8 support dialogues: 2.0e-6 in fp32 (17 eps; a
+    # row computed alone instead of padded in its batch: 1.3e-6), 0.033 in bf16 (alone: 0.043) and 0.0038 in fp16,
+    # about 4 eps (docs/fastpath.md). A wrong position or mask gives O(1). So 1e-4, or 32 eps of a 16-bit dtype.
+    SHARED_TOLERANCE = 1e-4
+    SHARED_TOLERANCE_EPS = 32
 
     def __init__(self, model: nn.Module, blocks: nn.ModuleList, num_prefix_blocks: int):
         self.model = model
@@ -72,8 +77,12 @@ class PrefixRunner:
         self.boundary_dtype: torch.dtype | None = None  # what the prefix produced (autocast may differ from weights)
         self.share_prefixes = True  # shared leading tokens through the frozen prefix once
         self.share_top = True  # ... and through the trainable blocks once (with their graph)
-        self.shared: shared_prefix.SharedPrefix | None = None
+        self.shared: shared_prefix.SharedPrefix | None = None  # the last shared leading tokens used
+        self.shared_rows: dict[tuple, shared_prefix.SharedPrefix] = {}  # a few, by their tokens
         self.shared_checked = self.top_checked = False
+
+    def shared_tolerance(self, dtype: torch.dtype) -> float:
+        return max(self.SHARED_TOLERANCE, self.SHARED_TOLERANCE_EPS * torch.finfo(dtype).eps)
 
     def _as_block_output(self, hidden: torch.Tensor):
         return hidden if not self.output_arity else (hidden,) + (None,) * (self.output_arity - 1)

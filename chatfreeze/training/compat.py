@@ -55,3 +55,37 @@ def scale_loss_like_trainer(trainer, loss: torch.Tensor, num_items) -> torch.Ten
 def prepare_inputs(trainer, inputs: dict) -> dict:
     """A batch moved to the trainer's device as its own steps do (``Trainer._prepare_inputs``, 5.x)."""
     return trainer._prepare_inputs(inputs)
+
+
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """A sampler that would draw its order from the global RNG, drawn instead from ``seed + epoch``.
+
+    Trainer (5.x) builds ``group_by_length``'s ``LengthGroupedSampler`` without a generator, so each epoch's order
+    comes from the global RNG when the epoch starts. A run resumed mid-epoch restores the checkpoint's RNG only
+    after drawing that epoch's order (``_run_epoch``: ``rng_to_sync``), so it trained on other batches than the run
+    it resumed. accelerate (1.x) ``DataLoaderShard.set_epoch`` reaches ``batch_sampler.sampler.set_epoch`` (through
+    the ``SkipBatchSampler`` of a resumed epoch too) before each epoch's ``iter`` (``tests/test_resume.py`` checks
+    both).
+    """
+
+    def __init__(self, sampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        self.sampler.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(self.sampler)
+
+
+def seeded_by_epoch(sampler, args):
+    """``sampler`` wrapped in ``EpochSeededSampler`` if it is transformers' generator-less length-grouped one."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    if not isinstance(sampler, LengthGroupedSampler) or sampler.generator is not None:
+        return sampler
+    return EpochSeededSampler(sampler, args.data_seed if args.data_seed is not None else args.seed)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
+from collections.abc import Iterator
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import get_last_checkpoint
 
 from ..common import is_sharded
 from ..fastpath import (
@@ -89,6 +94,27 @@ def enable_trainable_checkpointing(model: nn.Module, plan: FreezePlan, kwargs: d
     model.disable_input_require_grads()
 
 
+def trained_batches(loader, steps: int, accumulation: int, cache) -> Iterator[dict]:
+    """The micro-batches of the first ``steps`` optimizer steps, epoch by epoch in training's order (``steps`` counts
+    ``ceil(len(loader) / accumulation)`` per epoch, as Trainer does), while ``cache`` lacks an example."""
+    per_epoch = len(loader)
+    updates_per_epoch = max(math.ceil(per_epoch / accumulation), 1)
+    epoch = 0
+    while steps > 0 and not bool(cache.filled.all()):
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        take = per_epoch if steps >= updates_per_epoch else steps * accumulation
+        batches = iter(loader)
+        try:
+            for index, batch in enumerate(batches):
+                if index < take and not bool(cache.filled.all()):
+                    yield batch
+        finally:
+            for _ in batches:  # to the end: only there does accelerate's loader leave the gradient state
+                pass
+        steps, epoch = steps - updates_per_epoch, epoch + 1
+
+
 class FreezeTrainer(Trainer):
     """A ``Trainer`` that applies a ``FreezePlan`` before the optimizer (or any DDP/FSDP wrapper) exists.
 
@@ -145,6 +171,10 @@ class FreezeTrainer(Trainer):
         if indexed is not None or weighted:
             self.data_collator = IndexedCollator(self.data_collator)
 
+    def _get_train_sampler(self, train_dataset=None):
+        # A run resumed mid-epoch must draw that epoch's order as the uninterrupted run did (compat explains).
+        return compat.seeded_by_epoch(super()._get_train_sampler(train_dataset), self.args)
+
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         for column in (INDEX_COLUMN, KL_WEIGHT_COLUMN):  # remove_unused_columns must keep them
@@ -194,6 +224,33 @@ class FreezeTrainer(Trainer):
         with torch.no_grad(), self.accelerator.autocast():
             return self.fast_path.fill(loader, lambda batch: compat.prepare_inputs(self, batch))
 
+    def _refill_prefix_cache(self, checkpoint: str | bool | None) -> None:
+        """On resuming, put back into the prefix cache exactly what the interrupted run had cached by ``checkpoint``:
+        the batches its steps trained on, drawn again in their order, run through the prefix again as they ran then.
+
+        A state's last bits depend on the batch it was computed in (padding, batch size, the leading tokens its rows
+        share: ~1e-6 of a token's norm in fp32), and the cache serves the first batch's states to every later epoch;
+        filled from the resumed run's own, later batches instead, it made another run (tests/test_resume.py's: 1.7e-6
+        apart on the weights after 60 steps). The sampler draws each epoch's order from the seed
+        (``compat.seeded_by_epoch``), and a batch's states depend on that batch alone (``fastpath.shared_prefix``),
+        so the same batches give the same bits.
+        """
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        cache = self.fast_path.cache
+        state_file = os.path.join(checkpoint, TRAINER_STATE_NAME) if checkpoint else ""
+        if cache is None or not os.path.isfile(state_file) or bool(cache.filled.all()):
+            return
+        steps = TrainerState.load_from_json(state_file).global_step
+        batches = trained_batches(self.get_train_dataloader(), steps, self.args.gradient_accumulation_steps, cache)
+        # The same autocast as a training step; the global RNG as it was (the loader draws from it).
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), self.accelerator.autocast():
+            self.fast_path.fill(batches, lambda batch: compat.prepare_inputs(self, batch))
+        if self.fast_path.cache is not None:
+            logger.info("Prefix cache: %d of %d examples put back, from the batches of the %d steps %s had trained "
+                        "on (computed as they were then).", int(cache.filled.sum()), len(cache.filled), steps,
+                        os.path.basename(os.path.normpath(checkpoint)))
+
     def train(self, *args, **kwargs):
         wants_checkpointing = bool(self.args.activation_checkpointing)
         if wants_checkpointing:
@@ -204,6 +261,8 @@ class FreezeTrainer(Trainer):
             size = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else 0
             self.fast_path.begin(self.train_dataset, self.data_collator, planned_epochs(self.args, size))
         try:
+            if self.fast_path is not None:
+                self._refill_prefix_cache(kwargs.get("resume_from_checkpoint", args[0] if args else None))
             return super().train(*args, **kwargs)
         finally:
             self.args.activation_checkpointing = wants_checkpointing
