@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import sys
@@ -31,18 +30,16 @@ from chatfreeze.evaluation.probes import load_facts_probe
 from chatfreeze.studies.results import (
     Column,
     Panel,
+    Report,
     Row,
-    collect_rows,
+    doc_tail,
     fmt,
     markdown_table,
     measured_on,
-    read_csv,
     training_metrics,
-    write_csv,
-    write_doc,
-    write_scatter,
+    write_report,
 )
-from chatfreeze.studies.runner import Runner, Variant, read_record, select
+from chatfreeze.studies.runner import Variant, read_record, run_study, study_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT = REPO_ROOT.parent / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"
@@ -78,15 +75,7 @@ GOALS = "facts test half >= 90% with <= 2 wrong values; short answers >= base - 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", default=None, help="Run these variants only (names).")
-    parser.add_argument("--work_dir", default="outputs/facts_study")
-    parser.add_argument("--out", default="docs/facts", help="Writes OUT.md, OUT.csv and OUT.png.")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of every run.")
-    parser.add_argument("--general_text", default=str(WIKITEXT), help="WikiText-2 raw test file.")
-    parser.add_argument("--report_only", action="store_true", help="Only rebuild the outputs from finished runs.")
-    parser.add_argument("--dry_run", action="store_true", help="Print the commands, run nothing.")
-    return parser.parse_args(argv)
+    return study_parser(__doc__.splitlines()[0], "outputs/facts_study", "docs/facts", str(WIKITEXT)).parse_args(argv)
 
 
 def commands(variant: Variant, args: argparse.Namespace, work: Path) -> list[list[str]]:
@@ -190,52 +179,16 @@ def doc_lines(args: argparse.Namespace, rows: list[Row], missing: list[str], plo
         "",
         *markdown_table(rows, TABLE),
     ]
-    if missing:
-        lines += ["", f"Not measured (not run yet; rerun the script to add them): {', '.join(missing)}."]
-    return lines + ["", f"![learn vs keep]({plot.name})", "", "Command:", "",
-                    f"    python scripts/facts_study.py --threads {args.threads}", ""]
+    return lines + doc_tail(missing, plot, f"python scripts/facts_study.py --threads {args.threads}")
 
 
 def write_outputs(args: argparse.Namespace, work: Path) -> None:
-    out = Path(args.out)
-    earlier = read_csv(out.with_suffix(".csv"))
-    fresh = {v.name: row for v in VARIANTS if (row := read_row(v, work))}
-    rows = collect_rows([v.name for v in VARIANTS], fresh.get, earlier)
-    base = base_row(work) or earlier.get("base")
-    table_rows = ([base] if base else []) + rows
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(table_rows, out.with_suffix(".csv"), METRICS)
-    if table_rows:
-        write_scatter(table_rows, out.with_suffix(".png"), "facts_test_accuracy",
-                      "facts-probe test half (%, learn)", LEARN_VS_KEEP, "Learn vs keep: up is learned, right is kept")
-    missing = [v.name for v in VARIANTS if not any(row.variant == v.name for row in rows)]
-    write_doc(out.with_suffix(".md"), doc_lines(args, table_rows, missing, out.with_suffix(".png")),
-              "(reading to be written when the rows are in)")
-    print(f"wrote {out.with_suffix('.md')}, .csv, .png ({len(rows)} variants)")
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if not Path(args.general_text).is_file():
-        print(f"error: --general_text {args.general_text}: no such file; the study measures WikiText-2 "
-              "perplexity from a local raw copy (wiki.test.raw).", file=sys.stderr)
-        return 2
-    try:
-        chosen = select(VARIANTS, args.only)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout)
-    work = Path(args.work_dir)
-    runner = Runner(work, cwd=REPO_ROOT, threads=args.threads, dry_run=args.dry_run,
-                    env={"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
-    if not args.report_only:
-        runner.run_all(chosen, lambda variant: commands(variant, args, work),
-                       after_each=lambda: write_outputs(args, work))
-    if not args.dry_run:
-        write_outputs(args, work)
-    return 0
+    """The doc, CSV and plot from the finished variants (``studies.write_report``)."""
+    rows = {v.name: (lambda v=v: read_row(v, work)) for v in VARIANTS}
+    write_report(Report(list(rows), lambda name: rows[name](), lambda: base_row(work), METRICS,
+                        lambda table, missing, plot: doc_lines(args, table, missing, plot), "facts_test_accuracy",
+                        "facts-probe test half (%, learn)", LEARN_VS_KEEP), args.out)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_study(parse_args(), VARIANTS, REPO_ROOT, commands, write_outputs))

@@ -170,3 +170,45 @@ def write_scatter(rows: Iterable[Row], path: Path | str, y: str, y_label: str, p
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a study's outputs are made of: its rows, its CSV columns, its doc's lines and its plot's axes."""
+
+    names: Sequence[str]  # the variants, in the table's order
+    read_row: Callable[[str], Row | None]  # a finished variant's row (None while it is not finished)
+    base_row: Callable[[], Row | None]  # the base model's row, from any finished variant
+    metrics: Sequence[str]  # the CSV's columns between `variant, label` and `measured`
+    doc_lines: Callable[[list[Row], list[str], Path], list[str]]  # (rows, missing names, plot) -> the doc's lines
+    y: str  # the plot's learn axis (a metric)
+    y_label: str
+    panels: Sequence[Panel]
+    title: str = "Learn vs keep: up is learned, right is kept"
+    placeholder: str = "(reading to be written when the rows are in)"
+
+
+def write_report(report: Report, out: Path | str) -> None:
+    """``OUT.csv``, ``OUT.png`` and ``OUT.md`` from the finished variants, carrying the rows of variants whose run
+    is gone from the existing CSV and keeping the doc's hand-written reading."""
+    out = Path(out)
+    earlier = read_csv(out.with_suffix(".csv"))
+    fresh = {name: row for name in report.names if (row := report.read_row(name))}
+    rows = collect_rows(report.names, fresh.get, earlier)
+    base = report.base_row() or earlier.get("base")
+    table_rows = ([base] if base else []) + rows
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(table_rows, out.with_suffix(".csv"), report.metrics)
+    if table_rows:
+        write_scatter(table_rows, out.with_suffix(".png"), report.y, report.y_label, report.panels, report.title)
+    missing = [name for name in report.names if not any(row.variant == name for row in rows)]
+    write_doc(out.with_suffix(".md"), report.doc_lines(table_rows, missing, out.with_suffix(".png")),
+              report.placeholder)
+    print(f"wrote {out.with_suffix('.md')}, .csv, .png ({len(rows)} variants: {len(fresh)} from the work dir, "
+          f"{len(rows) - len(fresh)} kept from the earlier CSV)")
+
+
+def doc_tail(missing: Sequence[str], plot: Path, command: str) -> list[str]:
+    """The end of a study's generated lines: what is not measured yet, the plot, the command that made it."""
+    lines = [] if not missing else ["", f"Not measured yet (rerun the study to add them): {', '.join(missing)}."]
+    return lines + ["", f"![learn vs keep]({plot.name})", "", "Command:", "", f"    {command}", ""]

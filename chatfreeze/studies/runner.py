@@ -10,6 +10,7 @@ start, so its commands must overwrite what a killed run left behind.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -147,3 +148,44 @@ class Runner:
         for variant in variants:
             if self.run(variant, commands(variant)) and after_each is not None:
                 after_each()
+
+
+def study_parser(description: str, work_dir: str, out: str, general_text: str) -> argparse.ArgumentParser:
+    """The options every study shares; a study adds its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--only", nargs="*", default=None, help="Run these variants only (names).")
+    parser.add_argument("--work_dir", default=work_dir)
+    parser.add_argument("--out", default=out, help="Writes OUT.md, OUT.csv and OUT.png.")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of every run.")
+    parser.add_argument("--general_text", default=general_text, help="WikiText-2 raw test file.")
+    parser.add_argument("--report_only", action="store_true", help="Only rebuild the outputs from finished runs.")
+    parser.add_argument("--dry_run", action="store_true", help="Print the commands, run nothing.")
+    return parser
+
+
+def run_study(args: argparse.Namespace, variants: Sequence[Variant], cwd: Path,
+              commands: Callable[[Variant, argparse.Namespace, Path], Sequence[Sequence[str]]],
+              write_outputs: Callable[[argparse.Namespace, Path], None]) -> int:
+    """A study's ``main`` after parsing: check the general text, pick the variants, run them in ``args.work_dir``
+    (resumable), write the outputs after each one and at the end. Returns the exit status (2 for a bad option)."""
+    import sys
+
+    if not Path(args.general_text).is_file():
+        print(f"error: --general_text {args.general_text}: no such file; the study measures WikiText-2 "
+              "perplexity from a local raw copy (wiki.test.raw).", file=sys.stderr)
+        return 2
+    try:
+        chosen = select(variants, args.only)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout)
+    work = Path(args.work_dir)
+    runner = Runner(work, cwd=cwd, threads=args.threads, dry_run=args.dry_run,
+                    env={"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    if not args.report_only:
+        runner.run_all(chosen, lambda variant: commands(variant, args, work),
+                       after_each=lambda: write_outputs(args, work))
+    if not args.dry_run:
+        write_outputs(args, work)
+    return 0
