@@ -17,7 +17,7 @@ def test_there_are_recipes():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_parses_and_validates(recipe):
-    model_args, data_args, _, freeze_args, training_args = parse_args(["--config", str(recipe)])
+    model_args, data_args, _, freeze_args, training_args, _ = parse_args(["--config", str(recipe)])
     assert model_args.model_name_or_path
     assert freeze_args.num_frozen_layers
     assert training_args.learning_rate > 0 and training_args.output_dir.startswith("outputs/")
@@ -26,7 +26,7 @@ def test_recipe_parses_and_validates(recipe):
 
 
 def test_cli_overrides_recipe():
-    _, data_args, _, freeze_args, training_args = parse_args(
+    _, data_args, _, freeze_args, training_args, _ = parse_args(
         ["--config", str(DEFAULT_RECIPE), "--num_frozen_layers", "-3",
          "--learning_rate", "3e-5", "--max_length", "256"]
     )
