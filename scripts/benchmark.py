@@ -392,10 +392,12 @@ def build_worker_trainer(args, model, tokenizer, dataset, clock):
     from transformers import Trainer
 
     from chatfreeze.data import DataArguments
+    from chatfreeze.evaluation import EvaluationArguments
     from chatfreeze.freezing import FreezeArguments
     from chatfreeze.modeling import ModelArguments
     from chatfreeze.training import recipe
     from chatfreeze.training.arguments import FreezeTrainingArguments
+    from chatfreeze.training.methods import get_method
     from chatfreeze.training.trainer import FreezeTrainer
 
     # full: nothing frozen; naive_freeze and chatfreeze: the same plan, applied by hand or by FreezeTrainer.
@@ -411,8 +413,9 @@ def build_worker_trainer(args, model, tokenizer, dataset, clock):
     if args.optim:
         common["optim"] = args.optim
     training_args = FreezeTrainingArguments(**common, prefix_cache=args._prefix_cache, kl_to_base=args._kl_to_base)
-    run = recipe.RecipeRun(ModelArguments(model_name_or_path=args.model_name_or_path), DataArguments(), spec,
-                           training_args, model=model, tokenizer=tokenizer, train_dataset=dataset)
+    run = recipe.RecipeRun(ModelArguments(model_name_or_path=args.model_name_or_path), DataArguments(),
+                           EvaluationArguments(), spec, training_args, method=get_method("freeze"), model=model,
+                           tokenizer=tokenizer, train_dataset=dataset)
     run = recipe.plan(run, allow_no_freeze=True)
     trainer_class = recording(Trainer if args._trainer == "plain" else FreezeTrainer)
     trainer = recipe.build_trainer(run, trainer_class, callbacks=[clock]).trainer

@@ -490,3 +490,17 @@ def test_card_says_how_the_facts_were_taught_and_names_thin_facts(trained, tmp_p
     card = build_model_card(load_run(out), "acme/bot")
     assert "2 facts from a facts sheet were taught as short question/answer drills (60 per fact, 120 in all" in card
     assert "each fact was stated 40–90 times; 1 fact(s) fewer than 50 times (refund_time)" in card
+
+
+def test_push_leaves_the_chatfreeze_logger_as_it_found_it(trained, tmp_path, capsys):
+    """push prints its notices on stdout while it runs; afterwards the logger is as before, so a later command in
+    the same process (a notebook, a test) does not find log lines in its stdout."""
+    import logging
+
+    log = logging.getLogger("chatfreeze")
+    before = (list(log.handlers), log.level, log.propagate)
+    assert push_main([str(trained.out), "--repo_id", "acme/support-bot", "--dry_run", str(tmp_path / "dry")]) == 0
+    assert (list(log.handlers), log.level, log.propagate) == before
+    capsys.readouterr()
+    logging.getLogger("chatfreeze.test").warning("after the push")
+    assert "after the push" not in capsys.readouterr().out

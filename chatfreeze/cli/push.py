@@ -11,6 +11,7 @@ The token comes from --hub_token, HF_TOKEN or `hf auth login`; HF_ENDPOINT selec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -65,19 +66,32 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
-def _progress_to_stdout() -> None:
+@contextlib.contextmanager
+def _progress_to_stdout():
+    """chatfreeze's log lines go to stdout while the command runs; the logger is as it was afterwards (a caller
+    in the same process, e.g. a test or a notebook, does not find its later log lines on stdout)."""
     log = logging.getLogger("chatfreeze")
+    before = (log.level, log.propagate)
+    handler = _StdoutHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
     log.setLevel(logging.INFO)
-    if not any(isinstance(h, _StdoutHandler) for h in log.handlers):
-        handler = _StdoutHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
+    log.addHandler(handler)
     log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(before[0])
+        log.propagate = before[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    _progress_to_stdout()
+    with _progress_to_stdout():
+        return _push(args)
+
+
+def _push(args: argparse.Namespace) -> int:
     from huggingface_hub.utils import disable_progress_bars
     from huggingface_hub.utils import logging as hf_logging
 
