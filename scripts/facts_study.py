@@ -164,6 +164,7 @@ LEARN_VS_KEEP = [Panel("skills_change_points", "short-answer accuracy change (po
 
 
 def doc_lines(args: argparse.Namespace, rows: list[Row], missing: list[str], plot: Path) -> list[str]:
+    halves = facts_halves(load_facts_probe(str(PROBE)))
     lines = [
         "# Facts study: teach the company's facts, keep the base model's skills",
         "",
@@ -174,7 +175,8 @@ def doc_lines(args: argparse.Namespace, rows: list[Row], missing: list[str], plo
         "8 examples per step, lr 2e-4, 80% freeze, replay 0.25 + KL 0.5 unless a row says otherwise) with the options "
         "of each row. Drills: `data/facts.yaml` (41 facts), the same number per fact. Evaluation: the recipe's own "
         "before/after; the facts probe (109 questions, `data/facts_probe.jsonl`, never trained on) split by fact "
-        "into a dev half (56) and a test half (53): the table's facts column is the test half. "
+        f"into a dev half ({len(halves['dev'])}) and a test half ({len(halves['test'])}): the table's facts column is "
+        "the test half. "
         f"Goals: {GOALS}. Machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}, fp32.",
         "",
         *markdown_table(rows, TABLE),
