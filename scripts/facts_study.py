@@ -114,9 +114,13 @@ def quality(evaluation: dict, side: str) -> dict:
 
 
 def meets_goals(metrics: dict) -> str:
-    checks = [(metrics.get("facts_test_accuracy") or 0) >= 0.90, (metrics.get("facts_test_wrong") or 0) <= 2,
-              (metrics.get("skills_change_points") or -99) >= -2.0, (metrics.get("self_agreement_ratio") or 9) <= 1.10,
-              (metrics.get("general_change_pct") if metrics.get("general_change_pct") is not None else 99) <= 2.0]
+    def value(key: str, missing: float) -> float:  # an unmeasured metric fails its goal (0.0 is a measurement)
+        found = metrics.get(key)
+        return missing if found is None else found
+
+    checks = [value("facts_test_accuracy", 0.0) >= 0.90, value("facts_test_wrong", 0) <= 2,
+              value("skills_change_points", -99.0) >= -2.0, value("self_agreement_ratio", 9.0) <= 1.10,
+              value("general_change_pct", 99.0) <= 2.0]
     return "yes" if all(checks) else f"no ({sum(checks)}/5)"
 
 

@@ -43,4 +43,5 @@ def test_goals():
             "self_agreement_ratio": 1.05, "general_change_pct": 1.9}
     assert study.meets_goals(good) == "yes"
     assert study.meets_goals(good | {"general_change_pct": 2.5}) == "no (4/5)"
+    assert study.meets_goals(good | {"skills_change_points": 0.0}) == "yes"  # no change is within the goal
     assert study.meets_goals({}) == "no (1/5)"  # nothing measured: only "no wrong values" holds
