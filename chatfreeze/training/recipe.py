@@ -42,6 +42,7 @@ from ..modeling import (
     select_dtype,
 )
 from ..modeling.delta import write_delta
+from ..progress import progress
 from ..progress import set_enabled as show_progress
 from ..publish.hub import take_training_push
 from ..retention.alpha_selection import check_keep_measures, parse_alphas, select_alpha
@@ -450,7 +451,7 @@ def choose_alpha(run: RecipeRun, evaluator, before: dict | None, base_state: dic
 def write_sample_replies(model, tokenizer, samples: list[dict], output_dir: str) -> list[dict]:
     model.eval()
     torch.manual_seed(0)
-    for sample in samples:
+    for sample in progress(samples, "Sample replies", unit="replies"):
         sample["reply"] = generate_reply(model, tokenizer, sample["messages"], do_sample=False)
     write_samples(output_dir, samples)
     return samples
