@@ -1,7 +1,7 @@
 """Small helpers every layer shares, each with one home: error text for one-line messages, boolean environment
 flags, the text config of (multimodal) models, whether a trainer shards the model, chatfreeze's cache folder, the
-permissions of saved weights, help formatters that print a help string's ``%`` as written, and the command-line
-contract (``run_cli``: a user error is one line on stderr and exit status 2).
+permissions of saved weights, help formatters that print a help string's ``%`` as written; ``UserError``, the mark of an
+error that is the input's fault (``cli.errors.run_cli`` prints it as one line).
 
 Imports nothing heavy (no torch, no transformers), so the lightest commands can use it.
 """
@@ -9,11 +9,8 @@ Imports nothing heavy (no torch, no transformers), so the lightest commands can 
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import re
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 # How huggingface_hub and transformers read boolean environment variables (HF_HUB_OFFLINE=1, ...).
@@ -22,7 +19,7 @@ TRUE_VALUES = frozenset({"1", "ON", "YES", "TRUE"})
 
 class UserError(Exception):
     """A mixin for chatfreeze errors that mean "the input is wrong" without being a ``ValueError`` (for example
-    ``modeling.ModelResolutionError``): ``run_cli`` prints them as one line and exits 2."""
+    ``modeling.ModelResolutionError``): ``cli.errors.run_cli`` prints them as one line and exits 2."""
 
 
 def first_line(err: BaseException | None, with_type: bool = False) -> str:
@@ -127,37 +124,6 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-# ---- the command-line contract every entry point shares (the cli commands, ``python -m chatfreeze.chat``) ------
-
-# Faults of the machine, not bugs: a full disk, no permission, a read-only file system, a quota.
-MACHINE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM}
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "the input is wrong", as opposed to a bug (which keeps its traceback)."""
-    from yaml import YAMLError
-
-    return (ValueError, FileNotFoundError, NotADirectoryError, UserError, YAMLError)
-
-
-def run_cli(main: Callable[[], int | None]) -> int:
-    """Call ``main``; on a user error print ``error: <first line>`` to stderr and return 2."""
-    try:
-        status = main()
-    except user_errors() as err:
-        print(f"error: {first_line(err)}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        if err.errno not in MACHINE_ERRNOS:
-            raise
-        where = f" ({err.filename})" if err.filename else ""
-        print(f"error: {err.strerror}{where}: free space or choose a writable --output_dir, then run the same "
-              "command again (finished checkpoints are resumed).", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0 if status is None else int(status)
 # In an argparse help string, `%%` and placeholders like `%(default)s` are format syntax; any other `%` is text.
 _HELP_FORMAT_SYNTAX = re.compile(r"%%|%\([a-z_]+\)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]|%")
 

@@ -25,6 +25,7 @@ import platform
 import sys
 from pathlib import Path
 
+from chatfreeze.cli.errors import run_cli
 from chatfreeze.evaluation.before_after import facts_halves
 from chatfreeze.evaluation.probes import load_facts_probe
 from chatfreeze.studies.results import (
@@ -197,4 +198,4 @@ def write_outputs(args: argparse.Namespace, work: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_study(parse_args(), VARIANTS, REPO_ROOT, commands, write_outputs))
+    sys.exit(run_cli(lambda: run_study(parse_args(), VARIANTS, REPO_ROOT, commands, write_outputs)))

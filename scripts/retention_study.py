@@ -32,6 +32,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from chatfreeze.cli.errors import run_cli
 from chatfreeze.studies.results import (
     Column,
     Panel,
@@ -217,4 +218,4 @@ def write_outputs(args: argparse.Namespace, work: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_study(parse_args(), VARIANTS, REPO_ROOT, commands, write_outputs))
+    sys.exit(run_cli(lambda: run_study(parse_args(), VARIANTS, REPO_ROOT, commands, write_outputs)))

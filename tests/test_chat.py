@@ -28,7 +28,7 @@ from chatfreeze.chat.conversation import (
     pick_model,
 )
 from chatfreeze.chat.terminal import ChatApp, Console, main
-from chatfreeze.common import run_cli
+from chatfreeze.cli.errors import run_cli
 from chatfreeze.generation import ReplyStream, render_prompt, support_generation_config
 from chatfreeze.modeling import DEFAULT_MODEL
 

@@ -341,8 +341,8 @@ def test_cli_json(tiny_model_dir, tmp_path):
 
 
 def test_cli_user_error_is_one_line(tiny_model_dir, tmp_path, capsys):
+    from chatfreeze.cli.errors import run_cli
     from chatfreeze.cli.evaluate import main
-    from chatfreeze.common import run_cli
 
     missing = tmp_path / "none.jsonl"
     status = run_cli(lambda: main(["--model_name_or_path", str(tiny_model_dir), "--dataset", str(missing)]))

@@ -20,8 +20,8 @@ import yaml
 from conftest import build_chatml_tokenizer, build_tiny_model
 from hub_server import FakeHub
 
+from chatfreeze.cli.errors import run_cli
 from chatfreeze.cli.push import main as push_main
-from chatfreeze.common import run_cli
 from chatfreeze.publish.card import build_model_card
 from chatfreeze.publish.hub import RetryPolicy, dry_run, push_output_dir
 from chatfreeze.publish.run import describe_base_model, load_run

@@ -89,8 +89,11 @@ def test_core_never_imports_the_outer_layers():
 
 
 def layer_of(module: str) -> str:
-    """The layer a module belongs to: its subpackage, or the top-level module itself."""
+    """The layer a module belongs to: its subpackage, or the top-level module itself. A ``__main__`` module
+    (``python -m chatfreeze.chat``) is an entry point like the top-level shims: imported by nothing, above cli."""
     parts = module.split(".")
+    if parts[-1] == "__main__":
+        return "__main__"
     return "chatfreeze" if len(parts) == 1 else parts[1]
 
 
@@ -120,9 +123,9 @@ def test_the_layer_check_sees_an_upward_import():
     one above it (fastpath -> retention was such a cycle), is reported."""
     fake = {"chatfreeze.fastpath.loss": {"chatfreeze.retention.kl_to_base"},
             "chatfreeze.retention.kl_to_base": {"chatfreeze.fastpath.loss"},
-            "chatfreeze.chat.__main__": {"chatfreeze.cli.chat"}}
+            "chatfreeze.chat.terminal": {"chatfreeze.cli.chat"}}
     assert layer_offences(fake) == [
-        "chatfreeze.chat.__main__ (chat) imports chatfreeze.cli.chat (cli)",
+        "chatfreeze.chat.terminal (chat) imports chatfreeze.cli.chat (cli)",
         "chatfreeze.fastpath.loss (fastpath) imports chatfreeze.retention.kl_to_base (retention)",
     ]
 

@@ -31,7 +31,7 @@ import torch
 import yaml
 from conftest import build_chatml_tokenizer, build_tiny_model
 
-from chatfreeze.common import run_cli
+from chatfreeze.cli.errors import run_cli
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "legacy_run_0_2"
 RUNS = ("full", "delta")

@@ -1,8 +1,8 @@
-"""``python -m chatfreeze.chat``: the same command as ``chatfreeze chat``."""
+"""``python -m chatfreeze.chat``: the same command as ``chatfreeze chat`` (an entry point, like the other
+``python -m`` shims: it sits above ``cli`` in the layer order)."""
 
 import sys
 
-from ..common import run_cli
-from .terminal import main
+from ..cli.chat import run
 
-sys.exit(run_cli(main))
+sys.exit(run())

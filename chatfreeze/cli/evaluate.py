@@ -17,11 +17,12 @@ import json
 import logging
 import sys
 
-from ..common import LiteralPercentHelpFormatter, run_cli
+from ..common import LiteralPercentHelpFormatter
 from ..data.options import DATA_FORMATS
 from ..evaluation.metrics_table import BY_KEY
 from ..modeling import DEFAULT_MODEL
 from ..modeling.options import MODEL_DTYPES
+from .errors import run_cli
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -17,13 +17,14 @@ import sys
 
 from transformers import HfArgumentParser
 
-from ..common import LiteralPercentDefaultsHelpFormatter, run_cli
+from ..common import LiteralPercentDefaultsHelpFormatter
 from ..data.options import DATA_FORMATS, DataArguments
 from ..data.sources import load_dialogues
 from ..facts.drills import render_drills
 from ..facts.exposure import count_exposures
 from ..facts.options import FactsArguments
 from ..facts.sheet import load_facts_sheet
+from .errors import run_cli
 
 
 def build_parser() -> HfArgumentParser:

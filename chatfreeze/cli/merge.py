@@ -9,7 +9,8 @@ import argparse
 import logging
 import sys
 
-from ..common import LiteralPercentHelpFormatter, run_cli
+from ..common import LiteralPercentHelpFormatter
+from .errors import run_cli
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,10 @@ import sys
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, HfArgumentParser
 
-from ..common import LiteralPercentDefaultsHelpFormatter, run_cli
+from ..common import LiteralPercentDefaultsHelpFormatter
 from ..freezing import FreezeArguments, FreezePlan, make_plan
 from ..modeling import ModelArguments, ResolvedModel, resolve_model
+from .errors import run_cli
 
 
 def plan_for(model_args: ModelArguments, freeze_args: FreezeArguments) -> tuple[FreezePlan, ResolvedModel]:

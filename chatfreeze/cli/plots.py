@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..common import LiteralPercentHelpFormatter, run_cli
+from ..common import LiteralPercentHelpFormatter
+from .errors import run_cli
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -15,9 +15,10 @@ import contextlib
 import logging
 import sys
 
-from ..common import LiteralPercentHelpFormatter, run_cli
+from ..common import LiteralPercentHelpFormatter
 from ..publish.hub import RetryPolicy, dry_run, push_output_dir, space_dry_run_dir
 from ..publish.staging import format_listing
+from .errors import run_cli
 
 
 def make_parser() -> argparse.ArgumentParser:

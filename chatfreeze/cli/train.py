@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from ..common import run_cli
+from .errors import run_cli
 
 
 def has_config(argv: list[str]) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..common import run_cli
+from .errors import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,7 @@ WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json")  # replaced 
 class PushError(ValueError):
     """A push or dry run that cannot go ahead; the message is one line meant for the user.
 
-    A ``ValueError`` so that ``chatfreeze.common.run_cli`` prints it as ``error: ...`` without a traceback.
+    A ``ValueError`` so that ``chatfreeze.cli.errors.run_cli`` prints it as ``error: ...`` without a traceback.
     """
 
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 READING_START, READING_END = "<!-- reading -->", "<!-- /reading -->"
 EARLIER = "earlier"  # `measured` of a row whose date is not known
@@ -204,8 +207,8 @@ def write_report(report: Report, out: Path | str) -> None:
     missing = [name for name in report.names if not any(row.variant == name for row in rows)]
     write_doc(out.with_suffix(".md"), report.doc_lines(table_rows, missing, out.with_suffix(".png")),
               report.placeholder)
-    print(f"wrote {out.with_suffix('.md')}, .csv, .png ({len(rows)} variants: {len(fresh)} from the work dir, "
-          f"{len(rows) - len(fresh)} kept from the earlier CSV)")
+    logger.info("wrote %s, .csv, .png (%d variants: %d from the work dir, %d kept from the earlier CSV)",
+                out.with_suffix(".md"), len(rows), len(fresh), len(rows) - len(fresh))
 
 
 def doc_tail(missing: Sequence[str], plot: Path, command: str) -> list[str]:

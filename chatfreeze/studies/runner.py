@@ -165,20 +165,16 @@ def study_parser(description: str, work_dir: str, out: str, general_text: str) -
 
 def run_study(args: argparse.Namespace, variants: Sequence[Variant], cwd: Path,
               commands: Callable[[Variant, argparse.Namespace, Path], Sequence[Sequence[str]]],
-              write_outputs: Callable[[argparse.Namespace, Path], None]) -> int:
+              write_outputs: Callable[[argparse.Namespace, Path], None]) -> None:
     """A study's ``main`` after parsing: check the general text, pick the variants, run them in ``args.work_dir``
-    (resumable), write the outputs after each one and at the end. Returns the exit status (2 for a bad option)."""
+    (resumable), write the outputs after each one and at the end. A bad option raises ``ValueError`` naming it (the
+    script's ``cli.errors.run_cli`` prints it as one line, exit 2)."""
     import sys
 
     if not Path(args.general_text).is_file():
-        print(f"error: --general_text {args.general_text}: no such file; the study measures WikiText-2 "
-              "perplexity from a local raw copy (wiki.test.raw).", file=sys.stderr)
-        return 2
-    try:
-        chosen = select(variants, args.only)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--general_text {args.general_text}: no such file; the study measures WikiText-2 "
+                         "perplexity from a local raw copy (wiki.test.raw).")
+    chosen = select(variants, args.only)
     logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout)
     work = Path(args.work_dir)
     runner = Runner(work, cwd=cwd, threads=args.threads, dry_run=args.dry_run,
@@ -188,4 +184,3 @@ def run_study(args: argparse.Namespace, variants: Sequence[Variant], cwd: Path,
                        after_each=lambda: write_outputs(args, work))
     if not args.dry_run:
         write_outputs(args, work)
-    return 0
