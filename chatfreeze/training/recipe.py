@@ -3,7 +3,8 @@
 ``run_training`` runs them in order (``chatfreeze train`` / ``scripts/train.py``); scripts that compare methods
 (the benchmark) call the same steps and never wire a trainer by hand. Each step reads and fills a
 ``RecipeRun``, so a caller can stop after any step, look at what it made, or replace what comes next. What the
-output directory may hold before a run is ``output_dir``'s concern; what ``run_info.json`` records, ``run_info``'s.
+output directory may hold before a run is ``output_dir``'s concern; what ``run_info.json`` records, ``run_info``'s;
+where the training examples come from, ``sources``'; what a run chooses (an alpha, a best checkpoint), ``choices``'.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +23,10 @@ from accelerate import PartialState
 from transformers import Trainer
 
 from ..common import is_sharded, share_weights_like_umask
-from ..data import DialogueCollator, build_dataset, load_dialogues_from_args, opening_prompts
+from ..data import DialogueCollator, opening_prompts
 from ..data.options import DataArguments
-from ..data.schema import IGNORE_INDEX
 from ..evaluation import EvaluationArguments, evaluator_for_run, write_plots
-from ..evaluation.metrics_table import CURVE
-from ..facts import FactsArguments, common_system_prompt, count_exposures, facts_dataset
-from ..fastpath import KL_WEIGHT_COLUMN
+from ..facts import FactsArguments
 from ..freezing import FreezeArguments, FreezePlan, make_plan
 from ..generation import generate_reply, support_generation_config
 from ..modeling import (
@@ -45,16 +42,17 @@ from ..modeling.delta import write_delta
 from ..progress import progress
 from ..progress import set_enabled as show_progress
 from ..publish.hub import take_training_push
-from ..retention.alpha_selection import check_keep_measures, parse_alphas, select_alpha
-from ..retention.interpolate import apply_interpolation, trained_state
-from ..retention.replay import replay_dataset
+from ..retention.alpha_selection import check_keep_measures
+from ..retention.interpolate import trained_state
 from ..rundir import write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
+from .choices import check_best_metric, check_select_alpha, choose_alpha
 from .curves import LearningCurves
 from .distributed import end_distributed, train_on_cpu_processes_without_gpus
 from .methods import TrainingMethod, get_method
 from .output_dir import check_output_dir
 from .run_info import run_info_sections
+from .sources import add_facts, add_replay, mix_sources, prepare_datasets
 from .trainer import FreezeTrainer
 
 logger = logging.getLogger(__name__)
@@ -214,30 +212,6 @@ def plan(run: RecipeRun, allow_no_freeze: bool = False) -> RecipeRun:
     return run
 
 
-def split_held_out(dialogues: list, ratio: float, seed: int) -> tuple[list, list]:
-    """``(train, held_out)``: a seeded random ``ratio`` of ``dialogues`` held out (at least one)."""
-    order = list(range(len(dialogues)))
-    random.Random(seed).shuffle(order)
-    cut = max(1, int(len(order) * ratio))
-    return [dialogues[i] for i in order[cut:]], [dialogues[i] for i in order[:cut]]
-
-
-def prepare_datasets(data_args: DataArguments, tokenizer, seed: int):
-    """Tokenized train/eval datasets and their reports (counts of dialogues, turns, tokens, drops)."""
-    train_dialogues = load_dialogues_from_args(data_args)
-    eval_dialogues = load_dialogues_from_args(data_args, eval=True) if data_args.eval_dataset else []
-    if not eval_dialogues and data_args.validation_split_ratio > 0:
-        train_dialogues, eval_dialogues = split_held_out(train_dialogues, data_args.validation_split_ratio, seed)
-    common = dict(max_length=data_args.max_length, overlong_policy=data_args.overlong_policy)
-    train_ds, train_report = build_dataset(train_dialogues, tokenizer, source=data_args.dataset, **common)
-    eval_ds, eval_report = None, None
-    if eval_dialogues:
-        eval_ds, eval_report = build_dataset(
-            eval_dialogues, tokenizer, source=data_args.eval_dataset or f"{data_args.dataset} (held out)", **common
-        )
-    return train_ds, eval_ds, train_report, eval_report, eval_dialogues, train_dialogues
-
-
 def data(run: RecipeRun) -> RecipeRun:
     (run.train_dataset, run.eval_dataset, run.train_report, run.eval_report, run.eval_dialogues,
      run.train_dialogues) = prepare_datasets(run.data_args, run.tokenizer, run.training_args.seed)
@@ -249,61 +223,6 @@ def data(run: RecipeRun) -> RecipeRun:
     if run.facts_args.facts:
         run = add_facts(run, num_support)
     run.train_dataset = mix_sources(run)
-    return run
-
-
-def mix_sources(run: RecipeRun):
-    """The training set: the support dialogues, then the replay examples and the facts drills (the sampler
-    shuffles them together). Where ``--kl_sources`` leaves a source present in the run out of the KL term, each
-    example carries its KL weight (``KL_WEIGHT_COLUMN``: 1 or 0)."""
-    import datasets
-
-    parts = {"support": run.train_dataset, "replay": run.replay_dataset,
-             "facts": run.facts.dataset if run.facts is not None else None}
-    parts = {source: part for source, part in parts.items() if part is not None}
-    args = run.training_args
-    if args.kl_to_base and not all(args.kl_covers(source) for source in parts):
-        parts = {source: part.add_column(KL_WEIGHT_COLUMN, [float(args.kl_covers(source))] * len(part))
-                 for source, part in parts.items()}
-        if run.is_main_process:
-            logger.info("KL to the base on the %s examples only (--kl_sources %s).",
-                        " and ".join(s for s in parts if args.kl_covers(s)) or "no", args.kl_sources)
-    return datasets.concatenate_datasets(list(parts.values())) if len(parts) > 1 else parts["support"]
-
-
-def add_facts(run: RecipeRun, num_support: int) -> RecipeRun:
-    """The facts sheet's drills for the training data (``facts.drills``), asked with the support dialogues' own
-    system prompt, and how many training examples state each fact (``facts.exposure``)."""
-    system_prompt = run.data_args.system_prompt or common_system_prompt(run.train_dialogues)
-    run.facts = facts_dataset(run.facts_args, run.tokenizer, num_support, system_prompt=system_prompt,
-                              max_length=run.data_args.max_length, seed=run.training_args.seed)
-    sources = {"support": run.train_dialogues, "drills": run.facts.dialogues(system_prompt)}
-    if run.replay_dataset is not None:
-        sources["replay"] = trained_texts(run.replay_dataset, run.tokenizer)
-    run.exposure = count_exposures(run.facts.sheet, sources, run.facts_args.facts_min_exposures,
-                                   warn=run.is_main_process)
-    if run.is_main_process:
-        logger.info("Facts: how many training examples state each fact's value\n%s", run.exposure.format_table())
-    return run
-
-
-def trained_texts(dataset, tokenizer) -> list[list[dict]]:
-    """Each example's trained tokens decoded, as a one-message dialogue (what the exposure count reads)."""
-    return [[{"role": "assistant", "content": tokenizer.decode(
-        [token for token, label in zip(row["input_ids"], row["labels"], strict=True) if label != IGNORE_INDEX])}]
-        for row in dataset]
-
-
-def add_replay(run: RecipeRun) -> RecipeRun:
-    """The base model's own replies to the skills pool, for the training data (``retention.replay``). The main
-    process generates them first; the others read them from the cache."""
-    args = run.training_args
-    with PartialState().main_process_first():
-        replay, run.replay_report = replay_dataset(
-            run.model, run.tokenizer, len(run.train_dataset), args.replay_ratio, source=args.replay_prompts,
-            max_new_tokens=args.replay_max_new_tokens, max_length=run.data_args.max_length, seed=args.seed,
-            cache=run.eval_args.cache_base_measurements)
-    run.replay_dataset = replay
     return run
 
 
@@ -387,60 +306,6 @@ def train(run: RecipeRun) -> RecipeRun:
             evaluator.alpha_selection = run.alpha_selection.to_dict()
         run.metrics.update(evaluator.finish(run.training_args.output_dir, before, after))
     return run
-
-
-def check_select_alpha(run: RecipeRun) -> None:
-    """``--select_alpha`` needs the before/after evaluation (its measurements), held-out dialogues and a plan whose
-    trained tensors can be interpolated (freeze or full, not LoRA adapters). Checked with the data, before the
-    replay's generation: a wrong combination fails in seconds. (An unsharded model: checked in ``train``.)"""
-    args = run.training_args
-    if not args.select_alpha:
-        return
-    if not run.eval_args.eval_before_after:
-        raise ValueError("--select_alpha: needs --eval_before_after true (it compares each alpha with the base).")
-    if run.eval_dataset is None:
-        raise ValueError("--select_alpha: needs held-out dialogues (--eval_dataset or --validation_split_ratio).")
-    if not run.method.interpolates:
-        raise ValueError(f"--select_alpha: interpolates trained tensors, not the adapters of --method "
-                         f"{run.method.name}; use --method freeze or full (or `chatfreeze merge RUN OUT --alpha A` "
-                         "on the merged run).")
-
-
-def check_best_metric(run: RecipeRun) -> None:
-    """A best checkpoint chosen on a learning-curve measure needs the curves: the before/after evaluation (its
-    base measurements and probes) and evaluations during training."""
-    metric = (run.training_args.metric_for_best_model or "").removeprefix("eval_")
-    if metric not in {m.key for m in CURVE}:
-        return
-    if not run.eval_args.eval_before_after or run.training_args.eval_strategy == "no":
-        raise ValueError(f"--metric_for_best_model {metric}: is a learning-curve measure; it needs "
-                         "--eval_before_after true and an --eval_strategy (steps or epoch).")
-    if metric == "facts_dev_accuracy" and not run.eval_args.facts_probe:
-        raise ValueError("--metric_for_best_model facts_dev_accuracy: needs a --facts_probe (its dev half).")
-
-
-def choose_alpha(run: RecipeRun, evaluator, before: dict | None, base_state: dict):
-    """Pick α on the main process (``retention.alpha_selection``) and set every process's model to it."""
-    from accelerate.utils import broadcast_object_list
-
-    names = run.plan.trainable_parameter_names
-    selection, failure = None, None
-    if evaluator is not None:
-        try:
-            selection = select_alpha(run.model, names, base_state, parse_alphas(run.training_args.select_alpha),
-                                     evaluator.measure_teacher_forced, before or {}, run.training_args.alpha_tolerance)
-        except Exception as err:  # noqa: BLE001 - re-raised below, on every process (none is left waiting)
-            failure = err
-    if PartialState().num_processes > 1:
-        # Failure or not, every process takes part in the broadcast: one left out would wait for it forever.
-        selection, message = broadcast_object_list([selection, None if failure is None else str(failure)])
-        if message is not None and failure is None:
-            raise RuntimeError(f"--select_alpha failed on the main process: {message}")
-    if failure is not None:
-        raise failure
-    if evaluator is None:  # the other processes: the same weights as the main one
-        apply_interpolation(run.model, base_state, trained_state(run.model, names), selection.alpha, names)
-    return selection
 
 
 # ----------------------------------------------------------------------------------------------------------

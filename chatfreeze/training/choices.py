@@ -1,0 +1,65 @@
+"""What a run chooses after (or while) training, and the checks that it can: ``--select_alpha`` (the trained
+blocks moved toward the base, chosen on teacher-forced keep measures) and a best checkpoint on a learning-curve
+measure (``--metric_for_best_model facts_dev_accuracy``). Each function reads a ``recipe.RecipeRun``."""
+
+from __future__ import annotations
+
+from accelerate import PartialState
+
+from ..evaluation.metrics_table import CURVE
+from ..retention.alpha_selection import parse_alphas, select_alpha
+from ..retention.interpolate import apply_interpolation, trained_state
+
+
+def check_select_alpha(run) -> None:
+    """``--select_alpha`` needs the before/after evaluation (its measurements), held-out dialogues and a plan whose
+    trained tensors can be interpolated (freeze or full, not LoRA adapters). Checked with the data, before the
+    replay's generation: a wrong combination fails in seconds. (An unsharded model: checked in ``train``.)"""
+    args = run.training_args
+    if not args.select_alpha:
+        return
+    if not run.eval_args.eval_before_after:
+        raise ValueError("--select_alpha: needs --eval_before_after true (it compares each alpha with the base).")
+    if run.eval_dataset is None:
+        raise ValueError("--select_alpha: needs held-out dialogues (--eval_dataset or --validation_split_ratio).")
+    if not run.method.interpolates:
+        raise ValueError(f"--select_alpha: interpolates trained tensors, not the adapters of --method "
+                         f"{run.method.name}; use --method freeze or full (or `chatfreeze merge RUN OUT --alpha A` "
+                         "on the merged run).")
+
+
+def check_best_metric(run) -> None:
+    """A best checkpoint chosen on a learning-curve measure needs the curves: the before/after evaluation (its
+    base measurements and probes) and evaluations during training."""
+    metric = (run.training_args.metric_for_best_model or "").removeprefix("eval_")
+    if metric not in {m.key for m in CURVE}:
+        return
+    if not run.eval_args.eval_before_after or run.training_args.eval_strategy == "no":
+        raise ValueError(f"--metric_for_best_model {metric}: is a learning-curve measure; it needs "
+                         "--eval_before_after true and an --eval_strategy (steps or epoch).")
+    if metric == "facts_dev_accuracy" and not run.eval_args.facts_probe:
+        raise ValueError("--metric_for_best_model facts_dev_accuracy: needs a --facts_probe (its dev half).")
+
+
+def choose_alpha(run, evaluator, before: dict | None, base_state: dict):
+    """Pick α on the main process (``retention.alpha_selection``) and set every process's model to it."""
+    from accelerate.utils import broadcast_object_list
+
+    names = run.plan.trainable_parameter_names
+    selection, failure = None, None
+    if evaluator is not None:
+        try:
+            selection = select_alpha(run.model, names, base_state, parse_alphas(run.training_args.select_alpha),
+                                     evaluator.measure_teacher_forced, before or {}, run.training_args.alpha_tolerance)
+        except Exception as err:  # noqa: BLE001 - re-raised below, on every process (none is left waiting)
+            failure = err
+    if PartialState().num_processes > 1:
+        # Failure or not, every process takes part in the broadcast: one left out would wait for it forever.
+        selection, message = broadcast_object_list([selection, None if failure is None else str(failure)])
+        if message is not None and failure is None:
+            raise RuntimeError(f"--select_alpha failed on the main process: {message}")
+    if failure is not None:
+        raise failure
+    if evaluator is None:  # the other processes: the same weights as the main one
+        apply_interpolation(run.model, base_state, trained_state(run.model, names), selection.alpha, names)
+    return selection
