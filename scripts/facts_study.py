@@ -57,6 +57,8 @@ NO_RETENTION = ("--replay_ratio", "0", "--kl_to_base", "0")
 VARIANTS = [
     Variant("drills30", "default + 30 drills per fact, 1 epoch, KL on support + replay (not drills)", DRILLS),
     Variant("default", "the default recipe as it is (40 steps, replay + KL, no drills)", ()),
+    Variant("drills60_2ep", "default + 60 drills per fact, 2 epochs, the epoch with most facts right on the dev half "
+            "kept", DRILLS + ("--facts_per_fact", "60") + EPOCHS2),
     Variant("drills30_kl_all", "the same with KL on the drills too (--kl_sources support,replay,facts)",
             DRILLS + ("--kl_sources", "support,replay,facts")),
     Variant("drills30_2ep", "drills30 for 2 epochs, the epoch with most facts right on the dev half kept",
