@@ -346,6 +346,9 @@ def _retention_text(ta: dict, selection: dict | None) -> str:
     parts = []
     if ta.get("replay_ratio"):
         parts.append(f"replay of the base's own replies, {ta['replay_ratio']:g} per support dialogue")
+    if ta.get("text_replay_ratio"):
+        source = "the base's own text" if ta.get("text_replay", "base") == "base" else "general text"
+        parts.append(f"plain-text replay ({source}), {ta['text_replay_ratio']:g} per support dialogue")
     if ta.get("kl_to_base"):
         parts.append(f"KL to the base x {ta['kl_to_base']:g}")
     if selection:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # The sources of training examples (the recipe's names), each of which the KL term may or may not cover.
-KL_SOURCES = ("support", "replay", "facts")
+KL_SOURCES = ("support", "replay", "facts", "text")
 
 
 @dataclass
@@ -23,10 +23,11 @@ class RetentionArguments:
                   "states the fast path computes anyway: only the top is run twice. Needs the fast path."},
     )
     kl_sources: str = field(
-        default="support,replay",
+        default="support,replay,text",
         metadata={"help": "Which training examples get the --kl_to_base term, comma-separated: support (the "
-                  "dialogues), replay, facts (the --facts drills). The default leaves the drills out: there the "
-                  "KL would pull each new fact's value back toward the base model's guess."},
+                  "dialogues), replay, facts (the --facts drills), text (the --text_replay passages). The default "
+                  "leaves the drills out: there the KL would pull each new fact's value back toward the base "
+                  "model's guess."},
     )
     replay_max_new_tokens: int = field(default=96, metadata={
         "help": "Length cap of the base's replay replies; a reply cut by it is trained without its end-of-turn "
@@ -36,6 +37,19 @@ class RetentionArguments:
         metadata={"help": "Replay prompts: 'builtin' (the pool half of the shipped skills set) or a JSONL file of "
                   "the skills format whose 'pool' items are used."},
     )
+
+    text_replay: str = field(
+        default="base",
+        metadata={"help": "Plain-text replay's source (with --text_replay_ratio > 0): 'base' (passages the base "
+                  "model writes itself, sampled once per base model and cached) or a file of your own general "
+                  "text (.txt: the whole text; .jsonl: a 'text' field per line), cut into windows. Trained with "
+                  "the LM loss and the KL to the base (--kl_sources text), so plain-text modelling is kept too."},
+    )
+    text_replay_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Plain-text replay examples per support dialogue (0 = off; 0.25 = one for every four)."},
+    )
+    text_replay_tokens: int = field(default=128, metadata={"help": "Tokens in each plain-text replay passage."})
 
     select_alpha: str = field(
         default="",
@@ -68,6 +82,18 @@ class RetentionArguments:
                              "comma-separated.")
         if self.replay_max_new_tokens < 1:
             raise ValueError(f"--replay_max_new_tokens {self.replay_max_new_tokens}: must be >= 1.")
+        if not 0.0 <= self.text_replay_ratio <= 10.0:
+            raise ValueError(f"--text_replay_ratio {self.text_replay_ratio}: give plain-text examples per support "
+                             "dialogue, 0 (off) to 10.")
+        if not 8 <= self.text_replay_tokens <= 8192:
+            raise ValueError(f"--text_replay_tokens {self.text_replay_tokens}: give a passage length of 8 to 8192 "
+                             "tokens.")
+        if self.text_replay_ratio > 0 and self.text_replay != "base":
+            from pathlib import Path
+
+            if not Path(self.text_replay).is_file():
+                raise ValueError(f"--text_replay {self.text_replay}: no such file; give 'base' or a plain-text "
+                                 "(.txt) or JSONL file with a 'text' field.")
         if self.select_alpha:
             from .alpha_selection import parse_alphas
 

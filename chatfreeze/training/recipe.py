@@ -52,7 +52,7 @@ from .distributed import end_distributed, train_on_cpu_processes_without_gpus
 from .methods import TrainingMethod, get_method
 from .output_dir import check_output_dir
 from .run_info import run_info_sections
-from .sources import add_facts, add_replay, mix_sources, prepare_datasets
+from .sources import add_facts, add_replay, add_text_replay, mix_sources, prepare_datasets
 from .trainer import FreezeTrainer
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ class RecipeRun:
     facts_args: FactsArguments = field(default_factory=FactsArguments)
     train_dialogues: list = field(default_factory=list)
     replay_dataset: Any = None
+    text_replay_dataset: Any = None
+    text_replay_report: Any = None  # retention.text_replay.TextReplayReport, with --text_replay_ratio
     facts: Any = None  # facts.FactsData, with --facts: the sheet and the drills mixed into training
     exposure: Any = None  # facts.ExposureReport, with --facts: how many training examples state each fact
     trainer: FreezeTrainer | None = None
@@ -220,6 +222,8 @@ def data(run: RecipeRun) -> RecipeRun:
     num_support = len(run.train_dataset)
     if run.training_args.replay_ratio > 0:
         run = add_replay(run)
+    if run.training_args.text_replay_ratio > 0:
+        run = add_text_replay(run)
     if run.facts_args.facts:
         run = add_facts(run, num_support)
     run.train_dataset = mix_sources(run)

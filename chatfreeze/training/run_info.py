@@ -68,6 +68,7 @@ def run_info_sections(run) -> dict:
             train=run.train_report.to_dict(),
             eval=run.eval_report.to_dict() if run.eval_report else None,
             replay=run.replay_report.to_dict() if run.replay_report else None,
+            text_replay=run.text_replay_report.to_dict() if run.text_replay_report else None,
         ),
         evaluation=asdict(run.eval_args),
         facts=facts_section(run),

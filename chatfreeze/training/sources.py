@@ -1,6 +1,6 @@
 """Where a run's training examples come from, as the recipe's ``data`` step assembles them: the support dialogues
-(with a held-out split when asked), the base model's replay replies, the facts drills, and their mix (with the
-per-source KL weights of ``--kl_sources``). Each function reads and fills a ``recipe.RecipeRun``."""
+(with a held-out split when asked), the base model's replay replies, the plain-text replay passages, the facts
+drills, and their mix (with the per-source KL weights of ``--kl_sources``). Each function reads and fills a ``recipe.RecipeRun``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..data.schema import IGNORE_INDEX
 from ..facts import common_system_prompt, count_exposures, facts_dataset
 from ..fastpath import KL_WEIGHT_COLUMN
 from ..retention.replay import replay_dataset
+from ..retention.text_replay import text_replay_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +45,13 @@ def prepare_datasets(data_args: DataArguments, tokenizer, seed: int):
 
 
 def mix_sources(run):
-    """The training set: the support dialogues, then the replay examples and the facts drills (the sampler
+    """The training set: the support dialogues, then the replay examples, the plain-text passages and the facts
+    drills (the sampler
     shuffles them together). Where ``--kl_sources`` leaves a source present in the run out of the KL term, each
     example carries its KL weight (``KL_WEIGHT_COLUMN``: 1 or 0)."""
     import datasets
 
-    parts = {"support": run.train_dataset, "replay": run.replay_dataset,
+    parts = {"support": run.train_dataset, "replay": run.replay_dataset, "text": run.text_replay_dataset,
              "facts": run.facts.dataset if run.facts is not None else None}
     parts = {source: part for source, part in parts.items() if part is not None}
     args = run.training_args
@@ -95,4 +97,15 @@ def add_replay(run):
             max_new_tokens=args.replay_max_new_tokens, max_length=run.data_args.max_length, seed=args.seed,
             cache=run.eval_args.cache_base_measurements)
     run.replay_dataset = replay
+    return run
+
+
+def add_text_replay(run):
+    """Plain text the base model wrote (or the user's general text) for the training data
+    (``retention.text_replay``). The main process generates it first; the others read it from the cache."""
+    args = run.training_args
+    with PartialState().main_process_first():
+        run.text_replay_dataset, run.text_replay_report = text_replay_dataset(
+            run.model, run.tokenizer, len(run.train_dataset), args.text_replay_ratio, source=args.text_replay,
+            tokens=args.text_replay_tokens, seed=args.seed, cache=run.eval_args.cache_base_measurements)
     return run
