@@ -55,7 +55,7 @@ def test_the_recipe_mixes_drills_and_counts_exposures_per_fact(tiny_model_dir, t
 
 
 def test_kl_sources_give_the_drills_weight_zero_and_the_rest_one(tiny_model_dir, tmp_path):
-    run = train_with_facts(tiny_model_dir, tmp_path, "--kl_to_base", "0.5")  # default --kl_sources support,replay
+    run = train_with_facts(tiny_model_dir, tmp_path, "--kl_to_base", "0.5")  # default --kl_sources: not facts
     weights = run.train_dataset["chatfreeze_kl_weight"]
     assert weights == [1.0] * 16 + [0.0] * 12
     (tmp_path / "all").mkdir()
