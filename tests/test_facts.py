@@ -416,6 +416,18 @@ def test_kestrel_values_agree_with_the_readme(kestrel):
         assert fact.states_value(readme[fact.id]), fact.id
 
 
+def test_kestrel_values_are_the_company_files_the_dialogues_come_from(kestrel):
+    """The drills and the dialogues teach the same values: the sheet's value of every fact is the text of
+    data/company.yaml (the source of train.jsonl), and its patterns recognise it."""
+    import yaml
+
+    company = {fact["id"]: fact["text"] for fact in
+               yaml.safe_load((README.parent / "company.yaml").read_text(encoding="utf-8"))["facts"]}
+    assert {fact.id: fact.value for fact in kestrel.facts} == company
+    for fact in kestrel.facts:
+        assert fact.states_value(company[fact.id]), fact.id
+
+
 def test_no_kestrel_drill_question_is_a_probe_question(kestrel, probe):
     questions = [question for _, question in kestrel.questions()]
     assert not find_overlaps(questions, [item["question"] for item in probe])
