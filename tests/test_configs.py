@@ -48,3 +48,48 @@ def test_bad_recipes_name_the_problem(tmp_path, body, message):
     recipe.write_text(body)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
         parse_args(["--config", str(recipe)])
+
+
+def test_a_recipe_extends_another_and_overrides_it(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {DEFAULT_RECIPE}\nlearning_rate: 1.0e-5\ndataset: data/train.jsonl\n")
+    base = parse_args(["--config", str(DEFAULT_RECIPE)])
+    extended = parse_args(["--config", str(child)])
+    assert extended.training.learning_rate == 1e-5 and extended.training.max_steps == base.training.max_steps
+    assert extended.freeze == base.freeze and extended.evaluation == base.evaluation
+    assert extended.data.dataset == str(tmp_path / "data" / "train.jsonl")  # resolved against its own folder
+    assert parse_args(["--config", str(child), "--learning_rate", "3e-5"]).training.learning_rate == 3e-5
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("extends: missing.yaml\n", "'extends: missing.yaml': no such recipe"),
+    ("extends: r.yaml\n", "goes round in a circle"),
+    ("extends: 3\n", "'extends' names the recipe this one extends"),
+])
+def test_bad_extends_name_the_problem(tmp_path, body, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(body)
+    with pytest.raises(ValueError, match=message):
+        parse_args(["--config", str(recipe)])
+
+
+def test_the_facts_recipe_is_the_facts_study_row_it_reports():
+    """chatfreeze/recipes/facts.yaml = the default recipe + the options of scripts/facts_study.py's row, so
+    docs/facts.md's figures for that row are the recipe's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("facts_study", REPO_ROOT / "scripts" / "facts_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    row = next(v for v in study.VARIANTS if v.name == "drills60_2ep_text")
+    recipe = parse_args(["--config", str(DEFAULT_RECIPE.parent / "facts.yaml")])
+    studied = parse_args(["--config", str(DEFAULT_RECIPE), *row.overrides])
+    from pathlib import Path
+
+    assert Path(recipe.facts.facts).resolve() == (REPO_ROOT / studied.facts.facts).resolve()
+    studied.facts.facts = recipe.facts.facts
+    for part in ("model", "freeze", "facts", "data", "evaluation"):
+        assert getattr(recipe, part) == getattr(studied, part), part
+    mine, theirs = recipe.training.to_dict(), studied.training.to_dict()
+    differing = {key for key in mine if mine[key] != theirs[key] and "output_dir" not in key}
+    assert differing <= {"logging_dir"}, differing

@@ -33,7 +33,8 @@ from .methods.options import MethodArguments
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "default.yaml"
 # Recipe keys that hold data paths: a relative one resolves against the recipe file's folder. (output_dir is
 # not one of them: a run writes where it is started, never next to a recipe that may sit inside the package.)
-PATH_KEYS = ("dataset", "eval_dataset", "general_text", "facts_probe", "skills_probe", "lm_eval_include_path", "facts")
+PATH_KEYS = ("dataset", "eval_dataset", "general_text", "facts_probe", "skills_probe", "lm_eval_include_path", "facts",
+             "text_replay")
 BUILTIN_VALUES = ("builtin", "none")  # values of those keys that name something built in, not a path
 
 
@@ -154,8 +155,12 @@ def make_parser(classes: tuple[type, ...] = ARGUMENT_CLASSES) -> HfArgumentParse
     return parser
 
 
-def load_recipe(path: str, parser: HfArgumentParser) -> dict:
-    """Read a YAML recipe and convert its values with each option's own type; unknown keys are errors."""
+EXTENDS_KEY = "extends"  # a recipe that extends another: that one's options first, then its own on top
+
+
+def load_recipe(path: str, parser: HfArgumentParser, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML recipe and convert its values with each option's own type; unknown keys are errors. A recipe
+    with ``extends: OTHER.yaml`` (relative to its own folder) starts from OTHER's options and overrides them."""
     recipe_path = Path(path)
     if recipe_path.is_dir():
         recipes = sorted(recipe_path.glob("*.yaml")) + sorted(recipe_path.glob("*.yml"))
@@ -173,6 +178,16 @@ def load_recipe(path: str, parser: HfArgumentParser) -> dict:
         raise ValueError(f"{path}: a recipe is a mapping of option: value.")
     actions = {action.dest: action for action in parser._actions}
     converted = {}
+    if EXTENDS_KEY in recipe:
+        parent = recipe.pop(EXTENDS_KEY)
+        if not isinstance(parent, str) or not parent:
+            raise ValueError(f"{path}: '{EXTENDS_KEY}' names the recipe this one extends, e.g. default.yaml.")
+        parent_path = (recipe_path.parent / parent).resolve()
+        if parent_path in _seen or parent_path == recipe_path.resolve():
+            raise ValueError(f"{path}: '{EXTENDS_KEY}: {parent}' goes round in a circle.")
+        if not parent_path.is_file():
+            raise ValueError(f"{path}: '{EXTENDS_KEY}: {parent}': no such recipe ({parent_path}).")
+        converted = load_recipe(str(parent_path), parser, (*_seen, recipe_path.resolve()))
     for key, value in recipe.items():
         if key not in actions or key in ("help", "config"):
             raise ValueError(f"{path}: unknown option {key!r}. See `chatfreeze train --help`.")
