@@ -8,6 +8,12 @@ from dataclasses import dataclass, field
 KL_SOURCES = ("support", "replay", "facts", "text")
 
 
+def missing_text_file(path: str) -> ValueError:
+    """The one-line error for a --text_replay file that is not there (options check it; the reader too)."""
+    return ValueError(f"--text_replay {path}: no such file; give 'base' or a plain-text (.txt) or JSONL file with a "
+                      "'text' field.")
+
+
 @dataclass
 class RetentionArguments:
     replay_ratio: float = field(
@@ -92,8 +98,7 @@ class RetentionArguments:
             from pathlib import Path
 
             if not Path(self.text_replay).is_file():
-                raise ValueError(f"--text_replay {self.text_replay}: no such file; give 'base' or a plain-text "
-                                 "(.txt) or JSONL file with a 'text' field.")
+                raise missing_text_file(self.text_replay)
         if self.select_alpha:
             from .alpha_selection import parse_alphas
 

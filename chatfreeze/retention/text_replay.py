@@ -31,7 +31,9 @@ import torch
 
 from ..data.schema import IGNORE_INDEX
 from ..evaluation.measurement_cache import MeasurementCache, inputs_fingerprint, weights_fingerprint
+from ..evaluation.perplexity import _EvalMode
 from ..progress import Progress
+from .options import missing_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +59,18 @@ class TextReplayReport:
         return asdict(self)
 
 
+def document_separator(tokenizer) -> int | None:
+    """The id of the tokenizer's ``<|endoftext|>`` (GPT-2, SmolLM, Qwen), if it has one."""
+    return tokenizer.get_vocab().get(DOCUMENT_SEPARATOR)
+
+
 def document_start(tokenizer) -> list[int]:
     """The token(s) a plain document starts with for this tokenizer: what it adds to an empty text (a BOS, for
     Llama-style tokenizers), else its ``<|endoftext|>`` document separator (GPT-2, SmolLM, Qwen), else its EOS."""
     added = tokenizer("", add_special_tokens=True)["input_ids"]
     if added:
         return list(added)
-    separator = tokenizer.get_vocab().get(DOCUMENT_SEPARATOR)
+    separator = document_separator(tokenizer)
     if separator is not None:
         return [separator]
     if tokenizer.eos_token_id is None:
@@ -86,29 +93,23 @@ def base_passages(model, tokenizer, count: int, tokens: int, seed: int, cache: M
     if len(usable) >= count:
         logger.info("Plain-text replay: %d passages the base model wrote come from the cache.", count)
         return usable[:count]
-    stops = {t for t in (tokenizer.eos_token_id, *start, tokenizer.get_vocab().get(DOCUMENT_SEPARATOR))
-             if isinstance(t, int)}
+    stops = {t for t in (tokenizer.eos_token_id, *start, document_separator(tokenizer)) if isinstance(t, int)}
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     logger.info("Plain-text replay: the base model writes %d passage(s) of up to %d tokens now (sampled; %s).",
                 count - len(usable), tokens, "no cache" if cache is None else f"{len(usable)} from the cache")
-    try:
-        with Progress("Plain-text replay generation", count, "passages") as shown:
-            shown.update(len(usable))
-            while len(usable) < count:
-                batch = _sample_batch(model, start, tokens, seed * 100_003 + len(batches), stops, device,
-                                      tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start[0])
-                if not batch and len(batches) > 2 * math.ceil(count / BASE_BATCH) + 2:
-                    raise ValueError("--text_replay base: the base model ends its documents at once; give a "
-                                     "file of general text instead.")
-                batches.append(batch)
-                usable += batch
-                shown.update(len(batch))
-                if cache:
-                    cache.put(*keys, {"batches": batches})
-    finally:
-        model.train(was_training)
+    with _EvalMode(model), Progress("Plain-text replay generation", count, "passages") as shown:
+        shown.update(len(usable))
+        while len(usable) < count:
+            batch = _sample_batch(model, start, tokens, seed * 100_003 + len(batches), stops, device,
+                                  tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start[0])
+            if not batch and len(batches) > 2 * math.ceil(count / BASE_BATCH) + 2:
+                raise ValueError("--text_replay base: the base model ends its documents at once; give a "
+                                 "file of general text instead.")
+            batches.append(batch)
+            usable += batch
+            shown.update(len(batch))
+            if cache:
+                cache.put(*keys, {"batches": batches})
     return usable[:count]
 
 
@@ -132,8 +133,7 @@ def read_text_file(path: str) -> list[str]:
     """The documents of a general-text file: one per ``text`` field of a ``.jsonl``, else the whole file."""
     file = Path(path)
     if not file.is_file():
-        raise ValueError(f"--text_replay {path}: no such file; give 'base' or a plain-text (.txt) or JSONL file "
-                         "with a 'text' field.")
+        raise missing_text_file(path)
     if file.suffix == ".jsonl":
         documents = []
         for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
