@@ -80,7 +80,7 @@ VARIANTS = [
             DRILLS + ("--num_frozen_layers", "15")),
 ]
 
-METRICS = ["facts_test_accuracy", "facts_test_wrong", "facts_dev_accuracy", "facts_accuracy", "support_perplexity",
+METRICS = ["facts_test_accuracy", "facts_test_wrong", "facts_dev_accuracy", "facts_drilled_accuracy", "facts_accuracy", "support_perplexity",
            "skills_accuracy", "skills_change_points", "self_agreement_ratio", "general_perplexity",
            "general_change_pct", "train_seconds", "wall_seconds", "meets_goals"]
 GOALS = "facts test half >= 90% with <= 2 wrong values; short answers >= base - 2 points; self-agreement <= 1.10; " \
@@ -119,6 +119,7 @@ def quality(evaluation: dict, side: str) -> dict:
     after = side == "after"
     return halves_of(evaluation, side) | {
         "facts_accuracy": values.get("facts_accuracy"), "support_perplexity": values.get("support_perplexity"),
+        "facts_drilled_accuracy": values.get("facts_drilled_accuracy"),
         "skills_accuracy": values.get("skills_accuracy"),
         "skills_change_points": change.get("skills_accuracy_change_points") if after else 0.0,
         "self_agreement_ratio": values.get("self_agreement_ratio"),
@@ -165,6 +166,7 @@ TABLE = [
     Column("facts test half", cell("facts_test_accuracy", "pct")),
     Column("wrong values (test)", cell("facts_test_wrong")),
     Column("facts dev half", cell("facts_dev_accuracy", "pct")),
+    Column("drilled Qs", cell("facts_drilled_accuracy", "pct")),
     Column("short answers (Δ pts)",
            lambda row: f"{fmt(row.get('skills_accuracy'), 'pct')} ({fmt(row.get('skills_change_points'), 'signed')})"),
     Column("self-agreement", cell("self_agreement_ratio")),

@@ -233,6 +233,36 @@ def test_facts_probe_is_scored_on_fact_balanced_dev_and_test_halves(tiny, tmp_pa
     assert evaluator.probe_results["before"]["facts"]["halves"]["test"] == sorted(test)
 
 
+def test_drilled_questions_are_scored_before_after_and_during_training(tiny, tmp_path, monkeypatch):
+    """With --facts the evaluator asks questions the drills asked (``facts_drilled_accuracy``): before and after,
+    recorded with the replies, and at each learning-curve point; without drills nothing is asked."""
+    from chatfreeze.evaluation.probes import ProbeItem
+
+    monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
+    drilled = [ProbeItem("phone/drilled-1", "Hi! number pls", "phone", [r"7946\s*0000"]),
+               ProbeItem("phone/drilled-2", "How do I call you?", "phone", [r"7946\s*0000"]),
+               ProbeItem("refund_time/drilled-1", "How long do refunds take?", "refund_time", [r"5\s*(?:-|to)\s*7"])]
+    model, tokenizer = tiny
+    settings = probe_settings(tmp_path, skills_probe=None, cache_base_measurements=False)
+    evaluator = BeforeAfterEvaluator(tokenizer, settings, drilled=drilled)
+
+    def replies(model, tok, conversations, *rest):
+        return ["Call +44 20 7946 0000." if "call" in c[-1]["content"].lower() else "no idea" for c in conversations]
+    monkeypatch.setattr("chatfreeze.evaluation.before_after.greedy_replies", replies)
+    result = evaluator.measure(model, "before")
+    assert result["facts_drilled_accuracy"] == pytest.approx(1 / 3)
+    record = evaluator.probe_results["before"]["drilled"]
+    assert record["failures"] == {"phone": ["phone/drilled-1"], "refund_time": ["refund_time/drilled-1"]}
+    assert record["replies"]["phone/drilled-2"] == "Call +44 20 7946 0000."
+    assert evaluator.measure_during_training(model)["facts_drilled_accuracy"] == pytest.approx(1 / 3)
+    assert evaluator.config()["drilled_questions"] == 3
+    # Another set of drilled questions is another measurement of the base (the cache key has them).
+    assert BeforeAfterEvaluator(tokenizer, settings, drilled=drilled[:1]).inputs_key() != evaluator.inputs_key()
+    plain = BeforeAfterEvaluator(tokenizer, settings)
+    assert "facts_drilled_accuracy" not in plain.measure(model, "before")
+    assert "drilled" not in plain.probe_results["before"]
+
+
 def test_learn_keep_report_and_plot(tmp_path):
     from chatfreeze.evaluation.plots import write_plots
     from chatfreeze.evaluation.report import format_report, learn_keep

@@ -5,8 +5,9 @@ for ``all_results.json``.
 What it measures, each only when its input is there (what is not is logged at WARNING and listed under
 ``not_measured``, never skipped silently):
 
-* learn: **facts accuracy** (the facts probe, greedy replies with the run's system prompt), **support
-  perplexity** (held-out dialogues), ROUGE-L / chrF of held-out replies;
+* learn: **facts accuracy** (the facts probe, greedy replies with the run's system prompt), with ``--facts`` the
+  **drilled-questions accuracy** (questions the drills asked, verbatim: fitted or not), **support perplexity**
+  (held-out dialogues), ROUGE-L / chrF of held-out replies;
 * keep: **short-answer accuracy** (the skills probe's scored half), the **self-agreement ratio** (the tuned
   model's NLL on the base model's own greedy replies to the skills probe, over the base's), **general-text
   perplexity** (a file, or the Hub dataset when it can be reached).
@@ -63,7 +64,7 @@ class BeforeAfterEvaluator:
 
     def __init__(self, tokenizer, settings: EvaluationArguments, eval_dataset=None,
                  eval_dialogues: list[list[dict]] | None = None, prefix_states=None, *,
-                 system_prompt: str | None = None, batch_size: int = 4):
+                 system_prompt: str | None = None, batch_size: int = 4, drilled: list | None = None):
         self.tokenizer, self.settings, self.eval_dataset = tokenizer, settings, eval_dataset
         # The run's system prompt: the facts probe is asked as the chat would ask it. Sequences per forward pass.
         self.system_prompt, self.batch_size = system_prompt, batch_size
@@ -82,6 +83,7 @@ class BeforeAfterEvaluator:
         self.general_ids = self._general_ids()
         self.facts = self._load_probe("facts", settings.facts_probe)
         self.facts_halves = facts_halves(self.facts)
+        self.drilled: list[probes.ProbeItem] = drilled or []  # probes.drilled_probe: questions training asked
         self.skills = self._load_probe("skills", settings.skills_probe)
         self.lm_eval_tasks = lm_eval.parse_tasks(settings.lm_eval_tasks)
         lm_eval.check_available(self.lm_eval_tasks)
@@ -217,7 +219,16 @@ class BeforeAfterEvaluator:
                                      self.settings.probe_max_new_tokens, self.settings.probe_batch_size,
                                      "Facts probe (dev half)")
             result["facts_dev_accuracy"] = probes.score(dev, replies)["accuracy"]
+        if self.drilled:
+            result["facts_drilled_accuracy"] = self._drilled(model)["accuracy"]
         return result
+
+    def _drilled(self, model, label: str = "") -> dict:
+        replies = greedy_replies(model, self.tokenizer, probes.conversations(self.drilled, self.system_prompt),
+                                 self.settings.probe_max_new_tokens, self.settings.probe_batch_size,
+                                 phase("Drilled questions", label))
+        return probes.score(self.drilled, replies) | {"replies": dict(
+            zip([item.id for item in self.drilled], replies, strict=True))}
 
     def _lm_eval(self, model, label: str) -> dict:
         if not self.lm_eval_tasks:
@@ -254,6 +265,12 @@ class BeforeAfterEvaluator:
                 started = time.perf_counter()
                 result.update(self._self_agreement(model, conversations, replies, is_base, label))
                 self._timed(label, "self_agreement", started)
+        if self.drilled:
+            started = time.perf_counter()
+            drilled = self._drilled(model, label)
+            result["facts_drilled_accuracy"] = drilled["accuracy"]
+            self.probe_results.setdefault(label, {})["drilled"] = drilled
+            self._timed(label, "drilled_questions", started)
         return result
 
     def _halves(self, items, replies, scored: dict) -> dict:
@@ -294,7 +311,7 @@ class BeforeAfterEvaluator:
     def inputs_key(self) -> str:
         """A fingerprint of everything a measurement depends on besides the weights."""
         support = None if self.eval_dataset is None else [self.eval_dataset["input_ids"], self.eval_dataset["labels"]]
-        items = [asdict(item) for item in self.facts + self.skills]
+        items = [asdict(item) for item in self.facts + self.skills + self.drilled]
         return inputs_fingerprint(self.measured_settings(), support, self.general_ids, self.prompts,
                                   items, self.tokenizer.chat_template)
 
@@ -331,6 +348,7 @@ class BeforeAfterEvaluator:
             "generation_prompts": len(self.prompts),
             "facts_questions": sum(item.checkable for item in self.facts),
             "skills_questions": sum(item.checkable for item in self.skills),
+            "drilled_questions": len(self.drilled),
             "decoding": "greedy, repetition_penalty 1.1",
             "support_perplexity": "exp(total NLL / scored tokens) over assistant tokens (training's labels)",
             "general_scoring": "sliding windows; each window scores the tokens it adds beyond the previous one",
@@ -403,10 +421,12 @@ def summarize(before: dict, after: dict) -> str:
 
 def evaluator_for_run(settings: EvaluationArguments, tokenizer, model, plan, *, eval_dataset=None,
                       eval_dialogues: list | None = None, system_prompt: str | None = None, batch_size: int = 4,
-                      is_main_process: bool = True, sharded: bool = False) -> BeforeAfterEvaluator | None:
+                      is_main_process: bool = True, sharded: bool = False,
+                      facts_data=None) -> BeforeAfterEvaluator | None:
     """The before/after evaluator a training run asked for, or None (not asked, not the main process, or a
     sharded model that one process cannot run alone). ``plan`` (a ``FreezePlan``) says which prefix of ``model``
-    stays frozen, so the tuned model can reuse the base's states there."""
+    stays frozen, so the tuned model can reuse the base's states there. ``facts_data`` (``facts.FactsData``, with
+    ``--facts``) adds the drilled-questions check."""
     if not settings.eval_before_after or not is_main_process:
         return None
     if sharded:
@@ -414,7 +434,8 @@ def evaluator_for_run(settings: EvaluationArguments, tokenizer, model, plan, *, 
                        "`python -m chatfreeze.evaluate` on the saved model instead.")
         return None
     return BeforeAfterEvaluator(tokenizer, settings, eval_dataset, eval_dialogues, frozen_prefix_states(model, plan),
-                                system_prompt=system_prompt, batch_size=batch_size)
+                                system_prompt=system_prompt, batch_size=batch_size,
+                                drilled=probes.drilled_probe(facts_data))
 
 
 def frozen_prefix_states(model, plan) -> FrozenPrefixStates | None:

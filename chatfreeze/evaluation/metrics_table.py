@@ -79,6 +79,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("facts_dev_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (dev half)",
            "company facts right, dev half (choices read it)", "Company facts right (facts probe dev half)",
            "accuracy", "facts", headline=False, curve=True),
+    # With --facts: questions the drills asked, verbatim. Below facts_dev_accuracy's level of learning it says the
+    # drills were not fitted (train more); well above it, that new phrasings are the gap (more varied questions).
+    Metric("facts_drilled_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (drilled questions)",
+           "company facts right on questions the drills asked (fitted?)",
+           "Company facts right (questions the drills asked)", "accuracy", "facts", headline=False, curve=True),
     Metric("support_perplexity", LEARN, RELATIVE, LOWER, "perplexity (exp of NLL per assistant token)",
            "support perplexity", "support perplexity (held-out dialogues)", "Support perplexity (held-out dialogues)",
            "perplexity", "support", plot_note="held-out", curve=True),

@@ -129,6 +129,19 @@ def load_skills_probe(path: str | Path = SKILLS_FILE, split: str = "probe") -> l
     return items
 
 
+def drilled_probe(facts_data) -> list[ProbeItem]:
+    """The drilled-questions check of a run's ``facts.FactsData``: questions its drills asked (verbatim, opener
+    included), each right when the reply states the fact's value (every pattern of the sheet matches)."""
+    if facts_data is None:
+        return []
+    items, count = [], Counter()
+    for drill in facts_data.drilled_questions():
+        count[drill.fact] += 1
+        items.append(ProbeItem(id=f"{drill.fact}/drilled-{count[drill.fact]}", prompt=drill.question,
+                               group=drill.fact, expect=list(facts_data.sheet.by_id[drill.fact].patterns)))
+    return items
+
+
 def conversations(items: list[ProbeItem], system_prompt: str | None = None) -> list[list[dict]]:
     """One single-turn conversation per item (with ``system_prompt`` first when given)."""
     head = [{"role": "system", "content": system_prompt}] if system_prompt else []

@@ -29,6 +29,7 @@ from .sheet import Fact, FactsSheet, load_facts_sheet
 logger = logging.getLogger(__name__)
 
 FACTS_SOURCE = "facts drills"
+DRILLED_CHECKS_PER_FACT = 2  # drilled questions asked back per fact by the evaluation (facts_drilled_accuracy)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,18 @@ class FactsData:
 
     def dialogues(self, system_prompt: str | None = None) -> list[list[dict]]:
         return [drill.messages(system_prompt) for drill in self.drills]
+
+    def drilled_questions(self, per_fact: int = DRILLED_CHECKS_PER_FACT) -> list[Drill]:
+        """Up to ``per_fact`` drills of every fact, each with a question asked differently (the first ones of the
+        seeded plan): the drilled-questions check asks them verbatim, as training did, and a right reply states
+        the fact's value. Facts learned on these but not on new phrasings are a generalisation gap; facts missed
+        on these too were not fitted (train longer, or at a higher learning rate)."""
+        chosen: dict[str, list[Drill]] = {}
+        for drill in self.drills:
+            mine = chosen.setdefault(drill.fact, [])
+            if len(mine) < per_fact and all(drill.question != seen.question for seen in mine):
+                mine.append(drill)
+        return [drill for fact in self.sheet.facts for drill in chosen.get(fact.id, [])]
 
 
 def facts_dataset(args: FactsArguments, tokenizer, num_support: int, *, system_prompt: str | None,

@@ -74,7 +74,8 @@ class LearningCurves(TrainerCallback):
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / LEARNING_CURVES_FILENAME, {
             "points": self.points,
-            "measures": "facts_dev_accuracy: the facts probe's dev half (greedy); self_agreement_ratio, "
+            "measures": "facts_dev_accuracy: the facts probe's dev half (greedy); facts_drilled_accuracy (with "
+                        "--facts): questions the drills asked, verbatim (greedy); self_agreement_ratio, "
                         "support_perplexity, general_perplexity: teacher-forced; eval_loss: the Trainer's",
             "train_seconds": "wall time since training began, measuring left out"})
         plot_learning_curves(self.points, out / LEARNING_CURVES_PLOT)

@@ -279,7 +279,7 @@ def train(run: RecipeRun) -> RecipeRun:
         run.plan if isinstance(trainer, FreezeTrainer) else None, eval_dataset=run.eval_dataset,
         eval_dialogues=run.eval_dialogues, system_prompt=run.data_args.system_prompt,
         batch_size=run.training_args.per_device_eval_batch_size, is_main_process=trainer.is_world_process_zero(),
-        sharded=is_sharded(trainer))
+        sharded=is_sharded(trainer), facts_data=run.facts)
     if run.training_args.select_alpha and is_sharded(trainer):
         raise ValueError("--select_alpha: the model is sharded (FSDP/DeepSpeed); run `chatfreeze merge --alpha` "
                          "and `chatfreeze evaluate` on the saved run instead.")
