@@ -86,6 +86,12 @@ def test_row_weights_scale_each_rows_kl_term():
     row0[1] = False
     kl0 = kl_from_base(head(hidden[row0]), base_head(base_hidden[row0]))
     torch.testing.assert_close(weighted, (ce + 0.5 * kl0) / keep.sum())
+    # Row 1's base states are never read (its logits are not computed): anything there gives the same loss.
+    garbage = base_hidden.clone()
+    garbage[1] = float("nan")
+    torch.testing.assert_close(labelled_positions_loss(hidden, labels, head, lambda x: x, base_hidden=garbage,
+                                                       base_head=base_head, kl_weight=0.5,
+                                                       kl_row_weights=torch.tensor([1.0, 0.0])), weighted)
     # All ones: the unweighted loss.
     ones = labelled_positions_loss(hidden, labels, head, lambda x: x, kl_row_weights=torch.ones(2), **common)
     torch.testing.assert_close(ones, labelled_positions_loss(hidden, labels, head, lambda x: x, **common))

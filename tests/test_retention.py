@@ -291,6 +291,59 @@ def test_kl_to_base_equals_a_reference_computed_with_a_full_base_model(tmp_path,
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_kl_rows_of_weight_zero_never_run_the_base_and_the_loss_is_the_reference(tmp_path, monkeypatch):
+    """Per-row KL weights (--kl_sources): the base's top copy runs on the weighted rows only, and the loss equals
+    the cross-entropy of every row plus the KL of the weighted rows, computed with a full base model."""
+    import copy
+
+    from datasets import Dataset
+
+    from chatfreeze.data import DialogueCollator
+    from chatfreeze.fastpath import KL_WEIGHT_COLUMN
+    from chatfreeze.training.arguments import FreezeTrainingArguments
+    from chatfreeze.training.trainer import FreezeTrainer
+
+    model = build_tiny_model("llama")
+    base = copy.deepcopy(model).eval()
+    plan = make_plan(model, FreezeArguments(num_frozen_layers="2"))
+    rows = torch.randint(3, 250, (4, 16))
+    labels = rows.clone()
+    labels[:, :7] = -100
+    data = Dataset.from_dict({"input_ids": rows.tolist(), "labels": labels.tolist()})
+    args = FreezeTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, prefix_cache="off",
+                                   kl_to_base=0.5, eval_strategy="no")
+    trainer = FreezeTrainer(model=model, args=args, freeze_plan=plan, train_dataset=data)
+    perturbed(model, plan.trainable_parameter_names, seed=1)
+    fast_path = trainer.fast_path
+    batch_rows = []
+    real_top_pass = fast_path.runner.top_pass
+
+    def counting(model_, inputs, boundary):
+        batch_rows.append(inputs["input_ids"].shape[0])
+        return real_top_pass(model_, inputs, boundary)
+    monkeypatch.setattr(fast_path.runner, "top_pass", counting)
+    batch = DialogueCollator(build_chatml_tokenizer())([data[i] for i in range(4)])
+    weights = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    model.train()
+    fast = trainer.compute_loss(model, dict(batch) | {KL_WEIGHT_COLUMN: weights})
+    assert batch_rows == [4, 2]  # the trained model on the batch, the base's copy on the 2 weighted rows
+    logits = model(**batch).logits[:, :-1]
+    with torch.no_grad():
+        base_logits = base(**batch).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    log_p = torch.log_softmax(logits[keep], -1)
+    log_base = torch.log_softmax(base_logits[keep], -1)
+    row_weight = weights[:, None].expand(keep.shape)[keep]
+    kl = ((log_base.exp() * (log_base - log_p)).sum(-1) * row_weight).sum()
+    reference = (torch.nn.functional.nll_loss(log_p, targets[keep], reduction="sum") + 0.5 * kl) / int(keep.sum())
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    # No weighted row: the base does not run at all.
+    batch_rows.clear()
+    trainer.compute_loss(model, dict(batch) | {KL_WEIGHT_COLUMN: torch.zeros(4)})
+    assert batch_rows == [4]
+
+
 def test_kl_to_base_without_the_fast_path_is_refused(tmp_path):
     from datasets import Dataset
 

@@ -212,15 +212,34 @@ class FastPath:
             self.probe(model_inputs)
         boundary = self.boundary(model_inputs, indices)
         hidden = self.runner.final_hidden(model, model_inputs, boundary)
-        base_hidden = self.base_hidden(model_inputs, boundary) if self.base_top is not None else None
+        base_hidden = self.base_hidden(model_inputs, boundary, kl_rows) if self.base_top is not None else None
         return labelled_positions_loss(hidden, shift, self.runner.head, self.process_logits, num_items_in_batch,
                                        base_hidden=base_hidden, base_head=self.base_top and self.base_top.head,
                                        kl_weight=self.kl_weight, kl_row_weights=kl_rows)
 
-    def base_hidden(self, model_inputs: dict, boundary: torch.Tensor | None) -> torch.Tensor:
-        """The base model's final hidden states for this batch: its frozen top copy on the same boundary."""
+    def base_hidden(self, model_inputs: dict, boundary: torch.Tensor | None,
+                    kl_rows: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The base model's final hidden states for this batch: its frozen top copy on the same boundary. With
+        ``kl_rows`` (per-row KL weights), only the rows the KL applies to run (the others, e.g. drills, stay zero:
+        their KL weight is 0); None when it applies to none."""
+        rows = None
+        if kl_rows is not None and not bool((kl_rows != 0).all()):
+            rows = torch.nonzero(kl_rows != 0).flatten().to(model_inputs["input_ids"].device)
+            if rows.numel() == 0:
+                return None
+        inputs, part = model_inputs, boundary
+        if rows is not None:
+            batch = model_inputs["input_ids"].shape[0]
+            inputs = {key: value.index_select(0, rows) if torch.is_tensor(value) and value.dim() and
+                      value.shape[0] == batch else value for key, value in model_inputs.items()}
+            part = None if boundary is None else boundary.index_select(0, rows.to(boundary.device))
         with torch.no_grad(), replaced_forwards(self.base_top.replacements()):
-            return self.runner.top_pass(self.model, model_inputs, boundary)[0]
+            hidden = self.runner.top_pass(self.model, inputs, part)[0]
+        if rows is None:
+            return hidden
+        full = hidden.new_zeros((model_inputs["input_ids"].shape[0], *hidden.shape[1:]))
+        full[rows.to(hidden.device)] = hidden
+        return full
 
     def fill(self, batches, to_device: Callable[[dict], dict]) -> int:
         """Compute and keep the boundary states of every example in ``batches`` (no training). Returns how many."""

@@ -46,7 +46,8 @@ def labelled_positions_loss(
     With ``base_hidden`` (the base model's final hidden states, no grad) each labelled position also adds
     ``kl_weight · KL(p_base ‖ p)``, reduced the same way (``kl_from_base``; the base's copy is
     ``retention.kl_to_base.BaseTop``). ``kl_row_weights`` (one per row, e.g. 0 for the rows of a source the KL
-    should not hold back) scales each row's KL term.
+    should not hold back) scales each row's KL term; positions of weight 0 never compute the base's logits (their
+    ``base_hidden`` rows may be anything, e.g. zeros: ``FastPath.base_hidden`` skips them).
     """
     keep = shift_labels != IGNORE_INDEX
     states = hidden[keep.to(hidden.device)]
@@ -64,6 +65,9 @@ def labelled_positions_loss(
         logits = process(head(part)).float()
         loss = F.cross_entropy(logits, part_targets, reduction="sum")
         if base_part is not None:
+            if weight_part is not None:  # the base's logits only where the KL applies (weight 0: a drill, say)
+                applies = weight_part != 0
+                logits, base_part, weight_part = logits[applies], base_part[applies], weight_part[applies]
             with torch.no_grad():
                 base_logits = process((base_head or head)(base_part))
             loss = loss + kl_weight * kl_from_base(logits, base_logits, weight_part)
