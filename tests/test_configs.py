@@ -72,7 +72,7 @@ def test_the_facts_recipe_is_the_facts_study_row_it_reports():
     spec = importlib.util.spec_from_file_location("facts_study", REPO_ROOT / "scripts" / "facts_study.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    row = next(v for v in study.VARIANTS if v.name == "drills60_2ep_text")
+    row = next(v for v in study.VARIANTS if v.name == "drills60_3ep_text_lr3")
     recipe = parse_args(["--config", str(DEFAULT_RECIPE.parent / "facts.yaml")])
     studied = parse_args(["--config", str(DEFAULT_RECIPE), *row.overrides])
     from pathlib import Path
