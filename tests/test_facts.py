@@ -231,23 +231,29 @@ def test_facts_dataset_mixes_per_fact_or_by_ratio(sheet, chatml_tokenizer):
 def test_drilled_questions_are_distinct_questions_training_asked_per_fact(sheet, chatml_tokenizer):
     from chatfreeze.evaluation.probes import drilled_probe
 
-    data = facts_dataset(FactsArguments(facts=sheet.path, facts_per_fact=12), chatml_tokenizer, 10,
-                         system_prompt=SYSTEM, max_length=512)
+    def facts_data(per_fact, seed=0):
+        return facts_dataset(FactsArguments(facts=sheet.path, facts_per_fact=per_fact), chatml_tokenizer, 10,
+                             system_prompt=SYSTEM, max_length=512, seed=seed)
+
+    data = facts_data(12)
     chosen = data.drilled_questions()
     assert Counter(d.fact for d in chosen) == {"phone": 2, "refund_time": 2}
-    for fact in ("phone", "refund_time"):
-        questions = [d.question for d in chosen if d.fact == fact]
-        assert len(set(questions)) == 2 and set(questions) <= {d.question for d in data.drills if d.fact == fact}
-    # A fact drilled with one phrasing only is asked once; per_fact caps the count.
-    one = facts_dataset(FactsArguments(facts=sheet.path, facts_per_fact=1), chatml_tokenizer, 10,
-                        system_prompt=SYSTEM, max_length=512)
-    assert Counter(d.fact for d in one.drilled_questions()) == {"phone": 1, "refund_time": 1}
-    assert len(data.drilled_questions(per_fact=1)) == 2
+    assert data.system_prompt == SYSTEM and data.seed == 0
+    drilled = {(d.fact, d.question, d.answer) for d in data.drills}
+    assert {(d.fact, d.question, d.answer) for d in chosen} <= drilled  # verbatim, as training asked them
+    # Phone has 6 questions: its two are different questions, not one question with two openers.
+    phone = [re.sub(r"^Hi! ", "", d.question) for d in chosen if d.fact == "phone"]
+    assert len(set(phone)) == 2
+    # The same questions whatever the number of drills per fact (so the base's measurement is shared), another seed
+    # may pick others; a fact drilled once is asked once; none without drills.
+    assert facts_data(60).drilled_questions() == chosen
+    assert Counter(d.fact for d in facts_data(1).drilled_questions()) == {"phone": 1, "refund_time": 1}
+    assert len(data.drilled_questions(per_fact=1)) == 2 and facts_data(0).drilled_questions() == []
     items = drilled_probe(data)
     assert [item.prompt for item in items] == [d.question for d in chosen]
     assert items[0].id == f"{items[0].group}/drilled-1" and len({item.id for item in items}) == 4
-    phone = next(item for item in items if item.group == "phone")
-    assert phone.check("Ring +44 20 7946 0000 any weekday.")[0] and not phone.check("Ring 0800 123 456.")[0]
+    phone_item = next(item for item in items if item.group == "phone")
+    assert phone_item.check("Ring +44 20 7946 0000 any weekday.")[0] and not phone_item.check("Ring 0800 123 456.")[0]
     assert drilled_probe(None) == []
 
 

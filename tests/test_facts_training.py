@@ -92,6 +92,17 @@ def test_row_weights_scale_each_rows_kl_term():
     torch.testing.assert_close(labelled_positions_loss(hidden, labels, head, lambda x: x, base_hidden=garbage,
                                                        base_head=base_head, kl_weight=0.5,
                                                        kl_row_weights=torch.tensor([1.0, 0.0])), weighted)
+    # Chunked (one position per chunk, recomputed in backward), so some chunks have no weighted position: the same
+    # loss and the same gradients.
+    leaf = hidden.clone().requires_grad_(True)
+    chunked = labelled_positions_loss(leaf, labels, head, lambda x: x, kl_row_weights=torch.tensor([1.0, 0.0]),
+                                      chunk_elements=11, **common)
+    torch.testing.assert_close(chunked, weighted)
+    whole = hidden.clone().requires_grad_(True)
+    labelled_positions_loss(whole, labels, head, lambda x: x, kl_row_weights=torch.tensor([1.0, 0.0]),
+                            **common).backward()
+    chunked.backward()
+    torch.testing.assert_close(leaf.grad, whole.grad)
     # All ones: the unweighted loss.
     ones = labelled_positions_loss(hidden, labels, head, lambda x: x, kl_row_weights=torch.ones(2), **common)
     torch.testing.assert_close(ones, labelled_positions_loss(hidden, labels, head, lambda x: x, **common))
@@ -180,6 +191,24 @@ def test_learning_curves_read_the_dev_half_only_and_pick_the_best_checkpoint_on_
     dev_questions = {by_id[i] for i in halves["dev"]}
     during = asked[len(by_id):-len(by_id)]  # after the base's measurement, before the tuned model's
     assert during and set(during) == dev_questions and not set(during) & test_questions
+
+
+def test_a_best_checkpoint_on_drilled_questions_needs_drills():
+    from types import SimpleNamespace
+
+    from chatfreeze.evaluation import EvaluationArguments
+    from chatfreeze.facts import FactsArguments
+    from chatfreeze.training.choices import check_best_metric
+
+    def run(**facts):
+        return SimpleNamespace(training_args=SimpleNamespace(metric_for_best_model="eval_facts_drilled_accuracy",
+                                                             eval_strategy="epoch"),
+                               eval_args=EvaluationArguments(eval_before_after=True), facts_args=FactsArguments(**facts))
+
+    check_best_metric(run(facts="data/facts.yaml"))
+    for facts in ({}, {"facts": "data/facts.yaml", "facts_per_fact": 0}):
+        with pytest.raises(ValueError, match="--metric_for_best_model facts_drilled_accuracy: needs --facts with"):
+            check_best_metric(run(**facts))
 
 
 def test_a_best_checkpoint_on_facts_dev_needs_the_curves(tiny_model_dir, tmp_path):

@@ -50,8 +50,11 @@ def test_every_metric_the_evaluator_measures_has_a_row_and_is_reported(tmp_path,
     # A random tiny model may reply with nothing; self-agreement needs replies to score.
     monkeypatch.setattr("chatfreeze.evaluation.before_after.greedy_replies",
                         lambda model, tok, conversations, *a: ["Paris, I think."] * len(conversations))
+    from chatfreeze.evaluation.probes import ProbeItem
+
+    drilled = [ProbeItem("hours/drilled-1", "Opening hours?", "hours", ["08:00"])]  # with --facts
     evaluator = BeforeAfterEvaluator(tokenizer, settings, support_dataset(dialogues, tokenizer, max_length=128),
-                                     dialogues)
+                                     dialogues, drilled=drilled)
     before, after = evaluator.measure(base, "before"), evaluator.measure(tuned, "after")
     measured = set(before) | set(after) | set(evaluator.measure_teacher_forced(tuned))
     assert not evaluator.skipped, evaluator.skipped

@@ -244,20 +244,29 @@ def test_drilled_questions_are_scored_before_after_and_during_training(tiny, tmp
                ProbeItem("refund_time/drilled-1", "How long do refunds take?", "refund_time", [r"5\s*(?:-|to)\s*7"])]
     model, tokenizer = tiny
     settings = probe_settings(tmp_path, skills_probe=None, cache_base_measurements=False)
-    evaluator = BeforeAfterEvaluator(tokenizer, settings, drilled=drilled)
+    evaluator = BeforeAfterEvaluator(tokenizer, settings, system_prompt="Probe prompt.", drilled=drilled,
+                                     drilled_system_prompt="Drills prompt.")
+    systems = []
 
     def replies(model, tok, conversations, *rest):
+        systems.extend(c[0]["content"] for c in conversations if c[-1]["content"] in {i.prompt for i in drilled})
         return ["Call +44 20 7946 0000." if "call" in c[-1]["content"].lower() else "no idea" for c in conversations]
     monkeypatch.setattr("chatfreeze.evaluation.before_after.greedy_replies", replies)
     result = evaluator.measure(model, "before")
     assert result["facts_drilled_accuracy"] == pytest.approx(1 / 3)
+    assert systems and set(systems) == {"Drills prompt."}  # asked as the drills were trained, not as the probe
+    assert evaluator.measure(model, "after")["facts_drilled_accuracy"] == pytest.approx(1 / 3)
+    assert evaluator.record(result, result)["probes"]["after"]["drilled"]["right"] == 1
     record = evaluator.probe_results["before"]["drilled"]
     assert record["failures"] == {"phone": ["phone/drilled-1"], "refund_time": ["refund_time/drilled-1"]}
     assert record["replies"]["phone/drilled-2"] == "Call +44 20 7946 0000."
     assert evaluator.measure_during_training(model)["facts_drilled_accuracy"] == pytest.approx(1 / 3)
     assert evaluator.config()["drilled_questions"] == 3
     # Another set of drilled questions is another measurement of the base (the cache key has them).
-    assert BeforeAfterEvaluator(tokenizer, settings, drilled=drilled[:1]).inputs_key() != evaluator.inputs_key()
+    assert BeforeAfterEvaluator(tokenizer, settings, system_prompt="Probe prompt.", drilled=drilled[:1],
+                                drilled_system_prompt="Drills prompt.").inputs_key() != evaluator.inputs_key()
+    assert BeforeAfterEvaluator(tokenizer, settings, system_prompt="Probe prompt.", drilled=drilled,
+                                drilled_system_prompt="Other.").inputs_key() != evaluator.inputs_key()
     plain = BeforeAfterEvaluator(tokenizer, settings)
     assert "facts_drilled_accuracy" not in plain.measure(model, "before")
     assert "drilled" not in plain.probe_results["before"]

@@ -306,10 +306,10 @@ def test_kl_rows_of_weight_zero_never_run_the_base_and_the_loss_is_the_reference
     model = build_tiny_model("llama")
     base = copy.deepcopy(model).eval()
     plan = make_plan(model, FreezeArguments(num_frozen_layers="2"))
-    rows = torch.randint(3, 250, (4, 16))
-    labels = rows.clone()
-    labels[:, :7] = -100
-    data = Dataset.from_dict({"input_ids": rows.tolist(), "labels": labels.tolist()})
+    lengths = [16, 11, 13, 9]  # padded in the batch: the weighted rows 0 and 2 are cut out with their masks
+    rows = [torch.randint(3, 250, (n,)).tolist() for n in lengths]
+    labels = [[-100] * 7 + row[7:] for row in rows]
+    data = Dataset.from_dict({"input_ids": rows, "labels": labels})
     args = FreezeTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, prefix_cache="off",
                                    kl_to_base=0.5, eval_strategy="no")
     trainer = FreezeTrainer(model=model, args=args, freeze_plan=plan, train_dataset=data)
@@ -326,6 +326,7 @@ def test_kl_rows_of_weight_zero_never_run_the_base_and_the_loss_is_the_reference
     weights = torch.tensor([1.0, 0.0, 1.0, 0.0])
     model.train()
     fast = trainer.compute_loss(model, dict(batch) | {KL_WEIGHT_COLUMN: weights})
+    assert batch["attention_mask"].sum(-1).tolist() == lengths
     assert batch_rows == [4, 2]  # the trained model on the batch, the base's copy on the 2 weighted rows
     logits = model(**batch).logits[:, :-1]
     with torch.no_grad():

@@ -64,7 +64,8 @@ class BeforeAfterEvaluator:
 
     def __init__(self, tokenizer, settings: EvaluationArguments, eval_dataset=None,
                  eval_dialogues: list[list[dict]] | None = None, prefix_states=None, *,
-                 system_prompt: str | None = None, batch_size: int = 4, drilled: list | None = None):
+                 system_prompt: str | None = None, batch_size: int = 4, drilled: list | None = None,
+                 drilled_system_prompt: str | None = None):
         self.tokenizer, self.settings, self.eval_dataset = tokenizer, settings, eval_dataset
         # The run's system prompt: the facts probe is asked as the chat would ask it. Sequences per forward pass.
         self.system_prompt, self.batch_size = system_prompt, batch_size
@@ -83,7 +84,9 @@ class BeforeAfterEvaluator:
         self.general_ids = self._general_ids()
         self.facts = self._load_probe("facts", settings.facts_probe)
         self.facts_halves = facts_halves(self.facts)
-        self.drilled: list[probes.ProbeItem] = drilled or []  # probes.drilled_probe: questions training asked
+        # probes.drilled_probe: questions the drills asked, asked again with the system prompt they were trained with
+        self.drilled: list[probes.ProbeItem] = drilled or []
+        self.drilled_system_prompt = drilled_system_prompt
         self.skills = self._load_probe("skills", settings.skills_probe)
         self.lm_eval_tasks = lm_eval.parse_tasks(settings.lm_eval_tasks)
         lm_eval.check_available(self.lm_eval_tasks)
@@ -224,7 +227,7 @@ class BeforeAfterEvaluator:
         return result
 
     def _drilled(self, model, label: str = "") -> dict:
-        replies = greedy_replies(model, self.tokenizer, probes.conversations(self.drilled, self.system_prompt),
+        replies = greedy_replies(model, self.tokenizer, probes.conversations(self.drilled, self.drilled_system_prompt),
                                  self.settings.probe_max_new_tokens, self.settings.probe_batch_size,
                                  phase("Drilled questions", label))
         return probes.score(self.drilled, replies) | {"replies": dict(
@@ -340,7 +343,8 @@ class BeforeAfterEvaluator:
         settings = asdict(self.settings)
         for key in ("cache_base_measurements", "eval_before_after"):
             settings.pop(key)
-        return settings | {"system_prompt": self.system_prompt, "batch_size": self.batch_size}
+        return settings | {"system_prompt": self.system_prompt, "batch_size": self.batch_size} | (
+            {"drilled_system_prompt": self.drilled_system_prompt} if self.drilled else {})
 
     def config(self) -> dict:
         return asdict(self.settings) | {"system_prompt": self.system_prompt, "batch_size": self.batch_size} | \
@@ -435,7 +439,8 @@ def evaluator_for_run(settings: EvaluationArguments, tokenizer, model, plan, *, 
         return None
     return BeforeAfterEvaluator(tokenizer, settings, eval_dataset, eval_dialogues, frozen_prefix_states(model, plan),
                                 system_prompt=system_prompt, batch_size=batch_size,
-                                drilled=probes.drilled_probe(facts_data))
+                                drilled=probes.drilled_probe(facts_data),
+                                drilled_system_prompt=facts_data.system_prompt if facts_data else None)
 
 
 def frozen_prefix_states(model, plan) -> FrozenPrefixStates | None:

@@ -113,21 +113,25 @@ class FactsData:
     drills: list[Drill]
     dataset: Any  # datasets.Dataset, or None without drills
     report: Any  # data.DataReport, or None without drills
+    seed: int = 0  # the plan's
+    system_prompt: str | None = None  # the one the drills were rendered with
 
     def dialogues(self, system_prompt: str | None = None) -> list[list[dict]]:
         return [drill.messages(system_prompt) for drill in self.drills]
 
     def drilled_questions(self, per_fact: int = DRILLED_CHECKS_PER_FACT) -> list[Drill]:
-        """Up to ``per_fact`` drills of every fact, each with a question asked differently (the first ones of the
-        seeded plan): the drilled-questions check asks them verbatim, as training did, and a right reply states
-        the fact's value. Facts learned on these but not on new phrasings are a generalisation gap; facts missed
+        """The first ``per_fact`` drills of every fact's own plan (at most as many as it was drilled): different
+        questions, since a fact's plan asks each of its questions once before any twice. The drilled-questions
+        check asks them verbatim, as training did, and a right reply states the fact's value. The choice depends on
+        the sheet and the seed, not on how many drills a fact got (>= ``per_fact``), so runs that differ only in that
+        ask the same questions. Facts learned on these but not on new phrasings are a generalisation gap; facts missed
         on these too were not fitted (train longer, or at a higher learning rate)."""
-        chosen: dict[str, list[Drill]] = {}
-        for drill in self.drills:
-            mine = chosen.setdefault(drill.fact, [])
-            if len(mine) < per_fact and all(drill.question != seen.question for seen in mine):
-                mine.append(drill)
-        return [drill for fact in self.sheet.facts for drill in chosen.get(fact.id, [])]
+        chosen = []
+        for fact in self.sheet.facts:
+            count = min(per_fact, self.per_fact)
+            if count > 0:
+                chosen += _plan_fact(fact, self.sheet.openers, count, random.Random(f"{self.seed}:{fact.id}"))
+        return chosen
 
 
 def facts_dataset(args: FactsArguments, tokenizer, num_support: int, *, system_prompt: str | None,
@@ -144,7 +148,7 @@ def facts_dataset(args: FactsArguments, tokenizer, num_support: int, *, system_p
                                      max_length=max_length) if drills else (None, None)
     logger.info("Facts: %d drills (%d per fact for %d facts) mixed into %d support dialogues.", len(drills),
                 per_fact, len(sheet), num_support)
-    return FactsData(sheet, per_fact, drills, dataset, report)
+    return FactsData(sheet, per_fact, drills, dataset, report, seed, system_prompt)
 
 
 def common_system_prompt(dialogues: list[list[dict]]) -> str | None:

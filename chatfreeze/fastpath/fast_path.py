@@ -230,8 +230,9 @@ class FastPath:
         inputs, part = model_inputs, boundary
         if rows is not None:
             batch = model_inputs["input_ids"].shape[0]
-            inputs = {key: value.index_select(0, rows) if torch.is_tensor(value) and value.dim() and
-                      value.shape[0] == batch else value for key, value in model_inputs.items()}
+            # Per-row tensors ([batch, tokens, ...]: ids, mask, position ids); a 1-D one (cache_position) is shared.
+            inputs = {key: value.index_select(0, rows.to(value.device)) if torch.is_tensor(value) and
+                      value.dim() >= 2 and value.shape[0] == batch else value for key, value in model_inputs.items()}
             part = None if boundary is None else boundary.index_select(0, rows.to(boundary.device))
         with torch.no_grad(), replaced_forwards(self.base_top.replacements()):
             hidden = self.runner.top_pass(self.model, inputs, part)[0]

@@ -39,9 +39,9 @@ def check_best_metric(run) -> None:
                          "--eval_before_after true and an --eval_strategy (steps or epoch).")
     if metric == "facts_dev_accuracy" and not run.eval_args.facts_probe:
         raise ValueError("--metric_for_best_model facts_dev_accuracy: needs a --facts_probe (its dev half).")
-    if metric == "facts_drilled_accuracy" and not run.facts_args.facts:
-        raise ValueError("--metric_for_best_model facts_drilled_accuracy: needs --facts (the questions its drills "
-                         "ask).")
+    if metric == "facts_drilled_accuracy" and (not run.facts_args.facts or run.facts_args.facts_per_fact == 0):
+        raise ValueError("--metric_for_best_model facts_drilled_accuracy: needs --facts with drills (the questions "
+                         "they ask; not --facts_per_fact 0).")
 
 
 def choose_alpha(run, evaluator, before: dict | None, base_state: dict):
