@@ -63,8 +63,8 @@ VARIANTS = [
             "kept", DRILLS + ("--facts_per_fact", "60") + EPOCHS2),
     Variant("drills60_2ep_text", "drills60_2ep + plain-text replay: 0.5 passages the base wrote per dialogue, "
             "LM loss + KL", DRILLS + ("--facts_per_fact", "60") + EPOCHS2 + TEXT_REPLAY),
-    # The 2-epoch rows under-fit their own drills (the drilled-questions check, measured on them afterwards: 60 and
-    # 56 of 82 questions the drills asked answered with the value): more updates, at the learning rate the issue's
+    # The 2-epoch rows under-fit their own drills (the drilled-questions check, measured on them afterwards: 62 and
+    # 57 of 82 questions the drills asked answered with the value): more updates, at the learning rate the issue's
     # drills-only check fitted them with (3e-4), one more epoch from the prefix cache.
     Variant("drills60_3ep_text_lr3", "drills60_2ep_text for 3 epochs at learning rate 3e-4",
             DRILLS + ("--facts_per_fact", "60") + EPOCHS2 + TEXT_REPLAY
