@@ -222,6 +222,13 @@ def test_evaluate_count_out_of_range(world, capsys, flag, value):
     assert_one_line_error(argv, capsys, f"{flag} {value}: must be at least", keep=[world / "good.jsonl"])
 
 
+@pytest.mark.parametrize("flag", ["--facts_probe", "--output_dir"])
+def test_evaluate_comparison_flags_without_a_base(world, capsys, flag):
+    argv = ["evaluate", "--model_name_or_path", str(world / "model"), "--dataset", str(world / "good.jsonl"),
+            flag, str(world / "good.jsonl")]
+    assert_one_line_error(argv, capsys, f"{flag} ", "add --base BASE", keep=[world / "good.jsonl"])
+
+
 def test_web_port_out_of_range(world, capsys):
     assert_one_line_error(["web", "--model_name_or_path", str(world / "model"), "--port", "-1"], capsys,
                           "--port -1", "1 to 65535")

@@ -68,10 +68,18 @@ MINIMUMS = {"max_examples": 1, "max_length": 16, "window": 2, "stride": 1, "max_
             "max_new_tokens": 1, "batch_size": 1}
 
 
+# Flags that only a comparison (--base) reads: given alone, they would be ignored without a word.
+COMPARISON_ONLY = ("facts_probe", "output_dir")
+
+
 def check_ranges(args: dict) -> None:
     for name, low in MINIMUMS.items():
         if args[name] is not None and args[name] < low:
             raise ValueError(f"--{name} {args[name]}: must be at least {low}.")
+    for name in COMPARISON_ONLY:
+        if args[name] is not None and not args["base"]:
+            raise ValueError(f"--{name} {args[name]}: is read only when comparing with a base model; add --base "
+                             "BASE (e.g. the model the run was trained from).")
 
 
 def report(result: dict) -> str:
