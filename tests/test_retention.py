@@ -249,8 +249,9 @@ def test_a_peft_model_with_adapters_off_has_its_base_fingerprint():
     assert weights_fingerprint(wrapped) == before
 
 
-@pytest.mark.parametrize("untie", [False, True])
-def test_kl_to_base_equals_a_reference_computed_with_a_full_base_model(tmp_path, untie):
+def kl_trainer(tmp_path, rows: list[list[int]], untie: bool = False):
+    """``(model, base copy, trainer, batch)``: a tiny model with its 2 bottom blocks frozen, KL to the base 0.5 on
+    the fast path (no prefix cache), its top moved as training would; ``rows`` labelled from token 7 on."""
     import copy
 
     from datasets import Dataset
@@ -262,29 +263,40 @@ def test_kl_to_base_equals_a_reference_computed_with_a_full_base_model(tmp_path,
     model = build_tiny_model("llama")
     base = copy.deepcopy(model).eval()
     plan = make_plan(model, FreezeArguments(num_frozen_layers="2", train_lm_head=untie))
-    rows = torch.randint(3, 250, (4, 16))
-    labels = rows.clone()
-    labels[:, :7] = -100
-    data = Dataset.from_dict({"input_ids": rows.tolist(), "labels": labels.tolist()})
+    data = Dataset.from_dict({"input_ids": rows, "labels": [[-100] * 7 + row[7:] for row in rows]})
     args = FreezeTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, prefix_cache="off",
                                    kl_to_base=0.5, eval_strategy="no")
     trainer = FreezeTrainer(model=model, args=args, freeze_plan=plan, train_dataset=data)
     assert trainer.fast_path.base_top is not None
     perturbed(model, plan.trainable_parameter_names, seed=1)  # "training" moved the top; the copy is the base's
-    batch = DialogueCollator(build_chatml_tokenizer())([data[i] for i in range(4)])
+    batch = DialogueCollator(build_chatml_tokenizer())([data[i] for i in range(len(rows))])
     model.train()
+    return model, base, trainer, batch
+
+
+def reference_kl_loss(model, base, batch, row_weights=None, num_items=None):
+    """Cross-entropy + 0.5 x KL(base || model) at the labelled positions (each row's KL times its weight), with
+    full models and full logits, reduced like the Trainer's loss."""
+    logits = model(**batch).logits[:, :-1]
+    with torch.no_grad():
+        base_logits = base(**batch).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    log_p = torch.log_softmax(logits[keep], -1)
+    log_base = torch.log_softmax(base_logits[keep], -1)
+    kl = (log_base.exp() * (log_base - log_p)).sum(-1)
+    if row_weights is not None:
+        kl = kl * row_weights[:, None].expand(keep.shape)[keep]
+    total = torch.nn.functional.nll_loss(log_p, targets[keep], reduction="sum") + 0.5 * kl.sum()
+    return total / (int(keep.sum()) if num_items is None else num_items)
+
+
+@pytest.mark.parametrize("untie", [False, True])
+def test_kl_to_base_equals_a_reference_computed_with_a_full_base_model(tmp_path, untie):
+    model, base, trainer, batch = kl_trainer(tmp_path, torch.randint(3, 250, (4, 16)).tolist(), untie)
     for num_items in (None, torch.tensor(23)):
         fast = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
-        logits = model(**batch).logits[:, :-1]
-        with torch.no_grad():
-            base_logits = base(**batch).logits[:, :-1]
-        targets = batch["labels"][:, 1:]
-        keep = targets != -100
-        log_p = torch.log_softmax(logits[keep], -1)
-        log_base = torch.log_softmax(base_logits[keep], -1)
-        total = torch.nn.functional.nll_loss(log_p, targets[keep], reduction="sum") \
-            + 0.5 * (log_base.exp() * (log_base - log_p)).sum()
-        reference = total / (int(keep.sum()) if num_items is None else num_items)
+        reference = reference_kl_loss(model, base, batch, num_items=num_items)
         torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
         trainable = [p for p in model.parameters() if p.requires_grad]
         for a, b in zip(torch.autograd.grad(fast, trainable), torch.autograd.grad(reference, trainable), strict=True):
@@ -294,26 +306,10 @@ def test_kl_to_base_equals_a_reference_computed_with_a_full_base_model(tmp_path,
 def test_kl_rows_of_weight_zero_never_run_the_base_and_the_loss_is_the_reference(tmp_path, monkeypatch):
     """Per-row KL weights (--kl_sources): the base's top copy runs on the weighted rows only, and the loss equals
     the cross-entropy of every row plus the KL of the weighted rows, computed with a full base model."""
-    import copy
-
-    from datasets import Dataset
-
-    from chatfreeze.data import DialogueCollator
     from chatfreeze.fastpath import KL_WEIGHT_COLUMN
-    from chatfreeze.training.arguments import FreezeTrainingArguments
-    from chatfreeze.training.trainer import FreezeTrainer
 
-    model = build_tiny_model("llama")
-    base = copy.deepcopy(model).eval()
-    plan = make_plan(model, FreezeArguments(num_frozen_layers="2"))
     lengths = [16, 11, 13, 9]  # padded in the batch: the weighted rows 0 and 2 are cut out with their masks
-    rows = [torch.randint(3, 250, (n,)).tolist() for n in lengths]
-    labels = [[-100] * 7 + row[7:] for row in rows]
-    data = Dataset.from_dict({"input_ids": rows, "labels": labels})
-    args = FreezeTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, prefix_cache="off",
-                                   kl_to_base=0.5, eval_strategy="no")
-    trainer = FreezeTrainer(model=model, args=args, freeze_plan=plan, train_dataset=data)
-    perturbed(model, plan.trainable_parameter_names, seed=1)
+    model, base, trainer, batch = kl_trainer(tmp_path, [torch.randint(3, 250, (n,)).tolist() for n in lengths])
     fast_path = trainer.fast_path
     batch_rows = []
     real_top_pass = fast_path.runner.top_pass
@@ -322,22 +318,11 @@ def test_kl_rows_of_weight_zero_never_run_the_base_and_the_loss_is_the_reference
         batch_rows.append(inputs["input_ids"].shape[0])
         return real_top_pass(model_, inputs, boundary)
     monkeypatch.setattr(fast_path.runner, "top_pass", counting)
-    batch = DialogueCollator(build_chatml_tokenizer())([data[i] for i in range(4)])
     weights = torch.tensor([1.0, 0.0, 1.0, 0.0])
-    model.train()
     fast = trainer.compute_loss(model, dict(batch) | {KL_WEIGHT_COLUMN: weights})
     assert batch["attention_mask"].sum(-1).tolist() == lengths
     assert batch_rows == [4, 2]  # the trained model on the batch, the base's copy on the 2 weighted rows
-    logits = model(**batch).logits[:, :-1]
-    with torch.no_grad():
-        base_logits = base(**batch).logits[:, :-1]
-    targets = batch["labels"][:, 1:]
-    keep = targets != -100
-    log_p = torch.log_softmax(logits[keep], -1)
-    log_base = torch.log_softmax(base_logits[keep], -1)
-    row_weight = weights[:, None].expand(keep.shape)[keep]
-    kl = ((log_base.exp() * (log_base - log_p)).sum(-1) * row_weight).sum()
-    reference = (torch.nn.functional.nll_loss(log_p, targets[keep], reduction="sum") + 0.5 * kl) / int(keep.sum())
+    reference = reference_kl_loss(model, base, batch, row_weights=weights)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
     # No weighted row: the base does not run at all.
     batch_rows.clear()
