@@ -77,20 +77,31 @@ VARIANTS = [
     Variant("drills20_1ep_lr3_text", "default + 20 drills per fact, 1 epoch at learning rate 3e-4, plain-text "
             "replay 0.25", DRILLS + ("--facts_per_fact", "20", "--learning_rate", "3e-4", "--text_replay_ratio",
                                      "0.25")),
+    # The baseline and a freeze depth, each one change from a measured row, sized to the facts recipe's training
+    # time (~50 min here). Full fine-tuning: the same data (drills, chat and plain-text replay) at the retention
+    # study's full fine-tuning rate, 5e-5 (not tuned here); no KL (it needs a frozen prefix), so its plain-text
+    # replay is LM loss only; one epoch (a full step costs about twice a freeze step), four evaluations along it
+    # for the learning curve, the one with most facts right on the dev half kept.
+    Variant("full_drills60_text", "full fine-tuning, lr 5e-5, drills + chat and plain-text replay (no KL), 1 "
+            "epoch, evaluated 4 times", DRILLS + ("--facts_per_fact", "60") + TEXT_REPLAY
+            + ("--method", "full", "--learning_rate", "5e-5", "--kl_to_base", "0", "--eval_strategy", "steps",
+               "--eval_steps", "0.25", "--save_strategy", "steps", "--save_steps", "0.25", "--save_total_limit",
+               "2", "--metric_for_best_model", "facts_dev_accuracy", "--load_best_model_at_end", "true")),
+    # Half the blocks trained (15/30; the 50% freeze learned the most facts without drills in the freeze-depth
+    # study): drills60_2ep_text_lr3 with that one change.
+    Variant("freeze50_drills60_2ep_text_lr3", "drills60_2ep_text_lr3 with half the blocks frozen (15/30)",
+            DRILLS + ("--facts_per_fact", "60") + EPOCHS2 + TEXT_REPLAY
+            + ("--learning_rate", "3e-4", "--num_frozen_layers", "15")),
     Variant("drills30_kl_all", "the same with KL on the drills too (--kl_sources support,replay,facts)",
             DRILLS + ("--kl_sources", "support,replay,facts")),
     Variant("drills30_2ep", "drills30 for 2 epochs, the epoch with most facts right on the dev half kept",
             DRILLS + EPOCHS2),
     Variant("drills30_no_retention", "drills30 without replay or KL", DRILLS + NO_RETENTION),
-    Variant("full_drills_replay", "full fine-tuning lr 5e-5 + drills + replay (no KL: no frozen prefix)",
-            DRILLS + ("--method", "full", "--learning_rate", "5e-5", "--kl_to_base", "0")),
-    Variant("freeze50_drills", "freeze 50% (15/30) + drills, KL on support + replay",
-            DRILLS + ("--num_frozen_layers", "15")),
 ]
 
 METRICS = ["facts_test_accuracy", "facts_test_wrong", "facts_dev_accuracy", "facts_drilled_accuracy", "facts_accuracy", "support_perplexity",
            "skills_accuracy", "skills_change_points", "self_agreement_ratio", "general_perplexity",
-           "general_change_pct", "train_seconds", "wall_seconds", "meets_goals"]
+           "general_change_pct", "train_seconds", "wall_seconds", "meets_goals", "time_to_good_bot"]
 GOALS = "facts test half >= 90% with <= 2 wrong values; short answers >= base - 2 points; self-agreement <= 1.10; " \
         "WikiText-2 perplexity <= +2%"
 
@@ -146,6 +157,29 @@ def meets_goals(metrics: dict) -> str:
     return "yes" if all(checks) else f"no ({sum(checks)}/5)"
 
 
+def curve_points(out: Path) -> list[dict]:
+    path = out / "learning_curves.json"
+    return json.loads(path.read_text())["points"] if path.is_file() else []
+
+
+def point_meets_goals(point: dict, before: dict) -> bool:
+    """The goals at a learning-curve point, the facts one on the dev half (the curves never read the test half);
+    a measure the point lacks fails its goal."""
+    def within(key: str, test) -> bool:
+        return point.get(key) is not None and before.get(key) is not None and test(point[key], before[key])
+
+    return (point.get("facts_dev_accuracy") or 0.0) >= 0.90 \
+        and within("skills_accuracy", lambda now, base: now >= base - 0.02) \
+        and (point.get("self_agreement_ratio") or 9.0) <= 1.10 \
+        and within("general_perplexity", lambda now, base: now <= base * 1.02)
+
+
+def time_to_good_bot(points: list[dict], before: dict) -> float | None:
+    """Training seconds (measuring left out) at the first learning-curve point that meets every goal; None if none
+    does, or the run has no curve."""
+    return next((point["train_seconds"] for point in points if point_meets_goals(point, before)), None)
+
+
 def read_row(variant: Variant, work: Path) -> Row | None:
     out, record = work / variant.name, read_record(work, variant.name)
     if record is None or not (out / "evaluation.json").is_file():
@@ -153,6 +187,9 @@ def read_row(variant: Variant, work: Path) -> Row | None:
     evaluation = json.loads((out / "evaluation.json").read_text())
     metrics = quality(evaluation, "after") | training_metrics(out) | {"wall_seconds": round(record["wall_seconds"])}
     metrics["meets_goals"] = meets_goals(metrics)
+    points = curve_points(out)
+    good = time_to_good_bot(points, evaluation.get("before") or {})
+    metrics["time_to_good_bot"] = round(good) if good is not None else ("not reached" if points else "no curve")
     return Row(variant.name, variant.label, metrics, measured_on(out / "evaluation.json"))
 
 
@@ -184,6 +221,7 @@ TABLE = [
     Column("train s", cell("train_seconds")),
     Column("wall s", cell("wall_seconds")),
     Column("goals", lambda row: row.get("meets_goals") or ""),
+    Column("good bot at (train s)", lambda row: fmt(row.get("time_to_good_bot"))),
     Column("measured", lambda row: row.measured or "earlier"),
 ]
 LEARN_VS_KEEP = [Panel("skills_change_points", "short-answer accuracy change (points, higher keeps more)"),
@@ -207,8 +245,25 @@ def doc_lines(args: argparse.Namespace, rows: list[Row], missing: list[str], plo
         f"Goals: {GOALS}. Machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}, fp32.",
         "",
         *markdown_table(rows, TABLE),
+        "",
+        "\"good bot at\": the training seconds (measuring left out) of the first learning-curve point that meets "
+        "every goal, the facts one on the dev half. Learning curves (facts dev half / short answers / WikiText-2 "
+        "perplexity at each evaluation, against training seconds):",
+        "",
+        *curve_lines(Path(args.work_dir), rows),
     ]
     return lines + doc_tail(missing, plot, f"python scripts/facts_study.py --threads {args.threads}")
+
+
+def curve_lines(work: Path, rows: list[Row]) -> list[str]:
+    lines = []
+    for row in rows:
+        points = curve_points(work / row.variant) if row.variant != "base" else []
+        if points:
+            lines.append(f"- {row.variant}: " + " · ".join(
+                f"{fmt(p['train_seconds'])} s: {fmt(p.get('facts_dev_accuracy'), 'pct')} / "
+                f"{fmt(p.get('skills_accuracy'), 'pct')} / {fmt(p.get('general_perplexity'))}" for p in points))
+    return lines or ["- (no run with a learning curve yet)"]
 
 
 def write_outputs(args: argparse.Namespace, work: Path) -> None:

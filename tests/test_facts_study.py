@@ -45,3 +45,20 @@ def test_goals():
     assert study.meets_goals(good | {"general_change_pct": 2.5}) == "no (4/5)"
     assert study.meets_goals(good | {"skills_change_points": 0.0}) == "yes"  # no change is within the goal
     assert study.meets_goals({}) == "no (1/5)"  # nothing measured: only "no wrong values" holds
+
+
+def test_time_to_a_good_bot_is_the_first_curve_point_that_meets_every_goal():
+    study = load_study()
+    before = {"skills_accuracy": 0.35, "general_perplexity": 28.0}
+    good = {"facts_dev_accuracy": 0.91, "skills_accuracy": 0.34, "self_agreement_ratio": 1.05,
+            "general_perplexity": 28.5}
+    points = [good | {"train_seconds": 100.0, "facts_dev_accuracy": 0.6},  # facts not learned yet
+              good | {"train_seconds": 200.0, "general_perplexity": 28.6},  # +2.1%: forgot plain text
+              good | {"train_seconds": 300.0, "skills_accuracy": 0.32},  # short answers −3 points
+              good | {"train_seconds": 400.0},
+              good | {"train_seconds": 500.0}]
+    assert study.time_to_good_bot(points, before) == 400.0
+    assert study.time_to_good_bot(points[:3], before) is None
+    # A point without the short answers (a run from before they were on the curve) fails that goal.
+    assert study.time_to_good_bot([{k: v for k, v in points[3].items() if k != "skills_accuracy"}], before) is None
+    assert study.time_to_good_bot([], before) is None

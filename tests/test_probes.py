@@ -17,6 +17,7 @@ import torch
 from conftest import REPO_ROOT, build_chatml_tokenizer, build_tiny_model
 
 from chatfreeze.evaluation import BeforeAfterEvaluator, EvaluationArguments
+from chatfreeze.evaluation.metrics_table import CURVE
 from chatfreeze.evaluation.probes import (
     SKILLS_FILE,
     ProbeError,
@@ -270,6 +271,30 @@ def test_drilled_questions_are_scored_before_after_and_during_training(tiny, tmp
     plain = BeforeAfterEvaluator(tokenizer, settings)
     assert "facts_drilled_accuracy" not in plain.measure(model, "before")
     assert "drilled" not in plain.probe_results["before"]
+
+
+def test_learning_curve_points_hold_the_short_answers_keep_goal(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATFREEZE_MEASUREMENT_CACHE", str(tmp_path / "cache"))
+    model, tokenizer = tiny
+    skills = tmp_path / "skills.jsonl"
+    skills.write_text("".join(json.dumps({"id": f"s{i}", "split": split, "prompt": f"What is {i} + {i}?",
+                                          "answer": [rf"\b{2 * i}\b"]}) + "\n"
+                              for i, split in ((1, "probe"), (2, "probe"), (3, "probe"), (4, "pool"))))
+    evaluator = BeforeAfterEvaluator(tokenizer, probe_settings(tmp_path, skills_probe=str(skills),
+                                                               cache_base_measurements=False),
+                                     system_prompt="Probe prompt.")
+    evaluator.measure(model, "before")
+    asked = []
+
+    def replies(model, tok, conversations, *rest):  # right on "1 + 1" only
+        asked.append((rest[-1], [c[0]["content"] for c in conversations if c[0]["role"] == "system"]))
+        return ["It is 2." if c[-1]["content"] == "What is 1 + 1?" else "No idea." for c in conversations]
+    monkeypatch.setattr("chatfreeze.evaluation.before_after.greedy_replies", replies)
+    point = evaluator.measure_during_training(model)
+    assert point["skills_accuracy"] == pytest.approx(1 / 3)
+    phases = dict(asked)
+    assert phases["Skills probe (learning curve)"] == []  # asked without the support system prompt, as before/after
+    assert "skills_accuracy" in {metric.key for metric in CURVE}  # so it is plotted and can choose a checkpoint
 
 
 def test_learn_keep_report_and_plot(tmp_path):

@@ -212,9 +212,15 @@ class BeforeAfterEvaluator:
 
     def measure_during_training(self, model) -> dict:
         """What a point of the learning curves holds, after ``measure(base, "before")``: the facts accuracy of the
-        probe's dev half (never the test half: choices read these numbers) and the teacher-forced measures
-        (``measure_teacher_forced``: support perplexity, general-text perplexity, self-agreement)."""
+        probe's dev half (never the test half: choices read these numbers), the drilled questions, the skills
+        probe's short answers (a keep goal, so the curves tell when one was first lost) and the teacher-forced
+        measures (``measure_teacher_forced``: support perplexity, general-text perplexity, self-agreement)."""
         result = self.measure_teacher_forced(model)
+        if self.skills:
+            replies = greedy_replies(model, self.tokenizer, probes.conversations(self.skills, None),
+                                     self.settings.probe_max_new_tokens, self.settings.probe_batch_size,
+                                     "Skills probe (learning curve)")
+            result["skills_accuracy"] = probes.score(self.skills, replies)["accuracy"]
         dev_ids = self.facts_halves.get("dev", set())
         dev = [item for item in self.facts if item.id in dev_ids and item.checkable]
         if dev:

@@ -94,7 +94,7 @@ METRICS: tuple[Metric, ...] = (
     # keep
     Metric("skills_accuracy", KEEP, POINTS, HIGHER, FRACTION, "general short answers right",
            "general short answers right (skills probe)", "General short answers right (skills probe, keep)",
-           "accuracy", "skills", plot_note="keep"),
+           "accuracy", "skills", plot_note="keep", curve=True),
     Metric("self_agreement_ratio", KEEP, RATIO, LOWER, "tuned NLL / base NLL", "self-agreement ratio",
            "self-agreement ratio (NLL on the base's own replies, tuned / base)",
            "Self-agreement ratio (NLL on the base's own replies, tuned / base)", "ratio", "skills", curve=True),

@@ -1,5 +1,5 @@
 """Learning curves: at every evaluation the Trainer runs during training, the before/after evaluator measures the
-facts probe's dev half and the teacher-forced keep measures (``measure_during_training``), so a user sees when
+facts probe's dev half, the skills probe's short answers and the teacher-forced keep measures (``measure_during_training``), so a user sees when
 learning stopped and forgetting began, and ``--metric_for_best_model facts_dev_accuracy`` with
 ``--load_best_model_at_end true`` keeps the checkpoint that knew the most facts on the dev half (the test half,
 which the run reports as learned, is never read here).
@@ -75,7 +75,8 @@ class LearningCurves(TrainerCallback):
         write_json(out / LEARNING_CURVES_FILENAME, {
             "points": self.points,
             "measures": "facts_dev_accuracy: the facts probe's dev half (greedy); facts_drilled_accuracy (with "
-                        "--facts): questions the drills asked, verbatim (greedy); self_agreement_ratio, "
+                        "--facts): questions the drills asked, verbatim (greedy); skills_accuracy: the skills probe's "
+                        "short answers (greedy); self_agreement_ratio, "
                         "support_perplexity, general_perplexity: teacher-forced; eval_loss: the Trainer's",
             "train_seconds": "wall time since training began, measuring left out"})
         plot_learning_curves(self.points, out / LEARNING_CURVES_PLOT)
