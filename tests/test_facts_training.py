@@ -193,6 +193,23 @@ def test_learning_curves_read_the_dev_half_only_and_pick_the_best_checkpoint_on_
     assert during and set(during) == dev_questions and not set(during) & test_questions
 
 
+def test_facts_dev_kept_ranks_keeping_checkpoints_first_then_the_least_over_its_bound():
+    from chatfreeze.training.curves import facts_dev_kept
+
+    base = {"self_agreement_ratio": 1.0, "general_perplexity": 20.0}
+    keeps = {"facts_dev_accuracy": 0.4, "self_agreement_ratio": 1.01, "general_perplexity": 20.3}
+    knows_more = {"facts_dev_accuracy": 0.6, "self_agreement_ratio": 1.01, "general_perplexity": 21.0}  # +5%
+    forgets_most = {"facts_dev_accuracy": 0.9, "self_agreement_ratio": 1.3, "general_perplexity": 21.0}
+    score = {name: facts_dev_kept(measures, base, 0.02) for name, measures in
+             (("keeps", keeps), ("knows_more", knows_more), ("forgets_most", forgets_most))}
+    assert score["keeps"] == 0.4  # within 2%: ranked by the facts it knows
+    assert score["knows_more"] == pytest.approx(-(21.0 / 20.4 - 1))  # over the bound: minus its excess
+    assert score["keeps"] > score["knows_more"] > score["forgets_most"]
+    assert facts_dev_kept(knows_more, base, 0.10) == 0.6  # a wider tolerance keeps it
+    assert facts_dev_kept({"self_agreement_ratio": 1.0}, base, 0.02) is None  # no dev half
+    assert facts_dev_kept(keeps, None, 0.02) is None and facts_dev_kept(keeps, {}, 0.02) is None  # no base
+
+
 def test_a_best_checkpoint_on_drilled_questions_needs_drills():
     from types import SimpleNamespace
 
@@ -214,3 +231,44 @@ def test_a_best_checkpoint_on_drilled_questions_needs_drills():
 def test_a_best_checkpoint_on_facts_dev_needs_the_curves(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy: is a learning-curve measure"):
         train_with_facts(tiny_model_dir, tmp_path, "--metric_for_best_model", "facts_dev_accuracy")
+
+
+def test_a_best_checkpoint_on_facts_dev_kept_needs_the_dev_half_and_a_keep_measure():
+    from types import SimpleNamespace
+
+    from chatfreeze.evaluation import EvaluationArguments
+    from chatfreeze.facts import FactsArguments
+    from chatfreeze.training.choices import check_best_metric
+
+    def run(**evaluation):
+        return SimpleNamespace(training_args=SimpleNamespace(metric_for_best_model="facts_dev_kept",
+                                                             eval_strategy="epoch"),
+                               eval_args=EvaluationArguments(eval_before_after=True, **evaluation),
+                               facts_args=FactsArguments())
+
+    check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="builtin"))
+    check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="none", general_text="wiki.txt"))
+    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_kept: needs a --facts_probe"):
+        check_best_metric(run(facts_probe="none", skills_probe="builtin"))
+    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_kept: needs a keep measure"):
+        check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="none", general_text="none"))
+
+
+def test_the_learning_curve_callback_hands_facts_dev_kept_to_the_trainer(tmp_path):
+    from types import SimpleNamespace
+
+    from chatfreeze.training.curves import LearningCurves
+
+    class Evaluator:
+        def measure_during_training(self, model):
+            return {"facts_dev_accuracy": 0.5, "self_agreement_ratio": 1.0, "general_perplexity": 30.0}
+
+    model = torch.nn.Linear(1, 1)
+    curves = LearningCurves(Evaluator(), str(tmp_path), before={"self_agreement_ratio": 1.0,
+                                                                  "general_perplexity": 20.0}, keep_tolerance=0.02)
+    curves.on_train_begin(None, None, None)
+    metrics = {"eval_loss": 1.0}
+    curves.on_evaluate(None, SimpleNamespace(global_step=3, log_history=[]), None, metrics=metrics, model=model)
+    # +50% general perplexity: over the 2% bound by 30 / 20.4 - 1, so it ranks below any keeping checkpoint.
+    assert metrics["eval_facts_dev_kept"] == pytest.approx(-(30.0 / 20.4 - 1))
+    assert curves.points[0]["facts_dev_kept"] == metrics["eval_facts_dev_kept"]

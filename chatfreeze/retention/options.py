@@ -67,8 +67,9 @@ class RetentionArguments:
     )
     alpha_tolerance: float = field(
         default=0.02,
-        metadata={"help": "--select_alpha's keep tolerance: the largest relative rise of the self-agreement ratio "
-                  "and of the general-text perplexity over the base's (0.02 = 2%)."},
+        metadata={"help": "The keep tolerance of --select_alpha and of --metric_for_best_model facts_dev_kept: the "
+                  "largest relative rise of the self-agreement ratio and of the general-text perplexity over the "
+                  "base's (0.02 = 2%)."},
     )
 
     def kl_covers(self, source: str) -> bool:

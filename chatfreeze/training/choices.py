@@ -9,6 +9,7 @@ from accelerate import PartialState
 from ..evaluation.metrics_table import CURVE
 from ..retention.alpha_selection import parse_alphas, select_alpha
 from ..retention.interpolate import apply_interpolation, trained_state
+from .curves import KEPT_DEV
 
 
 def check_select_alpha(run) -> None:
@@ -32,13 +33,16 @@ def check_best_metric(run) -> None:
     """A best checkpoint chosen on a learning-curve measure needs the curves: the before/after evaluation (its
     base measurements and probes) and evaluations during training."""
     metric = (run.training_args.metric_for_best_model or "").removeprefix("eval_")
-    if metric not in {m.key for m in CURVE}:
+    if metric not in {m.key for m in CURVE} | {KEPT_DEV}:
         return
     if not run.eval_args.eval_before_after or run.training_args.eval_strategy == "no":
         raise ValueError(f"--metric_for_best_model {metric}: is a learning-curve measure; it needs "
                          "--eval_before_after true and an --eval_strategy (steps or epoch).")
-    if metric == "facts_dev_accuracy" and not run.eval_args.facts_probe:
-        raise ValueError("--metric_for_best_model facts_dev_accuracy: needs a --facts_probe (its dev half).")
+    if metric in ("facts_dev_accuracy", KEPT_DEV) and not run.eval_args.facts_probe:
+        raise ValueError(f"--metric_for_best_model {metric}: needs a --facts_probe (its dev half).")
+    if metric == KEPT_DEV and not (run.eval_args.skills_probe or run.eval_args.general_text):
+        raise ValueError(f"--metric_for_best_model {KEPT_DEV}: needs a keep measure to hold checkpoints to (a "
+                         "--skills_probe for self-agreement or a --general_text).")
     if metric == "facts_drilled_accuracy" and (not run.facts_args.facts or run.facts_args.facts_per_fact == 0):
         raise ValueError("--metric_for_best_model facts_drilled_accuracy: needs --facts with drills (the questions "
                          "they ask; not --facts_per_fact 0).")

@@ -2,7 +2,8 @@
 facts probe's dev half, the skills probe's short answers and the teacher-forced keep measures (``measure_during_training``), so a user sees when
 learning stopped and forgetting began, and ``--metric_for_best_model facts_dev_accuracy`` with
 ``--load_best_model_at_end true`` keeps the checkpoint that knew the most facts on the dev half (the test half,
-which the run reports as learned, is never read here).
+which the run reports as learned, is never read here); ``--metric_for_best_model facts_dev_kept`` the one that knew
+the most among those that kept the base's skills (``facts_dev_kept``).
 
 The points go into the Trainer's eval metrics (``eval_facts_dev_accuracy``, ...: the log, ``trainer_state.json``
 and the best-checkpoint choice read them there) and into ``learning_curves.json`` / ``learning_curves.png``.
@@ -16,9 +17,28 @@ import time
 from transformers import TrainerCallback
 
 from ..evaluation.plots import plot_learning_curves
+from ..retention.alpha_selection import keep_excess
 from ..rundir import LEARNING_CURVES_FILENAME, LEARNING_CURVES_PLOT, write_json
 
 logger = logging.getLogger(__name__)
+
+# A checkpoint choice on the dev half *and* the keep measures (``--metric_for_best_model facts_dev_kept``).
+KEPT_DEV = "facts_dev_kept"
+
+
+def facts_dev_kept(measured: dict, before: dict | None, tolerance: float) -> float | None:
+    """What ``--metric_for_best_model facts_dev_kept`` ranks checkpoints by: the facts dev-half accuracy of a point
+    that keeps -- its self-agreement ratio and general-text perplexity within ``tolerance`` of the base's, the
+    ``--select_alpha`` rule (``retention.alpha_selection.keep_excess``) -- and otherwise minus its worst relative
+    excess over a bound (< 0). So every keeping checkpoint ranks above every other, the one that knows most facts
+    first, and when none keeps, the least over its bound. None without a dev half or a keep measure."""
+    if "facts_dev_accuracy" not in measured or not before:
+        return None
+    excess = keep_excess(measured, before, tolerance)
+    if not excess:
+        return None
+    worst = max(excess.values())
+    return measured["facts_dev_accuracy"] if worst <= 0 else -min(worst, 1e9)
 
 
 class LearningCurves(TrainerCallback):
@@ -27,8 +47,9 @@ class LearningCurves(TrainerCallback):
     ``evaluator`` is the main process's ``BeforeAfterEvaluator`` (None on the others, which receive its numbers so
     that every process chooses the same best checkpoint)."""
 
-    def __init__(self, evaluator, output_dir: str):
+    def __init__(self, evaluator, output_dir: str, before: dict | None = None, keep_tolerance: float = 0.02):
         self.evaluator, self.output_dir = evaluator, output_dir
+        self.before, self.keep_tolerance = before, keep_tolerance  # the base's measures, for facts_dev_kept
         self.points: list[dict] = []
         self.started = 0.0
         self.measuring = 0.0  # seconds spent measuring, left out of the training wall time
@@ -61,6 +82,9 @@ class LearningCurves(TrainerCallback):
             model.eval()
             measured = self.evaluator.measure_during_training(model)
             model.train(was_training)
+            kept = facts_dev_kept(measured, self.before, self.keep_tolerance)
+            if kept is not None:
+                measured[KEPT_DEV] = kept
         if PartialState().num_processes > 1:
             measured = broadcast_object_list([measured])[0]
         return measured

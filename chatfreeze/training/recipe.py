@@ -289,7 +289,8 @@ def train(run: RecipeRun) -> RecipeRun:
             before = evaluator.measure(run.model, "before")
     if run.eval_args.eval_before_after and run.training_args.eval_strategy != "no":
         # Every process gets the callback (the others receive the main process's numbers).
-        trainer.add_callback(LearningCurves(evaluator, run.training_args.output_dir))
+        trainer.add_callback(LearningCurves(evaluator, run.training_args.output_dir, before,
+                                            run.training_args.alpha_tolerance))
     if run.training_args.select_alpha and evaluator is not None:
         check_keep_measures(before)  # before training, not after it
     names = run.plan.trainable_parameter_names
