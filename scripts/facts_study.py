@@ -27,6 +27,7 @@ from pathlib import Path
 
 from chatfreeze.cli.errors import run_cli
 from chatfreeze.evaluation.before_after import facts_halves
+from chatfreeze.evaluation.metrics_table import change
 from chatfreeze.evaluation.probes import load_facts_probe
 from chatfreeze.studies.results import (
     Column,
@@ -102,8 +103,11 @@ VARIANTS = [
 METRICS = ["facts_test_accuracy", "facts_test_wrong", "facts_dev_accuracy", "facts_drilled_accuracy", "facts_accuracy", "support_perplexity",
            "skills_accuracy", "skills_change_points", "self_agreement_ratio", "general_perplexity",
            "general_change_pct", "train_seconds", "wall_seconds", "meets_goals", "time_to_good_bot"]
-GOALS = "facts test half >= 90% with <= 2 wrong values; short answers >= base - 2 points; self-agreement <= 1.10; " \
-        "WikiText-2 perplexity <= +2%"
+# The issue's goals, one home: the table's verdict (meets_goals) and the curves' (point_meets_goals) read these.
+FACTS_GOAL, WRONG_GOAL, SKILLS_DROP_GOAL, SELF_AGREEMENT_GOAL, GENERAL_RISE_GOAL = 0.90, 2, 2.0, 1.10, 2.0
+GOALS = (f"facts test half >= {FACTS_GOAL:.0%} with <= {WRONG_GOAL} wrong values; short answers >= base - "
+         f"{SKILLS_DROP_GOAL:g} points; self-agreement <= {SELF_AGREEMENT_GOAL:.2f}; WikiText-2 perplexity <= "
+         f"+{GENERAL_RISE_GOAL:g}%")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -151,9 +155,10 @@ def meets_goals(metrics: dict) -> str:
         found = metrics.get(key)
         return missing if found is None else found
 
-    checks = [value("facts_test_accuracy", 0.0) >= 0.90, value("facts_test_wrong", 0) <= 2,
-              value("skills_change_points", -99.0) >= -2.0, value("self_agreement_ratio", 9.0) <= 1.10,
-              value("general_change_pct", 99.0) <= 2.0]
+    checks = [value("facts_test_accuracy", 0.0) >= FACTS_GOAL, value("facts_test_wrong", 0) <= WRONG_GOAL,
+              value("skills_change_points", -99.0) >= -SKILLS_DROP_GOAL,
+              value("self_agreement_ratio", 9.0) <= SELF_AGREEMENT_GOAL,
+              value("general_change_pct", 99.0) <= GENERAL_RISE_GOAL]
     return "yes" if all(checks) else f"no ({sum(checks)}/5)"
 
 
@@ -163,15 +168,17 @@ def curve_points(out: Path) -> list[dict]:
 
 
 def point_meets_goals(point: dict, before: dict) -> bool:
-    """The goals at a learning-curve point, the facts one on the dev half (the curves never read the test half);
-    a measure the point lacks fails its goal."""
-    def within(key: str, test) -> bool:
-        return point.get(key) is not None and before.get(key) is not None and test(point[key], before[key])
+    """The goals at a learning-curve point: the facts one on the dev half (the curves never read the test half),
+    the keep ones against the base. The curves do not count wrong values, so that goal is not part of it (the
+    table's verdict has it for the chosen model). A measure the point lacks fails its goal."""
+    def moved(key: str) -> float | None:  # the evaluator's own change (points, %) from the base
+        return next(iter(change(key, before.get(key), point.get(key)).values()), None)
 
-    return (point.get("facts_dev_accuracy") or 0.0) >= 0.90 \
-        and within("skills_accuracy", lambda now, base: now >= base - 0.02) \
-        and (point.get("self_agreement_ratio") or 9.0) <= 1.10 \
-        and within("general_perplexity", lambda now, base: now <= base * 1.02)
+    skills, general = moved("skills_accuracy"), moved("general_perplexity")
+    return (point.get("facts_dev_accuracy") or 0.0) >= FACTS_GOAL \
+        and skills is not None and skills >= -SKILLS_DROP_GOAL \
+        and (point.get("self_agreement_ratio") or 9.0) <= SELF_AGREEMENT_GOAL \
+        and general is not None and general <= GENERAL_RISE_GOAL
 
 
 def time_to_good_bot(points: list[dict], before: dict) -> float | None:

@@ -12,9 +12,9 @@ the company's system prompt, then alternates user/assistant and ends with an ass
 Two sources, both written by hand for this project. ``data/company.yaml`` (``--company``) holds the company:
 system prompt, facts (each with a stable id, its wording and its values as data), product catalogue, discount
 codes and the invented customers who write in. ``scripts/support_data/`` holds the generation: the intents
-and the dialogue templates, which take the facts through ``{fact_id}`` slots; this script is its command line. The assistant is modelled as a
-front-line chat agent that can *pass requests on* to human teams but cannot see live order, stock or tracking
-data, so it never states order-specific facts the user did not give it. Every policy the assistant states is
+and the dialogue templates, which take the facts through ``{fact_id}`` slots; this script is its command line.
+The assistant is modelled as a front-line chat agent that can *pass requests on* to human teams but cannot see
+live order, stock or tracking data, so it never states order-specific facts the user did not give it. Every policy the assistant states is
 one of the facts, with the same values in every dialogue (``tests/test_support_data.py`` checks the numbers,
 hours and contact details against ``data/company.yaml``).
 
@@ -29,8 +29,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file (python scripts/make_support_data.py, or loaded by path in tests)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The generator sits next to this file: reachable however the script is started (a file path, `python -m
+# scripts.make_support_data`, loaded by path in tests), appended so that it shadows nothing already importable.
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:
+    sys.path.append(HERE)
 
 from support_data.company import DEFAULT_COMPANY, Company, load_company  # noqa: E402
 from support_data.generate import (  # noqa: E402
@@ -47,8 +50,6 @@ from support_data.intents import INTENTS  # noqa: E402
 from support_data.readme import render_readme  # noqa: E402
 
 __all__ = ["INTENTS", "MAX_APPROX_TOKENS", "OUTPUT_FILES", "approx_tokens", "generate", "load_company", "main"]
-
-
 
 
 def _check_writable(out_dir: Path, force: bool) -> None:

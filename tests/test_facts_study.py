@@ -62,3 +62,30 @@ def test_time_to_a_good_bot_is_the_first_curve_point_that_meets_every_goal():
     # A point without the short answers (a run from before they were on the curve) fails that goal.
     assert study.time_to_good_bot([{k: v for k, v in points[3].items() if k != "skills_accuracy"}], before) is None
     assert study.time_to_good_bot([], before) is None
+
+
+def test_a_row_reads_its_time_to_a_good_bot_and_the_doc_lists_its_curve(tmp_path):
+    from chatfreeze.studies.runner import record_path
+
+    study = load_study()
+    variant = next(v for v in study.VARIANTS if v.name == "full_drills60_text")
+    out = tmp_path / variant.name
+    out.mkdir()
+    record_path(tmp_path, variant.name).write_text(json.dumps({"wall_seconds": 120.4}))
+    before = {"skills_accuracy": 0.35, "general_perplexity": 28.0, "self_agreement_ratio": 1.0}
+    (out / "evaluation.json").write_text(json.dumps({"before": before, "after": before, "change": {}}))
+    (out / "all_results.json").write_text(json.dumps({"train_runtime": 100.0}))
+    (out / "trainer_state.json").write_text(json.dumps({"log_history": []}))
+    (out / "freeze_plan.json").write_text(json.dumps({"trainable_parameters": 10}))
+    point = {"skills_accuracy": 0.35, "general_perplexity": 28.1, "self_agreement_ratio": 1.0}
+    points = [point | {"step": 5, "train_seconds": 50.0, "facts_dev_accuracy": 0.5},
+              point | {"step": 10, "train_seconds": 99.6, "facts_dev_accuracy": 0.95}]
+    (out / "learning_curves.json").write_text(json.dumps({"points": points}))
+    row = study.read_row(variant, tmp_path)
+    assert row.metrics["time_to_good_bot"] == 100 and row.metrics["wall_seconds"] == 120
+    assert study.curve_lines(tmp_path, [row]) == ["- full_drills60_text: 50 s: 50.0% / 35.0% / 28.1 · "
+                                                  "99.6 s: 95.0% / 35.0% / 28.1"]
+    (out / "learning_curves.json").write_text(json.dumps({"points": points[:1]}))
+    assert study.read_row(variant, tmp_path).metrics["time_to_good_bot"] == "not reached"
+    (out / "learning_curves.json").unlink()
+    assert study.read_row(variant, tmp_path).metrics["time_to_good_bot"] == "no curve"

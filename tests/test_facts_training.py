@@ -135,8 +135,9 @@ def test_a_run_with_drills_and_kl_on_the_support_only_trains_and_records_the_fac
         seen.clear()
 
 
-def test_learning_curves_read_the_dev_half_only_and_pick_the_best_checkpoint_on_it(tiny_model_dir, tmp_path,
-                                                                                   monkeypatch):
+def train_with_curves(tiny_model_dir, tmp_path, monkeypatch, *extra):
+    """A 2-step run evaluated after each step on a 2-fact probe, the probe's replies all empty; returns the run,
+    its output dir, every question asked and the probe's ids."""
     from chatfreeze.training import recipe
     from chatfreeze.training.arguments import parse_args
 
@@ -169,12 +170,17 @@ def test_learning_curves_read_the_dev_half_only_and_pick_the_best_checkpoint_on_
         "4", "--output_dir", str(out), "--report_to", "none", "--use_cpu", "true", "--eval_before_after", "true",
         "--facts_probe", str(probe), "--skills_probe", "none", "--generation_eval_samples", "0",
         "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
-        "--metric_for_best_model", "facts_dev_accuracy", "--load_best_model_at_end", "true"])
+        "--metric_for_best_model", "facts_dev_accuracy", "--load_best_model_at_end", "true", *extra])
     run = recipe.start(*args)
     for step in (recipe.load, recipe.plan, recipe.data, recipe.build_trainer):
         run = step(run)
     asked.clear()
-    run = recipe.train(run)
+    return recipe.train(run), out, asked, probe
+
+
+def test_learning_curves_read_the_dev_half_only_and_pick_the_best_checkpoint_on_it(tiny_model_dir, tmp_path,
+                                                                                   monkeypatch):
+    run, out, asked, probe = train_with_curves(tiny_model_dir, tmp_path, monkeypatch)
     curves = json.loads((out / "learning_curves.json").read_text())["points"]
     assert [point["step"] for point in curves] == [1, 2]
     assert all("facts_dev_accuracy" in point and point["train_seconds"] >= 0 for point in curves)
@@ -193,6 +199,29 @@ def test_learning_curves_read_the_dev_half_only_and_pick_the_best_checkpoint_on_
     assert during and set(during) == dev_questions and not set(during) & test_questions
 
 
+def test_the_trainer_keeps_the_checkpoint_facts_dev_kept_ranks_first(tiny_model_dir, tmp_path, monkeypatch):
+    text = tmp_path / "general.txt"
+    text.write_text("The river runs past the old mill and under the stone bridge. " * 40)
+    run, out, _, _ = train_with_curves(tiny_model_dir, tmp_path, monkeypatch, "--general_text", str(text),
+                                       "--general_window", "32", "--general_stride", "32", "--metric_for_best_model",
+                                       "facts_dev_kept", "--alpha_tolerance", "0.5")
+    points = json.loads((out / "learning_curves.json").read_text())["points"]
+    assert len(points) == 2 and all("facts_dev_kept" in point for point in points)
+    last = max(out.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    state = json.loads((last / "trainer_state.json").read_text())
+    best = max(points, key=lambda point: point["facts_dev_kept"])  # the first of equals, as the Trainer keeps it
+    assert state["best_metric"] == pytest.approx(best["facts_dev_kept"])
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
+
+
+def test_facts_dev_kept_refuses_a_base_without_keep_measures(tiny_model_dir, tmp_path, monkeypatch):
+    # A --general_text that is not there is skipped (logged), so the base has no keep measure: refused before
+    # training, not at the first evaluation.
+    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_kept: the base has no keep measurement"):
+        train_with_curves(tiny_model_dir, tmp_path, monkeypatch, "--general_text", str(tmp_path / "missing.txt"),
+                          "--metric_for_best_model", "facts_dev_kept")
+
+
 def test_facts_dev_kept_ranks_keeping_checkpoints_first_then_the_least_over_its_bound():
     from chatfreeze.training.curves import facts_dev_kept
 
@@ -208,6 +237,8 @@ def test_facts_dev_kept_ranks_keeping_checkpoints_first_then_the_least_over_its_
     assert facts_dev_kept(knows_more, base, 0.10) == 0.6  # a wider tolerance keeps it
     assert facts_dev_kept({"self_agreement_ratio": 1.0}, base, 0.02) is None  # no dev half
     assert facts_dev_kept(keeps, None, 0.02) is None and facts_dev_kept(keeps, {}, 0.02) is None  # no base
+    diverged = keeps | {"general_perplexity": float("inf")}
+    assert facts_dev_kept(diverged, base, 0.02) == -1e9  # last, and JSON-writable
 
 
 def test_a_best_checkpoint_on_drilled_questions_needs_drills():
@@ -219,7 +250,7 @@ def test_a_best_checkpoint_on_drilled_questions_needs_drills():
 
     def run(**facts):
         return SimpleNamespace(training_args=SimpleNamespace(metric_for_best_model="eval_facts_drilled_accuracy",
-                                                             eval_strategy="epoch"),
+                                                             eval_strategy="epoch", greater_is_better=True),
                                eval_args=EvaluationArguments(eval_before_after=True), facts_args=FactsArguments(**facts))
 
     check_best_metric(run(facts="data/facts.yaml"))
@@ -233,16 +264,16 @@ def test_a_best_checkpoint_on_facts_dev_needs_the_curves(tiny_model_dir, tmp_pat
         train_with_facts(tiny_model_dir, tmp_path, "--metric_for_best_model", "facts_dev_accuracy")
 
 
-def test_a_best_checkpoint_on_facts_dev_kept_needs_the_dev_half_and_a_keep_measure():
+def test_a_best_checkpoint_is_chosen_on_the_dev_half_or_facts_dev_kept_never_on_a_reported_measure():
     from types import SimpleNamespace
 
     from chatfreeze.evaluation import EvaluationArguments
     from chatfreeze.facts import FactsArguments
     from chatfreeze.training.choices import check_best_metric
 
-    def run(**evaluation):
-        return SimpleNamespace(training_args=SimpleNamespace(metric_for_best_model="facts_dev_kept",
-                                                             eval_strategy="epoch"),
+    def run(metric="facts_dev_kept", greater_is_better=True, **evaluation):
+        return SimpleNamespace(training_args=SimpleNamespace(metric_for_best_model=metric, eval_strategy="epoch",
+                                                             greater_is_better=greater_is_better),
                                eval_args=EvaluationArguments(eval_before_after=True, **evaluation),
                                facts_args=FactsArguments())
 
@@ -252,6 +283,14 @@ def test_a_best_checkpoint_on_facts_dev_kept_needs_the_dev_half_and_a_keep_measu
         check_best_metric(run(facts_probe="none", skills_probe="builtin"))
     with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_kept: needs a keep measure"):
         check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="none", general_text="none"))
+    with pytest.raises(ValueError, match="--greater_is_better false with --metric_for_best_model facts_dev_kept"):
+        check_best_metric(run(greater_is_better=False, facts_probe="data/facts_probe.jsonl"))
+    # What the run reports as kept or learned is not chosen on (HF would also keep the highest perplexity).
+    for reported in ("skills_accuracy", "eval_general_perplexity", "support_perplexity", "self_agreement_ratio"):
+        with pytest.raises(ValueError, match=f"--metric_for_best_model {reported.removeprefix('eval_')}: is a "
+                                             "measure the run reports"):
+            check_best_metric(run(metric=reported, facts_probe="data/facts_probe.jsonl"))
+    check_best_metric(run(metric="eval_loss"))  # the Trainer's own: not ours to check
 
 
 def test_the_learning_curve_callback_hands_facts_dev_kept_to_the_trainer(tmp_path):
@@ -272,3 +311,43 @@ def test_the_learning_curve_callback_hands_facts_dev_kept_to_the_trainer(tmp_pat
     # +50% general perplexity: over the 2% bound by 30 / 20.4 - 1, so it ranks below any keeping checkpoint.
     assert metrics["eval_facts_dev_kept"] == pytest.approx(-(30.0 / 20.4 - 1))
     assert curves.points[0]["facts_dev_kept"] == metrics["eval_facts_dev_kept"]
+
+
+def test_another_process_receives_the_main_process_measures_facts_dev_kept_included(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import accelerate
+    import accelerate.utils
+
+    from chatfreeze.training.curves import LearningCurves
+
+    main = {"facts_dev_accuracy": 0.5, "facts_dev_kept": 0.5}
+    monkeypatch.setattr(accelerate, "PartialState", lambda: SimpleNamespace(num_processes=2))
+    monkeypatch.setattr(accelerate.utils, "broadcast_object_list", lambda objects: [main])
+    curves = LearningCurves(None, str(tmp_path), before=None, keep_tolerance=0.02)  # not the main process
+    curves.on_train_begin(None, None, None)
+    metrics = {}
+    curves.on_evaluate(None, SimpleNamespace(global_step=1, log_history=[]), None, metrics=metrics, model=None)
+    assert metrics == {"eval_facts_dev_accuracy": 0.5, "eval_facts_dev_kept": 0.5}  # the same choice everywhere
+
+
+def test_learning_curve_seconds_leave_out_evaluations_and_saves(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from chatfreeze.training import curves as curves_module
+
+    clock = iter([0.0, 11.0, 50.0, 60.0])  # the callback reads the clock at these four moments only
+    monkeypatch.setattr(curves_module.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(curves_module.LearningCurves, "_measure", lambda self, model: {"facts_dev_accuracy": 0.1})
+    curves = curves_module.LearningCurves(None, str(tmp_path), before=None, keep_tolerance=0.02)
+    state = SimpleNamespace(global_step=1, log_history=[])
+    curves.on_train_begin(None, state, None)  # t=0
+    curves.on_step_begin(None, state, None)  # no pause yet: nothing left out
+    curves.on_step_end(None, state, None)  # t=11: step 1 ended
+    curves.on_evaluate(None, state, None, metrics={}, model=None)  # an evaluation, then a save, until t=50
+    curves.on_save(None, state, None)
+    curves.on_step_begin(None, state, None)  # t=50: 39 s of evaluating and saving left out
+    curves.on_step_end(None, state, None)  # t=60
+    state.global_step = 2
+    curves.on_evaluate(None, state, None, metrics={}, model=None)
+    assert [point["train_seconds"] for point in curves.points] == [11.0, 21.0]

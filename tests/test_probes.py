@@ -294,7 +294,7 @@ def test_learning_curve_points_hold_the_short_answers_keep_goal(tiny, tmp_path, 
     assert point["skills_accuracy"] == pytest.approx(1 / 3)
     phases = dict(asked)
     assert phases["Skills probe (learning curve)"] == []  # asked without the support system prompt, as before/after
-    assert "skills_accuracy" in {metric.key for metric in CURVE}  # so it is plotted and can choose a checkpoint
+    assert "skills_accuracy" in {metric.key for metric in CURVE}  # so it is plotted
 
 
 def test_learn_keep_report_and_plot(tmp_path):

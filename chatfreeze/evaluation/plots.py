@@ -120,9 +120,11 @@ def plot_learning_curves(points: list[dict], path: str | Path) -> Path | None:
     panels = [key for key in [m.key for m in CURVE] + ["eval_loss"] if any(key in point for point in points)]
     if not points or not panels:
         return None
-    fig = _figure(3.2 * len(panels), 3.2)
+    columns = min(4, len(panels))  # a grid, four panels a row at most
+    rows = -(-len(panels) // columns)
+    fig = _figure(3.2 * columns, 3.4 * rows)
     for index, key in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), index + 1)
+        ax = fig.add_subplot(rows, columns, index + 1)
         shown = [point for point in points if key in point]
         metric = BY_KEY.get(key)
         scale = 100 if metric is not None and metric.unit == FRACTION else 1

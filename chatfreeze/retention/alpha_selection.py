@@ -84,10 +84,12 @@ def keep_violations(measures: dict, base: dict, tolerance: float) -> list[str]:
     return out
 
 
-def check_keep_measures(base_measures: dict) -> None:
-    """``--select_alpha`` holds candidates to the base's keep measures: refuse (before training) a base without."""
+def check_keep_measures(base_measures: dict, option: str = "--select_alpha") -> None:
+    """``option`` (``--select_alpha``, ``--metric_for_best_model facts_dev_kept``) holds its candidates to the base's
+    keep measures: refuse (before training) a base without one (a --general_text that was not found, a skills probe
+    the base answered with nothing)."""
     if not any(m in base_measures for m in KEEP_MEASURES):
-        raise ValueError("--select_alpha: the base has no keep measurement (self-agreement needs --skills_probe, "
+        raise ValueError(f"{option}: the base has no keep measurement (self-agreement needs --skills_probe, "
                          "general perplexity --general_text); nothing to hold the choice to.")
 
 

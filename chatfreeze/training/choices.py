@@ -29,12 +29,25 @@ def check_select_alpha(run) -> None:
                          "on the merged run).")
 
 
+# The learning-curve measures a checkpoint may be chosen on (all higher-is-better): the facts probe's dev half, the
+# drilled questions (training data: allowed, never a default) and the dev half held to the keep measures. The
+# others (short answers, perplexities, self-agreement) are what the run reports as kept or learned.
+CHOOSABLE = ("facts_dev_accuracy", KEPT_DEV, "facts_drilled_accuracy")
+
+
 def check_best_metric(run) -> None:
     """A best checkpoint chosen on a learning-curve measure needs the curves: the before/after evaluation (its
     base measurements and probes) and evaluations during training."""
     metric = (run.training_args.metric_for_best_model or "").removeprefix("eval_")
     if metric not in {m.key for m in CURVE} | {KEPT_DEV}:
         return
+    if metric not in CHOOSABLE:
+        raise ValueError(f"--metric_for_best_model {metric}: is a measure the run reports as learned or kept, not one "
+                         f"to choose on (the choice would make it optimistic); choose on {', '.join(CHOOSABLE)} or "
+                         "loss.")
+    if run.training_args.greater_is_better is False:
+        raise ValueError(f"--greater_is_better false with --metric_for_best_model {metric}: it ranks checkpoints "
+                         "higher-is-better; leave --greater_is_better unset.")
     if not run.eval_args.eval_before_after or run.training_args.eval_strategy == "no":
         raise ValueError(f"--metric_for_best_model {metric}: is a learning-curve measure; it needs "
                          "--eval_before_after true and an --eval_strategy (steps or epoch).")

@@ -47,7 +47,7 @@ from ..retention.interpolate import trained_state
 from ..rundir import write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
 from .choices import check_best_metric, check_select_alpha, choose_alpha
-from .curves import LearningCurves
+from .curves import KEPT_DEV, LearningCurves
 from .distributed import end_distributed, train_on_cpu_processes_without_gpus
 from .methods import TrainingMethod, get_method
 from .output_dir import check_output_dir
@@ -289,10 +289,13 @@ def train(run: RecipeRun) -> RecipeRun:
             before = evaluator.measure(run.model, "before")
     if run.eval_args.eval_before_after and run.training_args.eval_strategy != "no":
         # Every process gets the callback (the others receive the main process's numbers).
-        trainer.add_callback(LearningCurves(evaluator, run.training_args.output_dir, before,
-                                            run.training_args.alpha_tolerance))
-    if run.training_args.select_alpha and evaluator is not None:
-        check_keep_measures(before)  # before training, not after it
+        trainer.add_callback(LearningCurves(evaluator, run.training_args.output_dir, before=before,
+                                            keep_tolerance=run.training_args.alpha_tolerance))
+    if evaluator is not None:  # before training, not after it
+        if run.training_args.select_alpha:
+            check_keep_measures(before, "--select_alpha")
+        if (run.training_args.metric_for_best_model or "").removeprefix("eval_") == KEPT_DEV:
+            check_keep_measures(before, f"--metric_for_best_model {KEPT_DEV}")
     names = run.plan.trainable_parameter_names
     base_state = trained_state(run.model, names) if run.training_args.select_alpha else None
     run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
