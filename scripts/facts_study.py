@@ -93,6 +93,11 @@ VARIANTS = [
     Variant("freeze50_drills60_2ep_text_lr3", "drills60_2ep_text_lr3 with half the blocks frozen (15/30)",
             DRILLS + ("--facts_per_fact", "60") + EPOCHS2 + TEXT_REPLAY
             + ("--learning_rate", "3e-4", "--num_frozen_layers", "15")),
+    # The same depth change on the 20-minute row (drills20_1ep_lr3_text): the one that fits beside the other work
+    # of a session (the 60-drill 2-epoch one needs ~1 h on this CPU).
+    Variant("freeze50_drills20_1ep_lr3_text", "drills20_1ep_lr3_text with half the blocks frozen (15/30)",
+            DRILLS + ("--facts_per_fact", "20", "--learning_rate", "3e-4", "--text_replay_ratio", "0.25",
+                      "--num_frozen_layers", "15")),
     Variant("drills30_kl_all", "the same with KL on the drills too (--kl_sources support,replay,facts)",
             DRILLS + ("--kl_sources", "support,replay,facts")),
     Variant("drills30_2ep", "drills30 for 2 epochs, the epoch with most facts right on the dev half kept",
