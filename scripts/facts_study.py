@@ -78,11 +78,11 @@ VARIANTS = [
     Variant("drills20_1ep_lr3_text", "default + 20 drills per fact, 1 epoch at learning rate 3e-4, plain-text "
             "replay 0.25", DRILLS + ("--facts_per_fact", "20", "--learning_rate", "3e-4", "--text_replay_ratio",
                                      "0.25")),
-    # The baseline and a freeze depth, each one change from a measured row, sized to the facts recipe's training
+    # The baseline and a freeze depth, each one change from a measured row, sized near the facts recipe's training
     # time (~50 min here). Full fine-tuning: the same data (drills, chat and plain-text replay) at the retention
     # study's full fine-tuning rate, 5e-5 (not tuned here); no KL (it needs a frozen prefix), so its plain-text
-    # replay is LM loss only; one epoch (a full step costs about twice a freeze step), four evaluations along it
-    # for the learning curve, the one with most facts right on the dev half kept.
+    # replay is LM loss only; one epoch (a full step cost ~5.8 s here, a freeze step 2.2-2.4 s: its epoch took
+    # 3,869 s with its evaluations), four evaluations along it for the learning curve, the best on the dev half kept.
     Variant("full_drills60_text", "full fine-tuning, lr 5e-5, drills + chat and plain-text replay (no KL), 1 "
             "epoch, evaluated 4 times", DRILLS + ("--facts_per_fact", "60") + TEXT_REPLAY
             + ("--method", "full", "--learning_rate", "5e-5", "--kl_to_base", "0", "--eval_strategy", "steps",
@@ -187,7 +187,7 @@ def point_meets_goals(point: dict, before: dict) -> bool:
 
 
 def time_to_good_bot(points: list[dict], before: dict) -> float | None:
-    """Training seconds (measuring left out) at the first learning-curve point that meets every goal; None if none
+    """The curve's training seconds at its first point that meets every goal (``point_meets_goals``); None if none
     does, or the run has no curve."""
     return next((point["train_seconds"] for point in points if point_meets_goals(point, before)), None)
 

@@ -217,25 +217,25 @@ class BeforeAfterEvaluator:
         measures (``measure_teacher_forced``: support perplexity, general-text perplexity, self-agreement)."""
         result = self.measure_teacher_forced(model)
         if self.skills:
-            replies = greedy_replies(model, self.tokenizer, probes.conversations(self.skills, None),
-                                     self.settings.probe_max_new_tokens, self.settings.probe_batch_size,
-                                     "Skills probe (learning curve)")
+            replies = self._ask(model, probes.conversations(self.skills, None), "Skills probe (learning curve)")
             result["skills_accuracy"] = probes.score(self.skills, replies)["accuracy"]
         dev_ids = self.facts_halves.get("dev", set())
         dev = [item for item in self.facts if item.id in dev_ids and item.checkable]
         if dev:
-            replies = greedy_replies(model, self.tokenizer, probes.conversations(dev, self.system_prompt),
-                                     self.settings.probe_max_new_tokens, self.settings.probe_batch_size,
-                                     "Facts probe (dev half)")
+            replies = self._ask(model, probes.conversations(dev, self.system_prompt), "Facts probe (dev half)")
             result["facts_dev_accuracy"] = probes.score(dev, replies)["accuracy"]
         if self.drilled:
             result["facts_drilled_accuracy"] = self._drilled(model)["accuracy"]
         return result
 
+    def _ask(self, model, conversations: list, what: str) -> list[str]:
+        """Greedy replies to ``conversations`` with the probes' settings (``what`` names the progress phase)."""
+        return greedy_replies(model, self.tokenizer, conversations, self.settings.probe_max_new_tokens,
+                              self.settings.probe_batch_size, what)
+
     def _drilled(self, model, label: str = "") -> dict:
-        replies = greedy_replies(model, self.tokenizer, probes.conversations(self.drilled, self.drilled_system_prompt),
-                                 self.settings.probe_max_new_tokens, self.settings.probe_batch_size,
-                                 phase("Drilled questions", label))
+        replies = self._ask(model, probes.conversations(self.drilled, self.drilled_system_prompt),
+                            phase("Drilled questions", label))
         return probes.score(self.drilled, replies) | {"replies": dict(
             zip([item.id for item in self.drilled], replies, strict=True))}
 
@@ -255,14 +255,13 @@ class BeforeAfterEvaluator:
             return {}
 
     def _probes(self, model, label: str, is_base: bool) -> dict:
-        result, settings = {}, self.settings
+        result = {}
         for kind, items, system in (("facts", self.facts, self.system_prompt), ("skills", self.skills, None)):
             if not items:
                 continue
             started = time.perf_counter()
             conversations = probes.conversations(items, system)
-            replies = greedy_replies(model, self.tokenizer, conversations, settings.probe_max_new_tokens,
-                                     settings.probe_batch_size, phase(f"{kind.capitalize()} probe", label))
+            replies = self._ask(model, conversations, phase(f"{kind.capitalize()} probe", label))
             scored = probes.score(items, replies)
             result[f"{kind}_accuracy"] = scored["accuracy"]
             if kind == "facts":

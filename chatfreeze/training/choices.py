@@ -35,10 +35,15 @@ def check_select_alpha(run) -> None:
 CHOOSABLE = ("facts_dev_accuracy", KEPT_DEV, "facts_drilled_accuracy")
 
 
+def best_metric(training_args) -> str:
+    """``--metric_for_best_model`` as the learning curves name it (the Trainer adds ``eval_``), or ``""``."""
+    return (training_args.metric_for_best_model or "").removeprefix("eval_")
+
+
 def check_best_metric(run) -> None:
     """A best checkpoint chosen on a learning-curve measure needs the curves: the before/after evaluation (its
     base measurements and probes) and evaluations during training."""
-    metric = (run.training_args.metric_for_best_model or "").removeprefix("eval_")
+    metric = best_metric(run.training_args)
     if metric not in {m.key for m in CURVE} | {KEPT_DEV}:
         return
     if metric not in CHOOSABLE:

@@ -46,7 +46,7 @@ from ..retention.alpha_selection import check_keep_measures
 from ..retention.interpolate import trained_state
 from ..rundir import write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
-from .choices import check_best_metric, check_select_alpha, choose_alpha
+from .choices import best_metric, check_best_metric, check_select_alpha, choose_alpha
 from .curves import KEPT_DEV, LearningCurves
 from .distributed import end_distributed, train_on_cpu_processes_without_gpus
 from .methods import TrainingMethod, get_method
@@ -294,7 +294,7 @@ def train(run: RecipeRun) -> RecipeRun:
     if evaluator is not None:  # before training, not after it
         if run.training_args.select_alpha:
             check_keep_measures(before, "--select_alpha")
-        if (run.training_args.metric_for_best_model or "").removeprefix("eval_") == KEPT_DEV:
+        if best_metric(run.training_args) == KEPT_DEV:
             check_keep_measures(before, f"--metric_for_best_model {KEPT_DEV}")
     names = run.plan.trainable_parameter_names
     base_state = trained_state(run.model, names) if run.training_args.select_alpha else None
