@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..common import lazy_exports
 
 _EXPORTS = {  # submodule: the public names it defines
-    "arguments": ("FreezeTrainingArguments", "parse_args", "make_parser", "DEFAULT_RECIPE"),
+    "arguments": ("FreezeTrainingArguments", "parse_args", "make_parser", "DEFAULT_RECIPE", "QUICK_RECIPE"),
     "trainer": ("FreezeTrainer", "FrozenWeightsGuard"),
     "recipe": ("RecipeRun", "run_training"),
 }

@@ -29,8 +29,10 @@ from ..retention.options import RetentionArguments
 from ..rundir import OUTPUTS_ROOT
 from .methods.options import MethodArguments
 
-# The default recipe ships inside the package, so `chatfreeze train` works from any directory.
+# The default recipe ships inside the package, so `chatfreeze train` works from any directory. The quick recipe
+# (the default up to 0.3, no drills) is what the retention and facts studies start from.
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "default.yaml"
+QUICK_RECIPE = DEFAULT_RECIPE.with_name("quick.yaml")
 # Recipe keys that hold data paths: a relative one resolves against the recipe file's folder. (output_dir is
 # not one of them: a run writes where it is started, never next to a recipe that may sit inside the package.)
 PATH_KEYS = ("dataset", "eval_dataset", "general_text", "facts_probe", "skills_probe", "lm_eval_include_path", "facts",
