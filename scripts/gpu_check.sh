@@ -12,8 +12,8 @@
 # (so N GPUs should give ~N x the tokens/s), each for MAX_STEPS steps, and checks for each run: exit 0,
 # run_info.json world_size, bf16 autocast in use, frozen tensors bit-identical to the base model, every
 # trainable block changed. Built to finish in under 4 minutes on one GPU: the training check only (no before/after
-# evaluation, no replay generation, no checkpoints), and the report is written to $OUT/report.txt after every
-# run, so a check cut short still leaves what it measured.
+# evaluation, no replay or passage generation, no drills, no checkpoints), and the report is written to
+# $OUT/report.txt after every run, so a check cut short still leaves what it measured.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -51,6 +51,7 @@ train() {  # train NAME NUM_PROCESSES: one run of the default recipe, then its c
     echo "== $name: $n GPU(s), $MAX_STEPS steps -> $dir (log: $dir.log)"
     "${launch[@]}" scripts/train.py --model_name_or_path "$MODEL" --max_steps "$MAX_STEPS" --logging_steps 5 \
         --include_num_input_tokens_seen true --output_dir "$dir" --eval_before_after false --replay_ratio 0 \
+        --text_replay_ratio 0 --facts_per_fact 0 \
         --save_strategy no "${TRAIN_ARGS[@]}" >"$dir.log" 2>&1
     local rc=$?
     if [ $rc -ne 0 ]; then

@@ -235,12 +235,14 @@ def run(command: list[str]) -> subprocess.CompletedProcess:
 
 
 def tiny_args(model_dir: Path, data: Path, out: Path, per_device_batch: int, kl: str = "0") -> list[str]:
-    # The default recipe (configs/default.yaml: eval + save every epoch, sample replies) on a tiny model.
+    # The default recipe (chatfreeze/recipes/default.yaml: sample replies, the before/after evaluation) on a tiny
+    # model.
     return [
         "--model_name_or_path", str(model_dir), "--dataset", str(data), "--eval_dataset", str(data),
         "--num_frozen_layers", "2", "--max_steps", "6", "--per_device_train_batch_size", str(per_device_batch),
         "--learning_rate", "1e-2", "--logging_steps", "1", "--output_dir", str(out),
-        "--replay_ratio", "0",  # identical-length examples only (no replay's): every step a whole epoch
+        # identical-length examples only (no replay, drills or plain-text passages): every step a whole epoch
+        "--replay_ratio", "0", "--facts_per_fact", "0", "--text_replay_ratio", "0",
         "--kl_to_base", kl,
     ]
 
