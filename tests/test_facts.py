@@ -298,6 +298,23 @@ def test_exposures_count_examples_whose_assistant_states_the_value(sheet, caplog
     strict = count_exposures(sheet, {"support": support}, threshold=3)
     assert strict.below == ["phone", "refund_time"]
     assert "2 of 2 facts are stated in fewer than 3 training examples: phone, refund_time" in caplog.text
+    assert "None of the" not in caplog.text
+
+
+def test_a_sheet_whose_facts_no_support_dialogue_states_is_named(sheet, caplog):
+    """Another company's sheet (the default recipe's, with a user's own --dataset) would drill its values into the
+    model: the report says so and how to give the right sheet or none."""
+    support = [dialogue("Where is my parcel?", "It left our Leeds depot today."), dialogue("hi", "Hello!")]
+    with caplog.at_level(logging.WARNING, logger="chatfreeze.facts.exposure"):
+        count_exposures(sheet, {"support": support, "drills": render_drills(sheet, SYSTEM, 3, seed=0)})
+    assert ("None of the 2 facts of the facts sheet is stated in the 2 support dialogues: is the sheet (--facts) "
+            "this data's?") in caplog.text
+    assert "--facts_per_fact 0" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="chatfreeze.facts.exposure"):
+        count_exposures(sheet, {"support": support + [dialogue("number?", "+44 20 7946 0000.")]})
+        count_exposures(sheet, {"support": []})  # no dialogues (drills alone): nothing to compare with
+    assert "None of the" not in caplog.text
 
 
 def test_exposure_report_dict_and_table(sheet):

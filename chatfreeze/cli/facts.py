@@ -21,7 +21,7 @@ from ..common import LiteralPercentDefaultsHelpFormatter
 from ..data.options import DATA_FORMATS, DataArguments
 from ..data.sources import load_dialogues
 from ..facts.drills import render_drills
-from ..facts.exposure import count_exposures
+from ..facts.exposure import SUPPORT_SOURCE, count_exposures
 from ..facts.options import FactsArguments
 from ..facts.sheet import load_facts_sheet
 from .errors import run_cli
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     support = load_dialogues(extra.dataset, data_format=extra.data_format)
     per_fact = facts_args.per_fact(len(support), len(sheet))
     drills = render_drills(sheet, None, per_fact, extra.seed)
-    report = count_exposures(sheet, {"support": support, "drills": drills}, facts_args.facts_min_exposures)
+    report = count_exposures(sheet, {SUPPORT_SOURCE: support, "drills": drills}, facts_args.facts_min_exposures)
     if extra.json:
         print(json.dumps({"facts_sheet": sheet.path, "dataset": extra.dataset, "per_fact": per_fact,
                           **report.to_dict()}, indent=2))

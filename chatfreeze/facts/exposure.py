@@ -17,6 +17,8 @@ from .options import DEFAULT_MIN_EXPOSURES
 from .sheet import FactsSheet
 
 logger = logging.getLogger(__name__)
+# The source name of the support dialogues (the others: drills, replay).
+SUPPORT_SOURCE = "support"
 
 
 @dataclass
@@ -66,7 +68,15 @@ class ExposureReport:
         return "\n".join(lines)
 
     def warn(self) -> None:
-        """Log a WARNING naming the facts under the threshold (nothing when there are none)."""
+        """Log a WARNING naming the facts under the threshold (nothing when there are none), and one when the
+        support dialogues state none of the sheet's facts: the sheet is likely another company's (the default
+        recipe's Kestrel & Co. sheet with a user's own ``--dataset``), and its drills would teach its values."""
+        support = self.sources.get(SUPPORT_SOURCE, 0)
+        if support and self.rows and not any(row.counts.get(SUPPORT_SOURCE) for row in self.rows):
+            logger.warning("None of the %d facts of the facts sheet is stated in the %d support dialogues: is the "
+                           "sheet (--facts) this data's? Its drills train its values into the model; give the sheet "
+                           "of your own company's facts (--facts FILE, docs/facts_sheet.md) or no drills "
+                           "(--facts_per_fact 0).", len(self.rows), support)
         if self.below:
             logger.warning("%d of %d facts are stated in fewer than %d training examples: %s. The model is likely "
                            "to invent these; add drills (--facts_per_fact) or phrasings to the facts sheet.",

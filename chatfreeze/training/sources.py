@@ -13,6 +13,7 @@ from ..data import build_dataset, load_dialogues_from_args
 from ..data.options import DataArguments
 from ..data.schema import IGNORE_INDEX
 from ..facts import common_system_prompt, count_exposures, facts_dataset
+from ..facts.exposure import SUPPORT_SOURCE
 from ..fastpath import KL_WEIGHT_COLUMN
 from ..retention.replay import replay_dataset
 from ..retention.text_replay import text_replay_dataset
@@ -70,7 +71,7 @@ def add_facts(run, num_support: int):
     system_prompt = run.data_args.system_prompt or common_system_prompt(run.train_dialogues)
     run.facts = facts_dataset(run.facts_args, run.tokenizer, num_support, system_prompt=system_prompt,
                               max_length=run.data_args.max_length, seed=run.training_args.seed)
-    sources = {"support": run.train_dialogues, "drills": run.facts.dialogues(system_prompt)}
+    sources = {SUPPORT_SOURCE: run.train_dialogues, "drills": run.facts.dialogues(system_prompt)}
     if run.replay_dataset is not None:
         sources["replay"] = trained_texts(run.replay_dataset, run.tokenizer)
     run.exposure = count_exposures(run.facts.sheet, sources, run.facts_args.facts_min_exposures,
