@@ -30,7 +30,7 @@ from ..rundir import OUTPUTS_ROOT
 from .methods.options import MethodArguments
 
 # The default recipe ships inside the package, so `chatfreeze train` works from any directory. The quick recipe
-# (the default up to 0.3, no drills) is what the retention and facts studies start from.
+# (the default until 2026-12-06, no drills) is what the retention and facts studies start from.
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "default.yaml"
 QUICK_RECIPE = DEFAULT_RECIPE.with_name("quick.yaml")
 # Recipe keys that hold data paths: a relative one resolves against the recipe file's folder. (output_dir is
