@@ -108,16 +108,19 @@ def test_one_change_formatter_for_every_kind(key, before, after, value, change):
 
 
 def test_the_web_panel_reads_the_table(tmp_path):
+    """Its labels are the table's short names, not ones made from the keys: a renamed row shows in the panel."""
     from chatfreeze.chat.web import learn_keep_markdown
     from chatfreeze.evaluation.report import learn_keep
 
-    before = {"facts_accuracy": 0.3, "chrf": 20.0, "self_agreement_ratio": 1.0}
-    after = {"facts_accuracy": 0.9, "chrf": 35.47, "self_agreement_ratio": 1.07}
+    before = {"facts_test_accuracy": 0.3, "chrf": 20.0, "self_agreement_ratio": 1.0}
+    after = {"facts_test_accuracy": 0.9, "chrf": 35.47, "self_agreement_ratio": 1.07}
     (tmp_path / "evaluation.json").write_text(json.dumps({"learn_keep": learn_keep(before, after)}))
     panel = learn_keep_markdown(str(tmp_path))
-    assert "| learn | facts accuracy | 30.0% | 90.0% |" in panel
-    assert "| learn | chrf | 20 | 35.47 |" in panel
-    assert "| keep | self agreement ratio | 1.000 | 1.070 |" in panel
+    for side, key, values in (("learn", "facts_test_accuracy", "30.0% | 90.0%"), ("learn", "chrf", "20 | 35.47"),
+                              ("keep", "self_agreement_ratio", "1.000 | 1.070")):
+        assert f"| {side} | {BY_KEY[key].name} | {values} |" in panel
+        assert key.replace("_", " ") not in panel  # nothing made from the key
+    assert "| learn | company facts right (test half) | 30.0% | 90.0% |" in panel
 
 
 def _is_metric(node: ast.AST | None) -> bool:
@@ -171,3 +174,18 @@ def test_the_check_sees_a_second_table(tmp_path):
     assert [line.split(": ", 1)[1] for line in offences(tmp_path)] == [
         "a dict of metric labels", "a list of metrics", "a metric's kind guessed from its name",
         "a metric's kind guessed from its name"]
+
+
+def test_learn_keep_plot_shows_the_test_half_the_report_calls_learned():
+    """"Learned" is one figure: the plot's learn axis is the test half (as the log and the card), the whole probe
+    only where the probe had no halves."""
+    from chatfreeze.evaluation.plots import learn_keep_points
+
+    before = {"facts_accuracy": 0.10, "facts_test_accuracy": 0.125, "skills_accuracy": 0.5}
+    after = {"facts_accuracy": 0.59, "facts_test_accuracy": 0.625, "skills_accuracy": 0.45}
+    keep, learn, points = learn_keep_points({"before": before, "after": after})
+    assert (keep, learn) == ("skills_accuracy", "facts_test_accuracy")
+    assert points["tuned"] == pytest.approx((45.0, 62.5))
+    whole = {side: {k: v for k, v in values.items() if k != "facts_test_accuracy"}
+             for side, values in (("before", before), ("after", after))}
+    assert learn_keep_points(whole)[1] == "facts_accuracy"

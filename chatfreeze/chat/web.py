@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..common import LiteralPercentHelpFormatter
-from ..evaluation.metrics_table import format_value
+from ..evaluation.metrics_table import describe, format_value
 from ..rundir import read_evaluation
 from .conversation import (
     ChatError,
@@ -82,7 +82,8 @@ def learn_keep_markdown(run_dir: str) -> str:
             before, after = values.get("before"), values.get("after")
             if before is None or after is None:
                 continue
-            rows.append(f"| {side} | {name.replace('_', ' ')} | {format_value(name, before)} | "
+            # The table's short name (lm-eval metrics get one made from their task), never one made from the key.
+            rows.append(f"| {side} | {describe(name).name} | {format_value(name, before)} | "
                         f"{format_value(name, after)} |")
     return "### Learned vs kept\n\n| | measure | base | this model |\n|---|---|---|---|\n" + "\n".join(rows)
 

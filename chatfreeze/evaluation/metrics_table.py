@@ -109,6 +109,17 @@ METRICS: tuple[Metric, ...] = (
 BY_KEY: dict[str, Metric] = {metric.key: metric for metric in METRICS}
 CURVE: tuple[Metric, ...] = tuple(metric for metric in METRICS if metric.curve)
 HEADLINE: tuple[Metric, ...] = tuple(metric for metric in METRICS if metric.headline)
+# What a run reports as "learned": the facts probe's test half, which no choice read. A probe too small to split
+# (fewer than two questions, so no halves) falls back to the whole probe.
+LEARNED, LEARNED_FALLBACK = "facts_test_accuracy", "facts_accuracy"
+
+
+def learned_key(*measurements: dict) -> str | None:
+    """The key of the "learned" figure every one of ``measurements`` has (the test half first), or None."""
+    for key in (LEARNED, LEARNED_FALLBACK):
+        if all(key in values for values in measurements):
+            return key
+    return None
 
 
 def is_lm_eval(key: str) -> bool:
@@ -164,4 +175,5 @@ def format_change(key: str, before: float | None, after: float | None) -> str:
 
 
 __all__ = ["ABSOLUTE", "BY_KEY", "HEADLINE", "KEEP", "LEARN", "METRICS", "POINTS", "RATIO", "RELATIVE", "Metric",
-           "change", "change_of", "describe", "format_change", "format_value", "is_lm_eval"]
+           "change", "change_of", "describe", "format_change", "format_value", "is_lm_eval",
+           "learned_key"]

@@ -21,7 +21,7 @@ from ..rundir import (
     TRAINER_STATE_FILENAME,
     read_json,
 )
-from .metrics_table import BY_KEY, CURVE, FRACTION, HEADLINE, format_change, format_value
+from .metrics_table import BY_KEY, CURVE, FRACTION, HEADLINE, format_change, format_value, learned_key
 
 logger = logging.getLogger(__name__)
 
@@ -82,35 +82,43 @@ def plot_before_after(evaluation: dict, path: str | Path) -> Path | None:
     return Path(path)
 
 
-def plot_learn_keep(evaluation: dict, path: str | Path) -> Path | None:
-    """Learn (facts accuracy) against keep (short-answer accuracy), base and tuned marked; None without both."""
+def learn_keep_points(evaluation: dict) -> tuple[str, str, dict[str, tuple[float, float]]] | None:
+    """``(keep key, learn key, {"base": (x %, y %), "tuned": ...})``: short answers against the "learned" figure
+    (``metrics_table.learned_key``: the facts probe's test half, as the log and the card report it); None without
+    both sides of both."""
     before, after = evaluation.get("before") or {}, evaluation.get("after") or {}
-    keys = ("skills_accuracy", "facts_accuracy")
-    if not all(k in before and k in after for k in keys):
+    keep, learn = "skills_accuracy", learned_key(before, after)
+    if learn is None or not all(keep in values for values in (before, after)):
         return None
+    return keep, learn, {label: (100 * values[keep], 100 * values[learn])
+                         for label, values in (("base", before), ("tuned", after))}
+
+
+def plot_learn_keep(evaluation: dict, path: str | Path) -> Path | None:
+    """Learn (the facts probe's test half) against keep (short-answer accuracy), base and tuned marked; None
+    without both."""
+    found = learn_keep_points(evaluation)
+    if found is None:
+        return None
+    keep, learn, points = found
+    after = evaluation["after"]
     fig = _figure(5.2, 4.4)
     ax = fig.add_subplot()
-    points = {"base": before, "tuned": after}
-    for (label, values), color in zip(points.items(), ("tab:gray", "tab:green"), strict=True):
-        x, y = 100 * values["skills_accuracy"], 100 * values["facts_accuracy"]
+    for (label, (x, y)), color in zip(points.items(), ("tab:gray", "tab:green"), strict=True):
         ax.scatter([x], [y], s=80, color=color, zorder=3, label=label)
         ax.annotate(f"{label}\n({x:.0f}%, {y:.0f}%)", (x, y), textcoords="offset points", xytext=(8, -4), fontsize=8)
-    ax.annotate("", xy=(100 * after["skills_accuracy"], 100 * after["facts_accuracy"]),
-                xytext=(100 * before["skills_accuracy"], 100 * before["facts_accuracy"]),
-                arrowprops={"arrowstyle": "->", "color": "tab:blue"})
+    ax.annotate("", xy=points["tuned"], xytext=points["base"], arrowprops={"arrowstyle": "->", "color": "tab:blue"})
     ratio, value = BY_KEY["self_agreement_ratio"], after.get("self_agreement_ratio")
     subtitle = f"{ratio.name} {format_value(ratio.key, value)}" if value is not None else ""
     ax.set_xlim(0, 105)
     ax.set_ylim(0, 105)
-    for set_label, metric in ((ax.set_xlabel, BY_KEY["skills_accuracy"]), (ax.set_ylabel, BY_KEY["facts_accuracy"])):
+    for set_label, metric in ((ax.set_xlabel, BY_KEY[keep]), (ax.set_ylabel, BY_KEY[learn])):
         set_label(f"{metric.side}: {metric.name} ({metric.source} probe, %)")
     ax.set_title(f"learn vs keep\n{subtitle}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.savefig(path)
     return Path(path)
-
-
 
 
 def plot_learning_curves(points: list[dict], path: str | Path) -> Path | None:
