@@ -1,6 +1,7 @@
 """Small helpers every layer shares, each with one home: error text for one-line messages, boolean environment
 flags, the text config of (multimodal) models, whether a trainer shards the model, chatfreeze's cache folder, the
-permissions of saved weights, help formatters that print a help string's ``%`` as written; ``UserError``, the mark of an
+permissions of saved weights, help formatters that print a help string's ``%`` as written (and the one-line-per-option
+help of ``chatfreeze train``); ``UserError``, the mark of an
 error that is the input's fault (``cli.errors.run_cli`` prints it as one line).
 
 Imports nothing heavy (no torch, no transformers), so the lightest commands can use it.
@@ -142,3 +143,41 @@ class LiteralPercentHelpFormatter(argparse.HelpFormatter):
 
 class LiteralPercentDefaultsHelpFormatter(LiteralPercentHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The same, with each option's default appended (``HfArgumentParser``'s own choice of formatter)."""
+
+
+def expand_help(action: argparse.Action, prog: str) -> str:
+    """An option's help string as argparse would print it (``%(default)s`` filled in, a bare ``%`` as written)."""
+    params = {key: value for key, value in vars(action).items() if value is not argparse.SUPPRESS}
+    params["prog"] = prog
+    if isinstance(params.get("choices"), (list, tuple, set)):
+        params["choices"] = ", ".join(map(str, params["choices"]))
+    return literal_percents(action.help or "") % params
+
+
+# A sentence ends at a full stop followed by a space and a capital, a quote or a bracket ("e.g. 1e-4" does not).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`'\"(])")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a help string, on one line."""
+    text = " ".join(text.split())
+    return _SENTENCE_END.split(text, maxsplit=1)[0]
+
+
+def one_line_help(sections: list[tuple[str, list[tuple[str, str, str]]]], width: int) -> str:
+    """Sections of ``(heading, [(flag, value, help)])`` as one line per option: the flag, its value and the first
+    sentence of its help cut to ``width`` ("…" where cut). One line each so a person can scan 200 options."""
+    flags = [flag for _, rows in sections for flag, _, _ in rows]
+    flag_width = min(max(map(len, flags), default=0), 28)  # a longer flag (a few of the Trainer's) pushes its line
+    value_width = min(max((len(value) for _, rows in sections for _, value, _ in rows), default=0), 26)
+    lines: list[str] = []
+    for heading, rows in sections:
+        if not rows:
+            continue
+        lines += ["", f"{heading}:"]
+        for flag, value, help_ in rows:
+            start = f"  {flag:<{flag_width}} {value:<{value_width}}  "
+            text = first_sentence(help_)
+            room = max(width - len(start), 20)
+            lines.append(start + (text if len(text) <= room else text[:room - 1] + "…"))
+    return "\n".join(lines)

@@ -5,7 +5,8 @@
     accelerate launch -m chatfreeze.cli.train --num_frozen_layers 20 --output_dir outputs/try
 
 Every field of ModelArguments, DataArguments, FreezeArguments and transformers' TrainingArguments is a flag
-(``--help`` lists them); a flag overrides the same field of the ``--config`` recipe.
+(``--help`` lists them by topic, one line each, with the values the run would use; ``--help_all`` prints argparse's
+whole help); a flag overrides the same field of the ``--config`` recipe.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ def has_config(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from ..training.arguments import DEFAULT_RECIPE, make_parser, parse_args
-    from ..training.recipe import run_training
+    from ..training.arguments import DEFAULT_RECIPE, help_text, make_parser, parse_args
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if {"-h", "--help"} & set(argv):
+    if "--help_all" in argv:
         make_parser().parse_args(["--help"])
+    if {"-h", "--help"} & set(argv):
+        print(help_text(argv), end="")
+        raise SystemExit(0)  # as argparse's --help does
+    from ..training.recipe import run_training  # the training stack only when training
+
     if not has_config(argv):
         argv = ["--config", str(DEFAULT_RECIPE), *argv]
     return run_training(*parse_args(argv))

@@ -5,20 +5,25 @@ it (``ModelArguments`` in modeling, ``DataArguments`` in data, ``EvaluationArgum
 
 ``parse_args`` reads ``--config FILE.yaml`` first, then lets any CLI flag override a field; an unknown key in the
 YAML or on the CLI is an error that names it. Relative paths in a recipe (``dataset``, ``eval_dataset``,
-``general_text``) resolve against the recipe file's folder, so a recipe works from any directory.
+``general_text``) resolve against the recipe file's folder, so a recipe works from any directory. A run that
+replaces the packaged recipes' company (Kestrel & Co.: dialogues, system prompt) must also choose its facts sheet
+and facts probe (``check_company``). ``help_text`` is ``chatfreeze train --help``: the options by topic
+(``HELP_TOPICS``), one line each, with the value the run would use.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from ..common import LiteralPercentDefaultsHelpFormatter
+from ..common import LiteralPercentDefaultsHelpFormatter, expand_help, one_line_help
 from ..data.options import DataArguments
 from ..evaluation.options import EvaluationArguments
 from ..facts.options import FactsArguments
@@ -38,6 +43,17 @@ QUICK_RECIPE = DEFAULT_RECIPE.with_name("quick.yaml")
 PATH_KEYS = ("dataset", "eval_dataset", "general_text", "facts_probe", "skills_probe", "lm_eval_include_path", "facts",
              "text_replay")
 BUILTIN_VALUES = ("builtin", "none")  # values of those keys that name something built in, not a path
+
+# Options of which a run takes one: the layer that sets one of them (a recipe over the recipe it extends, the CLI
+# over the recipe) drops the other one inherited from below, so `--facts_ratio 0.5` works on the default recipe
+# (which sets facts_per_fact). Both in one layer stay an error (FactsArguments says so).
+ONE_OF = (("facts_per_fact", "facts_ratio"),)
+
+# The packaged recipes are Kestrel & Co.'s: its dialogues and system prompt (COMPANY_DATA), its facts sheet and
+# facts probe (COMPANY_FACTS). A run that replaces the former must choose the latter itself, or it would drill
+# Kestrel's facts into another company's bot and grade that bot on Kestrel's questions.
+COMPANY_DATA = ("dataset", "system_prompt")
+COMPANY_FACTS = ("facts", "facts_probe")
 
 
 @dataclass
@@ -160,9 +176,28 @@ def make_parser(classes: tuple[type, ...] = ARGUMENT_CLASSES) -> HfArgumentParse
 EXTENDS_KEY = "extends"  # a recipe that extends another: that one's options first, then its own on top
 
 
-def load_recipe(path: str, parser: HfArgumentParser, _seen: tuple[Path, ...] = ()) -> dict:
+def is_packaged(recipe: Path) -> bool:
+    """Whether ``recipe`` is one of the recipes shipped inside chatfreeze (Kestrel & Co.'s)."""
+    return recipe.resolve().parent == DEFAULT_RECIPE.parent
+
+
+def merge_layer(below: dict, layer: dict) -> dict:
+    """``below`` overridden by ``layer``; an option of a ``ONE_OF`` pair that ``layer`` sets drops its partner
+    inherited from ``below`` (unless ``layer`` sets both: then the options' own check refuses them)."""
+    merged = dict(below)
+    for pair in ONE_OF:
+        for key, other in (pair, pair[::-1]):
+            if key in layer and other not in layer:
+                merged.pop(other, None)
+    merged.update(layer)
+    return merged
+
+
+def load_recipe(path: str, parser: HfArgumentParser, _seen: tuple[Path, ...] = (),
+                origins: dict[str, list[tuple[Path, Any]]] | None = None) -> dict:
     """Read a YAML recipe and convert its values with each option's own type; unknown keys are errors. A recipe
-    with ``extends: OTHER.yaml`` (relative to its own folder) starts from OTHER's options and overrides them."""
+    with ``extends: OTHER.yaml`` (relative to its own folder) starts from OTHER's options and overrides them.
+    ``origins``, when given, receives for each option the recipes that set it, in order, with their values."""
     recipe_path = Path(path)
     if recipe_path.is_dir():
         recipes = sorted(recipe_path.glob("*.yaml")) + sorted(recipe_path.glob("*.yml"))
@@ -189,14 +224,17 @@ def load_recipe(path: str, parser: HfArgumentParser, _seen: tuple[Path, ...] = (
             raise ValueError(f"{path}: '{EXTENDS_KEY}: {parent}' goes round in a circle.")
         if not parent_path.is_file():
             raise ValueError(f"{path}: '{EXTENDS_KEY}: {parent}': no such recipe ({parent_path}).")
-        converted = load_recipe(str(parent_path), parser, (*_seen, recipe_path.resolve()))
+        converted = load_recipe(str(parent_path), parser, (*_seen, recipe_path.resolve()), origins)
+    own = {}
     for key, value in recipe.items():
         if key not in actions or key in ("help", "config"):
             raise ValueError(f"{path}: unknown option {key!r}. See `chatfreeze train --help`.")
-        converted[key] = _coerce(actions[key], value, path, key)
-        if key in PATH_KEYS and isinstance(converted[key], str) and converted[key] not in BUILTIN_VALUES:
-            converted[key] = resolve_recipe_path(converted[key], recipe_path.parent)
-    return converted
+        own[key] = _coerce(actions[key], value, path, key)
+        if key in PATH_KEYS and isinstance(own[key], str) and own[key] not in BUILTIN_VALUES:
+            own[key] = resolve_recipe_path(own[key], recipe_path.parent)
+        if origins is not None:
+            origins.setdefault(key, []).append((recipe_path, own[key]))
+    return merge_layer(converted, own)
 
 
 def resolve_recipe_path(value: str, recipe_dir: Path) -> str:
@@ -223,14 +261,46 @@ def _coerce(action: argparse.Action, value, path: str, key: str):
     return value
 
 
-def parse_args(argv: list[str] | None = None) -> RunArguments:
-    """Every option of a run (``RunArguments``) from ``--config`` + CLI flags."""
-    parser = make_parser()
+def split_config(argv: list[str] | None) -> tuple[str | None, list[str]]:
+    """(the ``--config`` recipe or None, the other arguments)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**load_recipe(known.config, parser))
+    return known.config, rest
+
+
+def given_on_cli(parser: HfArgumentParser, argv: list[str]) -> dict[str, Any]:
+    """The options ``argv`` sets, converted by their own types; options it does not name are absent (a value
+    equal to the default is still "given": the user chose it)."""
+    saved = {action: action.default for action in parser._actions}
+    try:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS  # argparse then leaves an option it did not see out of the namespace
+        given, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in saved.items():
+            action.default = default
+    return {key: value for key, value in vars(given).items() if key != "config"}
+
+
+def run_values(parser: HfArgumentParser, config: str | None, rest: list[str],
+               origins: dict[str, list[tuple[Path, Any]]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the recipe's options with the CLI's on top, the CLI's alone): what the parser's defaults become."""
+    recipe = load_recipe(config, parser, origins=origins) if config else {}
+    cli = given_on_cli(parser, rest)
+    return merge_layer(recipe, cli), cli
+
+
+def parse_args(argv: list[str] | None = None) -> RunArguments:
+    """Every option of a run (``RunArguments``) from ``--config`` + CLI flags."""
+    parser = make_parser()
+    config, rest = split_config(argv)
+    origins: dict[str, list[tuple[Path, Any]]] = {}
+    values, cli = run_values(parser, config, rest, origins)
+    check_company(values, cli, origins)
+    # The merged values become the defaults, so a ONE_OF option the CLI replaced is gone from them; the flags
+    # themselves are then parsed again on top (the same values: the dataclasses validate them).
+    parser.set_defaults(**values)
     *parsed, remaining = parser.parse_args_into_dataclasses(
         args=rest, return_remaining_strings=True, look_for_args_file=False
     )
@@ -239,5 +309,124 @@ def parse_args(argv: list[str] | None = None) -> RunArguments:
     return RunArguments(*(obj for obj in parsed if isinstance(obj, ARGUMENT_CLASSES)))
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal values; two strings naming the same file (relative to here, or resolved from a recipe) count as one."""
+    if a == b:
+        return True
+    return isinstance(a, str) and isinstance(b, str) and bool(a) and bool(b) and Path(a).resolve() == Path(b).resolve()
+
+
+def check_company(values: dict[str, Any], cli: dict[str, Any],
+                  origins: dict[str, list[tuple[Path, Any]]]) -> None:
+    """Refuse, in one line, a run that replaces a packaged recipe's dialogues or system prompt (on the CLI or in
+    the user's own recipe) but keeps its facts sheet or facts probe, which are Kestrel & Co.'s."""
+    def packaged_value(key: str) -> tuple[bool, Any]:
+        shipped = [value for recipe, value in origins.get(key, []) if is_packaged(recipe)]
+        return bool(shipped), (shipped[-1] if shipped else None)
+
+    def chosen_by_user(key: str) -> bool:
+        return key in cli or (key in origins and not is_packaged(origins[key][-1][0]))
+
+    changed = [key for key in COMPANY_DATA if chosen_by_user(key)
+               and not (packaged_value(key)[0] and _same(values.get(key), packaged_value(key)[1]))]
+    kept = [key for key in COMPANY_FACTS if packaged_value(key)[0] and not chosen_by_user(key)]
+    if changed and kept:
+        replaced = " and ".join(f"--{key}" for key in changed)
+        flags = " and ".join(f"--{key}" for key in kept)
+        nones = " ".join(f"--{key} none" for key in kept)
+        raise ValueError(f"{replaced} {'is' if len(changed) == 1 else 'are'} not Kestrel & Co.'s (the packaged "
+                         f"recipe's), but {flags} still {'is' if len(kept) == 1 else 'are'}: set "
+                         f"{'it' if len(kept) == 1 else 'them'} too, to your own file{'s' if len(kept) > 1 else ''} "
+                         f"or {nones} (README: your own company).")
+
+
 def field_names(cls) -> set[str]:
     return {f.name for f in fields(cls)}
+
+
+def _names(*classes: type) -> tuple[str, ...]:
+    return tuple(f.name for cls in classes for f in fields(cls))
+
+
+# `chatfreeze train --help`, by topic: chatfreeze's own options (each dataclass where its code lives) and the
+# Trainer options chatfreeze sets a default for (FreezeTrainingArguments' own fields) or its recipes set; every
+# other TrainingArguments field goes under the Trainer's own heading. A test holds each of our fields to one topic.
+TRAINING_TOPIC = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                  "gradient_accumulation_steps", "per_device_eval_batch_size", "warmup_steps", "lr_scheduler_type",
+                  "weight_decay", "max_grad_norm", "train_sampling_strategy", "seed", "logging_steps",
+                  "eval_strategy", "eval_steps", "metric_for_best_model", "load_best_model_at_end")
+OUTPUT_TOPIC = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "save_trained_only",
+                "save_strategy", "save_steps", "save_total_limit", "push_to_hub", "hub_model_id")
+HELP_TOPICS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("model", _names(ModelArguments)),
+    ("data", _names(DataArguments)),
+    ("freeze (what trains: --method picks freeze, full or LoRA)", _names(FreezeArguments, MethodArguments)),
+    ("facts (drills of a company's facts sheet)", _names(FactsArguments)),
+    ("retention (keeping the base model's skills)", _names(RetentionArguments)),
+    ("evaluation (learn vs keep, before and after)", _names(EvaluationArguments)),
+    ("fast path (the frozen prefix without autograd, its cache)", _names(FastPathArguments)),
+    ("training", TRAINING_TOPIC),
+    ("output", OUTPUT_TOPIC),
+)
+TRAINER_HEADING = "the Trainer's other options (transformers.TrainingArguments; --help_all for their whole help)"
+VALUE_WIDTH = 26  # characters of a value shown beside its option; a longer one is cut with "…"
+
+
+def show_value(value: Any) -> str:
+    """A value as the help shows it: a path relative to here where it lies below, lists comma-joined."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(show_value, value)) or "-"
+    text = str(getattr(value, "value", value))  # enums (IntervalStrategy.EPOCH) by their value
+    if os.path.isabs(text) and os.path.exists(text):
+        relative = os.path.relpath(text)
+        text = relative if not relative.startswith("..") else text
+        if len(text) > VALUE_WIDTH:
+            return "…" + text[-(VALUE_WIDTH - 1):]  # a path's end says most
+    text = " ".join(text.split())
+    return text if len(text) <= VALUE_WIDTH else text[:VALUE_WIDTH - 1] + "…"
+
+
+def help_text(argv: list[str] | None = None, width: int | None = None) -> str:
+    """``chatfreeze train --help``: every option on one line under its topic, beside the value this run would use
+    (the ``--config`` recipe's, else the default recipe's, with any flags given before ``--help`` on top)."""
+    parser = make_parser()
+    argv = [arg for arg in (argv or []) if arg not in ("-h", "--help")]
+    config, rest = split_config(argv)
+    config = config or str(DEFAULT_RECIPE)
+    values, _ = run_values(parser, config, rest)
+    width = width or max(100, shutil.get_terminal_size((120, 24)).columns)
+    actions: dict[str, argparse.Action] = {}
+    for action in parser._actions:  # a bool option's --no_X complement comes after --X: keep --X
+        if action.option_strings and action.dest != "help":
+            actions.setdefault(action.dest, action)
+    trainer = field_names(TrainingArguments)
+
+    def line(dest: str) -> tuple[str, str, str]:
+        action = actions[dest]
+        value = values.get(dest, action.default)
+        return action.option_strings[0], show_value(value), expand_help(action, parser.prog)
+
+    listed = {name for _, names in HELP_TOPICS for name in names}
+    sections = [(title, [line(name) for name in names if name in actions]) for title, names in HELP_TOPICS]
+    others = [dest for dest in actions if dest not in listed and dest != "config"]
+    sections.append((TRAINER_HEADING, [line(dest) for dest in others if dest in trainer]))
+    extra = [line(dest) for dest in others if dest not in trainer]
+    if extra:
+        sections.append(("other options", extra))
+    shown = os.path.relpath(config) if not os.path.relpath(config).startswith("..") else config
+    head = [
+        f"usage: {parser.prog} [--config RECIPE.yaml] [--OPTION VALUE ...]",
+        "",
+        "Freeze-tune a chat model on support dialogues, evaluate it before and after, and save it. Any option can",
+        "be set in a recipe (--config) or on the command line (the command line wins).",
+        f"Beside each option: the value this run would use: {shown} with the flags given.",
+        "The first sentence of each help; --help_all prints every option's whole help.",
+        "",
+        "  --config RECIPE.yaml   a recipe (YAML: option: value; `extends: OTHER.yaml` starts from another);",
+        "                         default: the packaged recipe (chatfreeze/recipes/default.yaml, Kestrel & Co.'s)",
+    ]
+    return "\n".join(head) + "\n" + one_line_help(sections, width) + "\n"
