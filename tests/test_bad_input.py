@@ -56,7 +56,8 @@ def train_args(world: Path, out: Path, *extra: str, data: Path | None = None) ->
     return ["train", "--model_name_or_path", str(world / "model"), "--dataset", str(data or world / "good.jsonl"),
             "--eval_dataset", "none", "--num_frozen_layers", "2", "--max_steps", "1",
             "--per_device_train_batch_size", "2", "--output_dir", str(out), "--report_to", "none", "--use_cpu",
-            "true", "--eval_before_after", "false", "--save_strategy", "no", *extra]
+            "true", "--eval_before_after", "false", "--save_strategy", "no", "--facts", "none", "--facts_probe",
+            "none", *extra]  # not the default recipe's company: its facts sheet and probe chosen off
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -401,3 +402,18 @@ def test_chat_with_a_tokenizer_from_another_model(world, tmp_path, capsys):
     tokenizer.add_tokens(["<|brand_new|>"] * 1 + [f"<extra_{i}>" for i in range(300)])
     tokenizer.save_pretrained(other)
     assert_one_line_error(["chat", "--model_name_or_path", str(other), "--prompt", "Hi"], capsys, str(other))
+
+
+@pytest.mark.parametrize(("metric", "fragments"), [
+    ("facts_test_accuracy", ("--metric_for_best_model facts_test_accuracy: is a test-half measure",)),
+    ("eval_facts_test_accuracy", ("--metric_for_best_model facts_test_accuracy: is a test-half measure",)),
+    ("facts_dev_acuracy", ("--metric_for_best_model facts_dev_acuracy: is not measured during training",
+                           "facts_dev_accuracy")),
+    ("facts_dev_kept", ("--metric_for_best_model facts_dev_kept: is now called facts_dev_accuracy_if_kept",)),
+], ids=["test-half", "test-half-eval-prefix", "misspelt", "old-name"])
+def test_best_metric_that_cannot_be_chosen(world, tmp_path, capsys, metric, fragments):
+    """Refused before training (before the model loads), not at the Trainer's first evaluation."""
+    out = out_dir_with_sentinel(tmp_path)
+    argv = train_args(world, out, "--overwrite_output_dir", "true", "--metric_for_best_model", metric,
+                      "--load_best_model_at_end", "true", "--eval_strategy", "steps", "--save_strategy", "steps")
+    assert_one_line_error(argv, capsys, *fragments, keep=[out])

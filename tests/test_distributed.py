@@ -204,7 +204,7 @@ def test_auto_precision_turns_bf16_on_where_the_accelerator_reads_it(monkeypatch
     from types import SimpleNamespace
 
     from chatfreeze.training.methods import get_method
-    from chatfreeze.training.recipe import load_dtype, settle_training_args
+    from chatfreeze.training.recipe import derive_training_args, load_dtype
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -212,7 +212,7 @@ def test_auto_precision_turns_bf16_on_where_the_accelerator_reads_it(monkeypatch
     model_args = SimpleNamespace(model_dtype="auto")
     run = SimpleNamespace(model_args=model_args, training_args=args, method=get_method("freeze"),
                           data_args=SimpleNamespace(eval_dataset="held_out.jsonl", validation_split_ratio=0.0))
-    settle_training_args(run)
+    derive_training_args(run)
     assert load_dtype(model_args) == torch.float32  # fp32 master weights
     assert args.bf16 and args.mixed_precision == "bf16"  # Trainer builds its Accelerator from mixed_precision
     assert args.eval_strategy == "epoch"
@@ -242,7 +242,7 @@ def tiny_args(model_dir: Path, data: Path, out: Path, per_device_batch: int, kl:
         "--num_frozen_layers", "2", "--max_steps", "6", "--per_device_train_batch_size", str(per_device_batch),
         "--learning_rate", "1e-2", "--logging_steps", "1", "--output_dir", str(out),
         # identical-length examples only (no replay, drills or plain-text passages): every step a whole epoch
-        "--replay_ratio", "0", "--facts_per_fact", "0", "--text_replay_ratio", "0",
+        "--replay_ratio", "0", "--facts", "none", "--facts_probe", "none", "--text_replay_ratio", "0",
         "--kl_to_base", kl,
     ]
 

@@ -204,41 +204,41 @@ def test_the_trainer_keeps_the_checkpoint_facts_dev_kept_ranks_first(tiny_model_
     text.write_text("The river runs past the old mill and under the stone bridge. " * 40)
     run, out, _, _ = train_with_curves(tiny_model_dir, tmp_path, monkeypatch, "--general_text", str(text),
                                        "--general_window", "32", "--general_stride", "32", "--metric_for_best_model",
-                                       "facts_dev_kept", "--alpha_tolerance", "0.5")
+                                       "facts_dev_accuracy_if_kept", "--alpha_tolerance", "0.5")
     points = json.loads((out / "learning_curves.json").read_text())["points"]
-    assert len(points) == 2 and all("facts_dev_kept" in point for point in points)
+    assert len(points) == 2 and all("facts_dev_accuracy_if_kept" in point for point in points)
     last = max(out.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
     state = json.loads((last / "trainer_state.json").read_text())
-    best = max(points, key=lambda point: point["facts_dev_kept"])  # the first of equals, as the Trainer keeps it
-    assert state["best_metric"] == pytest.approx(best["facts_dev_kept"])
+    best = max(points, key=lambda point: point["facts_dev_accuracy_if_kept"])  # the first of equals, as the Trainer keeps it
+    assert state["best_metric"] == pytest.approx(best["facts_dev_accuracy_if_kept"])
     assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
 
 
 def test_facts_dev_kept_refuses_a_base_without_keep_measures(tiny_model_dir, tmp_path, monkeypatch):
     # A --general_text that is not there is skipped (logged), so the base has no keep measure: refused before
     # training, not at the first evaluation.
-    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_kept: the base has no keep measurement"):
+    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy_if_kept: the base has no keep measurement"):
         train_with_curves(tiny_model_dir, tmp_path, monkeypatch, "--general_text", str(tmp_path / "missing.txt"),
-                          "--metric_for_best_model", "facts_dev_kept")
+                          "--metric_for_best_model", "facts_dev_accuracy_if_kept")
 
 
 def test_facts_dev_kept_ranks_keeping_checkpoints_first_then_the_least_over_its_bound():
-    from chatfreeze.training.curves import facts_dev_kept
+    from chatfreeze.training.curves import facts_dev_accuracy_if_kept
 
     base = {"self_agreement_ratio": 1.0, "general_perplexity": 20.0}
     keeps = {"facts_dev_accuracy": 0.4, "self_agreement_ratio": 1.01, "general_perplexity": 20.3}
     knows_more = {"facts_dev_accuracy": 0.6, "self_agreement_ratio": 1.01, "general_perplexity": 21.0}  # +5%
     forgets_most = {"facts_dev_accuracy": 0.9, "self_agreement_ratio": 1.3, "general_perplexity": 21.0}
-    score = {name: facts_dev_kept(measures, base, 0.02) for name, measures in
+    score = {name: facts_dev_accuracy_if_kept(measures, base, 0.02) for name, measures in
              (("keeps", keeps), ("knows_more", knows_more), ("forgets_most", forgets_most))}
     assert score["keeps"] == 0.4  # within 2%: ranked by the facts it knows
     assert score["knows_more"] == pytest.approx(-(21.0 / 20.4 - 1))  # over the bound: minus its excess
     assert score["keeps"] > score["knows_more"] > score["forgets_most"]
-    assert facts_dev_kept(knows_more, base, 0.10) == 0.6  # a wider tolerance keeps it
-    assert facts_dev_kept({"self_agreement_ratio": 1.0}, base, 0.02) is None  # no dev half
-    assert facts_dev_kept(keeps, None, 0.02) is None and facts_dev_kept(keeps, {}, 0.02) is None  # no base
+    assert facts_dev_accuracy_if_kept(knows_more, base, 0.10) == 0.6  # a wider tolerance keeps it
+    assert facts_dev_accuracy_if_kept({"self_agreement_ratio": 1.0}, base, 0.02) is None  # no dev half
+    assert facts_dev_accuracy_if_kept(keeps, None, 0.02) is None and facts_dev_accuracy_if_kept(keeps, {}, 0.02) is None  # no base
     diverged = keeps | {"general_perplexity": float("inf")}
-    assert facts_dev_kept(diverged, base, 0.02) == -1e9  # last, and JSON-writable
+    assert facts_dev_accuracy_if_kept(diverged, base, 0.02) == -1e9  # last, and JSON-writable
 
 
 def test_a_best_checkpoint_on_drilled_questions_needs_drills():
@@ -271,7 +271,7 @@ def test_a_best_checkpoint_is_chosen_on_the_dev_half_or_facts_dev_kept_never_on_
     from chatfreeze.facts import FactsArguments
     from chatfreeze.training.choices import check_best_metric
 
-    def run(metric="facts_dev_kept", greater_is_better=True, **evaluation):
+    def run(metric="facts_dev_accuracy_if_kept", greater_is_better=True, **evaluation):
         return SimpleNamespace(training_args=SimpleNamespace(metric_for_best_model=metric, eval_strategy="epoch",
                                                              greater_is_better=greater_is_better),
                                eval_args=EvaluationArguments(eval_before_after=True, **evaluation),
@@ -279,11 +279,11 @@ def test_a_best_checkpoint_is_chosen_on_the_dev_half_or_facts_dev_kept_never_on_
 
     check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="builtin"))
     check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="none", general_text="wiki.txt"))
-    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_kept: needs a --facts_probe"):
+    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy_if_kept: needs a --facts_probe"):
         check_best_metric(run(facts_probe="none", skills_probe="builtin"))
-    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_kept: needs a keep measure"):
+    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy_if_kept: needs a keep measure"):
         check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="none", general_text="none"))
-    with pytest.raises(ValueError, match="--greater_is_better false with --metric_for_best_model facts_dev_kept"):
+    with pytest.raises(ValueError, match="--greater_is_better false with --metric_for_best_model facts_dev_accuracy_if_kept"):
         check_best_metric(run(greater_is_better=False, facts_probe="data/facts_probe.jsonl"))
     # What the run reports as kept or learned is not chosen on (HF would also keep the highest perplexity).
     for reported in ("skills_accuracy", "eval_general_perplexity", "support_perplexity", "self_agreement_ratio"):
@@ -291,6 +291,22 @@ def test_a_best_checkpoint_is_chosen_on_the_dev_half_or_facts_dev_kept_never_on_
                                              "measure the run reports"):
             check_best_metric(run(metric=reported, facts_probe="data/facts_probe.jsonl"))
     check_best_metric(run(metric="eval_loss"))  # the Trainer's own: not ours to check
+
+
+def test_a_test_half_or_unknown_best_metric_is_refused_by_name():
+    """The test half is never selectable; a misspelt name fails now, not at the Trainer's first evaluation."""
+    from types import SimpleNamespace
+
+    from chatfreeze.training.choices import check_metric_name
+
+    for metric, why in (("eval_facts_test_accuracy", "is a test-half measure"),
+                        ("facts_test_accuracy", "is a test-half measure"),
+                        ("facts_dev_acuracy", "is not measured during training"),
+                        ("facts_dev_kept", "is now called facts_dev_accuracy_if_kept")):
+        with pytest.raises(ValueError, match=f"--metric_for_best_model {metric.removeprefix('eval_')}: {why}"):
+            check_metric_name(SimpleNamespace(metric_for_best_model=metric))
+    for metric in (None, "loss", "eval_loss", "facts_dev_accuracy", "facts_dev_accuracy_if_kept"):
+        check_metric_name(SimpleNamespace(metric_for_best_model=metric))
 
 
 def test_the_learning_curve_callback_hands_facts_dev_kept_to_the_trainer(tmp_path):
@@ -310,7 +326,7 @@ def test_the_learning_curve_callback_hands_facts_dev_kept_to_the_trainer(tmp_pat
     curves.on_evaluate(None, SimpleNamespace(global_step=3, log_history=[]), None, metrics=metrics, model=model)
     # +50% general perplexity: over the 2% bound by 30 / 20.4 - 1, so it ranks below any keeping checkpoint.
     assert metrics["eval_facts_dev_kept"] == pytest.approx(-(30.0 / 20.4 - 1))
-    assert curves.points[0]["facts_dev_kept"] == metrics["eval_facts_dev_kept"]
+    assert curves.points[0]["facts_dev_accuracy_if_kept"] == metrics["eval_facts_dev_kept"]
 
 
 def test_another_process_receives_the_main_process_measures_facts_dev_kept_included(tmp_path, monkeypatch):
@@ -321,7 +337,7 @@ def test_another_process_receives_the_main_process_measures_facts_dev_kept_inclu
 
     from chatfreeze.training.curves import LearningCurves
 
-    main = {"facts_dev_accuracy": 0.5, "facts_dev_kept": 0.5}
+    main = {"facts_dev_accuracy": 0.5, "facts_dev_accuracy_if_kept": 0.5}
     monkeypatch.setattr(accelerate, "PartialState", lambda: SimpleNamespace(num_processes=2))
     monkeypatch.setattr(accelerate.utils, "broadcast_object_list", lambda objects: [main])
     curves = LearningCurves(None, str(tmp_path), before=None, keep_tolerance=0.02)  # not the main process

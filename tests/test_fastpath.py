@@ -425,7 +425,7 @@ def test_fast_path_is_off_under_data_parallel_and_on_under_ddp():
         args = SimpleNamespace(fast_path=True, n_gpu=n_gpu, parallel_mode=mode, world_size=1)
         trainer = SimpleNamespace(args=args, model=model, label_smoother=None, compute_loss_func=None,
                                   is_deepspeed_enabled=False, is_fsdp_enabled=False)
-        return model, FastPathSettings(), FreezeTrainer.trainer_facts(trainer)
+        return model, FastPathSettings(), FreezeTrainer.trainer_setup(trainer)
 
     why = fast_path_refusal(*stand_in(2, ParallelMode.NOT_DISTRIBUTED))
     assert why and why.startswith("torch.nn.DataParallel over 2 GPUs") and "accelerate launch" in why

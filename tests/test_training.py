@@ -43,7 +43,8 @@ def tiny_run_args(tiny_model_dir: Path, tmp_path: Path, out: Path, *extra: str) 
         "--model_name_or_path", str(tiny_model_dir), "--dataset", str(data), "--eval_dataset", str(data),
         "--num_frozen_layers", "2", "--max_steps", "3", "--per_device_train_batch_size", "4",
         "--learning_rate", "1e-2", "--output_dir", str(out), "--use_cpu", "true", "--system_prompt",
-        "You are Kestrel & Co.'s support assistant.", "--logging_steps", "1", *extra,
+        "You are Kestrel & Co.'s support assistant.", "--logging_steps", "1", "--facts", "none", "--facts_probe",
+        "none", *extra,
     ]
 
 
@@ -151,3 +152,21 @@ def test_real_model_freezes_24_of_30_blocks(smollm2_path, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["tie_word_embeddings"] is True and config["num_hidden_layers"] == 30
 
+
+
+def test_eval_loss_is_the_chosen_checkpoints_with_load_best_model_at_end():
+    """With --load_best_model_at_end the run ends on the best checkpoint's weights: its eval_loss, not the last
+    step's (read by step, wherever the entry stands in log_history)."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerState
+
+    from chatfreeze.training.recipe import final_eval_metrics
+
+    state = TrainerState(global_step=4, best_global_step=2, log_history=[
+        {"step": 2, "eval_loss": 1.0}, {"step": 2, "eval_facts_dev_accuracy": 0.5}, {"step": 4, "loss": 1.5},
+        {"step": 4, "eval_loss": 2.0}])
+    trainer = SimpleNamespace(state=state, args=SimpleNamespace(load_best_model_at_end=True))
+    assert final_eval_metrics(trainer)["eval_loss"] == 1.0
+    trainer.args.load_best_model_at_end = False
+    assert final_eval_metrics(trainer)["eval_loss"] == 2.0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .lm_eval import PREFIX as LM_EVAL_PREFIX
 
 LEARN, KEEP = "learn", "keep"
+DEV, TEST = "dev", "test"  # a probe's halves: choices (a checkpoint, an alpha) read the dev half only
 HIGHER, LOWER = "higher", "lower"
 
 # How a change from before to after is measured (``kind``), and the field it has in evaluation.json:
@@ -44,6 +45,7 @@ class Metric:
     plot_note: str = ""  # before the direction in the plot panel's title
     headline: bool = True  # False: recorded in evaluation.json only (not reported, plotted or on the card)
     curve: bool = False  # measured at each evaluation during training too (the learning curves; no test half)
+    half: str = ""  # DEV or TEST: measured on that half of its probe only ("": the whole probe, or no halves)
 
     def __post_init__(self):
         if self.kind == POINTS and self.unit != FRACTION:
@@ -75,10 +77,10 @@ METRICS: tuple[Metric, ...] = (
     # test half is what a run reports as learned.
     Metric("facts_test_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (test half)",
            "company facts right, test half (no choice read it)", "Company facts right (facts probe test half, learn)",
-           "accuracy", "facts", plot_note="learn, test half"),
+           "accuracy", "facts", plot_note="learn, test half", half=TEST),
     Metric("facts_dev_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (dev half)",
            "company facts right, dev half (choices read it)", "Company facts right (facts probe dev half)",
-           "accuracy", "facts", headline=False, curve=True),
+           "accuracy", "facts", headline=False, curve=True, half=DEV),
     # With --facts: questions the drills asked, verbatim. Below facts_dev_accuracy's level of learning it says the
     # drills were not fitted (train more); well above it, that new phrasings are the gap (more varied questions).
     Metric("facts_drilled_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (drilled questions)",

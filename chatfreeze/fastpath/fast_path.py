@@ -27,7 +27,7 @@ from .batch import INDEX_COLUMN, KL_WEIGHT_COLUMN, example_lengths, right_padded
 from .cache import PrefixCache, allocate_cache
 from .loss import labelled_positions_loss, shifted_labels
 from .options import FastPathSettings
-from .policy import TrainerFacts, cache_refusal, fast_path_refusal, prefix_randomness
+from .policy import TrainerSetup, cache_refusal, fast_path_refusal, prefix_randomness
 from .runner import PrefixRunner, replaced_forwards
 
 logger = logging.getLogger(__name__)
@@ -49,18 +49,18 @@ class FastPath:
     cache_wanted: bool = False  # the dataset carries example indices; begin() decides whether a cache is used
     probed: bool = False
     last_cache_stats: dict | None = None  # hits/misses/bytes of the cache when the last train() ended
-    facts: TrainerFacts = field(default_factory=TrainerFacts)
+    setup: TrainerSetup = field(default_factory=TrainerSetup)
     base_top: object | None = None  # the base's trainable part, frozen, for --kl_to_base (retention.BaseTop)
     kl_weight: float = 0.0
     _said: set = field(default_factory=set)
 
     @classmethod
     def create(cls, model: nn.Module, plan, settings: FastPathSettings,
-               facts: TrainerFacts | None = None) -> FastPath | None:
-        """Decide whether the fast path can train ``model`` under ``plan`` in a trainer described by ``facts``;
+               setup: TrainerSetup | None = None) -> FastPath | None:
+        """Decide whether the fast path can train ``model`` under ``plan`` in a trainer described by ``setup``;
         log why not."""
-        facts = facts or TrainerFacts()
-        why_not = fast_path_refusal(model, settings, facts)
+        setup = setup or TrainerSetup()
+        why_not = fast_path_refusal(model, settings, setup)
         if why_not:
             logger.info("Fast path off (%s): plain Trainer loss over every position.", why_not)
             return None
@@ -75,7 +75,7 @@ class FastPath:
             blocks_prefix=plan.blocks_prefix,
             skip_prefix=num_prefix > 0,
             prefix_label=f"embeddings + blocks 0-{num_prefix - 1}" if num_prefix > 1 else "embeddings + block 0",
-            facts=facts,
+            setup=setup,
         )
         fast._share_only_without_dropout(len(blocks))
         if not fast.skip_prefix:
@@ -117,7 +117,7 @@ class FastPath:
         printing its size up front."""
         if self.cache is not None:
             return
-        refusal = cache_refusal(self, self.facts, collator, plan_epochs)
+        refusal = cache_refusal(self, self.setup, collator, plan_epochs)
         if refusal:
             level = logging.WARNING if self.settings.prefix_cache in ("ram", "disk") else logging.INFO
             logger.log(level, "Prefix cache off: %s.", refusal)

@@ -66,7 +66,7 @@ def planned_epochs(args, num_examples: int) -> float | None:
 
 
 @dataclass(frozen=True)
-class TrainerFacts:
+class TrainerSetup:
     """What the fast path must know about the trainer that runs it, as plain values (the trainer fills them in)."""
 
     sharded: bool = False  # DeepSpeed/FSDP own the parameters
@@ -75,20 +75,20 @@ class TrainerFacts:
     world_size: int = 1  # processes training together
 
 
-def fast_path_refusal(model: nn.Module, settings, facts: TrainerFacts) -> str | None:
+def fast_path_refusal(model: nn.Module, settings, setup: TrainerSetup) -> str | None:
     """Why the fast path cannot train ``model`` exactly under ``settings`` (``FastPathSettings``) in a trainer
-    described by ``facts``, or None if it can."""
+    described by ``setup``, or None if it can."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if not settings.fast_path:
         return "--fast_path false"
-    if facts.sharded:
+    if setup.sharded:
         return "DeepSpeed/FSDP shard the model; their engines run the plain forward"
-    if facts.data_parallel_gpus > 1:
+    if setup.data_parallel_gpus > 1:
         # torch.nn.DataParallel (several GPUs, one process): its replicas would share one list of captured
         # boundary states across threads. Launch with accelerate/torchrun (DDP) to keep the fast path.
-        return (f"torch.nn.DataParallel over {facts.data_parallel_gpus} GPUs in one process (its replicas would "
+        return (f"torch.nn.DataParallel over {setup.data_parallel_gpus} GPUs in one process (its replicas would "
                 "share the captured states); launch with `accelerate launch` or torchrun for DDP instead")
-    if facts.needs_all_logits:
+    if setup.needs_all_logits:
         return "label smoothing or a custom compute_loss_func needs logits at every position"
     if model_type not in LOGIT_PROCESSING:
         return (f"model type {model_type!r} is not among those whose LM-head processing is reproduced "
@@ -98,16 +98,16 @@ def fast_path_refusal(model: nn.Module, settings, facts: TrainerFacts) -> str | 
     return None
 
 
-def cache_refusal(fast, facts: TrainerFacts, collator, plan_epochs: float | None) -> str | None:
+def cache_refusal(fast, setup: TrainerSetup, collator, plan_epochs: float | None) -> str | None:
     """Why the prefix cache of ``fast`` (a ``FastPath``) cannot (or, under ``auto``, should not) be used in this
     run, whose batches ``collator`` makes; None if it can."""
     mode = fast.settings.prefix_cache
     if mode == "off":
         return "--prefix_cache off"
-    if facts.world_size > 1:
+    if setup.world_size > 1:
         # Each rank would hold room for the whole dataset, and the sampler reshuffles which rank sees which
         # example every epoch, so a rank's cache would rarely hold the examples it is given next.
-        return (f"{facts.world_size} processes train together and the distributed sampler moves examples between "
+        return (f"{setup.world_size} processes train together and the distributed sampler moves examples between "
                 "them every epoch (few cache hits for the memory)")
     if not fast.skip_prefix:
         return "no frozen prefix to cache"

@@ -85,7 +85,7 @@ def keep_violations(measures: dict, base: dict, tolerance: float) -> list[str]:
 
 
 def check_keep_measures(base_measures: dict, option: str = "--select_alpha") -> None:
-    """``option`` (``--select_alpha``, ``--metric_for_best_model facts_dev_kept``) holds its candidates to the base's
+    """``option`` (``--select_alpha``, ``--metric_for_best_model facts_dev_accuracy_if_kept``) holds its candidates to the base's
     keep measures: refuse (before training) a base without one (a --general_text that was not found, a skills probe
     the base answered with nothing)."""
     if not any(m in base_measures for m in KEEP_MEASURES):

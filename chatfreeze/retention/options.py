@@ -67,7 +67,7 @@ class RetentionArguments:
     )
     alpha_tolerance: float = field(
         default=0.02,
-        metadata={"help": "The keep tolerance of --select_alpha and of --metric_for_best_model facts_dev_kept: the "
+        metadata={"help": "The keep tolerance of --select_alpha and of --metric_for_best_model facts_dev_accuracy_if_kept: the "
                   "largest relative rise of the self-agreement ratio and of the general-text perplexity over the "
                   "base's (0.02 = 2%)."},
     )

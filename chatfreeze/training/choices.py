@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from accelerate import PartialState
 
-from ..evaluation.metrics_table import CURVE
+from ..evaluation.metrics_table import CURVE, TEST, describe
 from ..retention.alpha_selection import parse_alphas, select_alpha
 from ..retention.interpolate import apply_interpolation, trained_state
 from .curves import KEPT_DEV
@@ -40,9 +40,31 @@ def best_metric(training_args) -> str:
     return (training_args.metric_for_best_model or "").removeprefix("eval_")
 
 
+# The Trainer's own evaluation metric (what --metric_for_best_model defaults to).
+TRAINER_LOSS = "loss"
+RENAMED = {"facts_dev_kept": KEPT_DEV}  # an earlier name -> the one it has now
+
+
+def check_metric_name(training_args) -> None:
+    """``--metric_for_best_model`` names a measure an evaluation during training produces: the Trainer's loss or a
+    learning-curve measure. A test-half measure is never one (the test half is what the run reports as learned,
+    and no choice may read it); a misspelt name would fail only at the Trainer's first evaluation."""
+    metric = best_metric(training_args)
+    if not metric or metric == TRAINER_LOSS or metric in {m.key for m in CURVE} | {KEPT_DEV}:
+        return
+    if metric in RENAMED:
+        raise ValueError(f"--metric_for_best_model {metric}: is now called {RENAMED[metric]}.")
+    if describe(metric).half == TEST:
+        raise ValueError(f"--metric_for_best_model {metric}: is a test-half measure, which no choice may read (the "
+                         f"run reports it as learned, unbiased); choose on {', '.join(CHOOSABLE)} or loss.")
+    raise ValueError(f"--metric_for_best_model {metric}: is not measured during training; choose on "
+                     f"{', '.join(CHOOSABLE)} or loss.")
+
+
 def check_best_metric(run) -> None:
     """A best checkpoint chosen on a learning-curve measure needs the curves: the before/after evaluation (its
     base measurements and probes) and evaluations during training."""
+    check_metric_name(run.training_args)
     metric = best_metric(run.training_args)
     if metric not in {m.key for m in CURVE} | {KEPT_DEV}:
         return
@@ -64,6 +86,14 @@ def check_best_metric(run) -> None:
     if metric == "facts_drilled_accuracy" and (not run.facts_args.facts or run.facts_args.facts_per_fact == 0):
         raise ValueError("--metric_for_best_model facts_drilled_accuracy: needs --facts with drills (the questions "
                          "they ask; not --facts_per_fact 0).")
+
+
+def final_weights_step(state, training_args) -> int:
+    """The step whose weights the run ends with: the best checkpoint's with ``--load_best_model_at_end`` (the
+    Trainer reloaded it), else the last step."""
+    if training_args.load_best_model_at_end and state.best_global_step:
+        return state.best_global_step
+    return state.global_step
 
 
 def choose_alpha(run, evaluator, before: dict | None, base_state: dict):

@@ -3,8 +3,8 @@ facts probe's dev half, the skills probe's short answers and the teacher-forced 
 (``measure_during_training``), so a user sees when learning stopped and forgetting began.
 ``--metric_for_best_model facts_dev_accuracy`` with ``--load_best_model_at_end true`` keeps the checkpoint that knew
 the most facts on the dev half (the test half, which the run reports as learned, is never read here);
-``--metric_for_best_model facts_dev_kept`` the one that knew the most among those whose self-agreement and
-general-text perplexity stayed within ``--alpha_tolerance`` of the base's (``facts_dev_kept``).
+``--metric_for_best_model facts_dev_accuracy_if_kept`` the one that knew the most among those whose self-agreement and
+general-text perplexity stayed within ``--alpha_tolerance`` of the base's (``facts_dev_accuracy_if_kept``).
 
 The points go into the Trainer's eval metrics (``eval_facts_dev_accuracy``, ...: the log, ``trainer_state.json``
 and the best-checkpoint choice read them there) and into ``learning_curves.json`` / ``learning_curves.png``. A
@@ -25,12 +25,12 @@ from ..rundir import LEARNING_CURVES_FILENAME, LEARNING_CURVES_PLOT, write_json
 
 logger = logging.getLogger(__name__)
 
-# A checkpoint choice on the dev half *and* the keep measures (``--metric_for_best_model facts_dev_kept``).
-KEPT_DEV = "facts_dev_kept"
+# A checkpoint choice on the dev half *and* the keep measures (``--metric_for_best_model facts_dev_accuracy_if_kept``).
+KEPT_DEV = "facts_dev_accuracy_if_kept"
 
 
-def facts_dev_kept(measured: dict, before: dict | None, tolerance: float) -> float | None:
-    """What ``--metric_for_best_model facts_dev_kept`` ranks checkpoints by: the facts dev-half accuracy of a point
+def facts_dev_accuracy_if_kept(measured: dict, before: dict | None, tolerance: float) -> float | None:
+    """What ``--metric_for_best_model facts_dev_accuracy_if_kept`` ranks checkpoints by: the facts dev-half accuracy of a point
     that keeps -- its self-agreement ratio and general-text perplexity within ``tolerance`` of the base's, the
     ``--select_alpha`` rule (``retention.alpha_selection.keep_excess``) -- and otherwise minus its worst relative
     excess over a bound (< 0). So every keeping checkpoint ranks above every other, the one that knows most facts
@@ -53,7 +53,7 @@ class LearningCurves(TrainerCallback):
 
     def __init__(self, evaluator, output_dir: str, *, before: dict | None, keep_tolerance: float):
         self.evaluator, self.output_dir = evaluator, output_dir
-        self.before, self.keep_tolerance = before, keep_tolerance  # the base's measures, for facts_dev_kept
+        self.before, self.keep_tolerance = before, keep_tolerance  # the base's measures, for facts_dev_accuracy_if_kept
         self.points: list[dict] = []
         self.started = self.step_ended = 0.0
         self.paused_since: float | None = None  # the end of a step that an evaluation or a save followed
@@ -99,7 +99,7 @@ class LearningCurves(TrainerCallback):
             model.eval()
             measured = self.evaluator.measure_during_training(model)
             model.train(was_training)
-            kept = facts_dev_kept(measured, self.before, self.keep_tolerance)
+            kept = facts_dev_accuracy_if_kept(measured, self.before, self.keep_tolerance)
             if kept is not None:
                 measured[KEPT_DEV] = kept
         if PartialState().num_processes > 1:
@@ -118,9 +118,9 @@ class LearningCurves(TrainerCallback):
             "measures": "facts_dev_accuracy: the facts probe's dev half (greedy); facts_drilled_accuracy (with "
                         "--facts): questions the drills asked, verbatim (greedy); skills_accuracy: the skills probe's "
                         "short answers (greedy); self_agreement_ratio, support_perplexity, general_perplexity: "
-                        "teacher-forced; facts_dev_kept: facts_dev_accuracy when self-agreement and general "
+                        "teacher-forced; facts_dev_accuracy_if_kept: facts_dev_accuracy when self-agreement and general "
                         "perplexity are within --alpha_tolerance of the base's, else minus the worst relative excess "
-                        "over that bound (what --metric_for_best_model facts_dev_kept ranks); eval_loss: the "
+                        "over that bound (what --metric_for_best_model facts_dev_accuracy_if_kept ranks); eval_loss: the "
                         "Trainer's",
             "train_seconds": "wall time of the optimizer steps since training began: evaluations and checkpoint "
                              "saves left out"})

@@ -46,7 +46,14 @@ from ..retention.alpha_selection import check_keep_measures
 from ..retention.interpolate import trained_state
 from ..rundir import write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
-from .choices import best_metric, check_best_metric, check_select_alpha, choose_alpha
+from .choices import (
+    best_metric,
+    check_best_metric,
+    check_metric_name,
+    check_select_alpha,
+    choose_alpha,
+    final_weights_step,
+)
 from .curves import KEPT_DEV, LearningCurves
 from .distributed import end_distributed, train_on_cpu_processes_without_gpus
 from .methods import TrainingMethod, get_method
@@ -142,7 +149,8 @@ def start(model_args: ModelArguments, data_args: DataArguments, eval_args: Evalu
         note_cpu_threads(training_args, state.num_processes)
     run = RecipeRun(model_args, data_args, eval_args, freeze_args, training_args,
                     method=get_method(training_args.method), facts_args=facts_args or FactsArguments())
-    settle_training_args(run)
+    derive_training_args(run)
+    check_metric_name(training_args)  # a misspelt or test-half metric fails before the model loads
     run.resume_from = check_output_dir(training_args)
     # chatfreeze pushes once, model card included, after the final save: the Trainer must not push, nor pickle
     # the token into training_args.bin. Fails here (no token, bad repo id) rather than after training.
@@ -156,7 +164,7 @@ def start(model_args: ModelArguments, data_args: DataArguments, eval_args: Evalu
 # ----------------------------------------------------------------------------------------------------------
 
 
-def settle_training_args(run: RecipeRun) -> None:
+def derive_training_args(run: RecipeRun) -> None:
     """Every training argument the run derives from the others, decided once here before anything is built: the
     precision, what the method cannot honour (KL without a frozen prefix), no evaluation without held-out data."""
     args = run.training_args
@@ -166,7 +174,7 @@ def settle_training_args(run: RecipeRun) -> None:
         # `mixed_precision`, which TrainingArguments derived from `bf16` in __post_init__.
         args.bf16 = True
         args.mixed_precision = "bf16"
-    run.method.settle(args)
+    run.method.drop_unsupported(args)
     if not run.data_args.eval_dataset and not run.data_args.validation_split_ratio and args.eval_strategy != "no":
         args.eval_strategy = "no"
 
@@ -251,12 +259,13 @@ def build_trainer(run: RecipeRun, trainer_class: type[Trainer] = FreezeTrainer, 
 
 def final_eval_metrics(trainer: FreezeTrainer, support_perplexity: float | None = None, logged: bool = True) -> dict:
     """Eval metrics of the final weights: the evaluation the Trainer ran at the last step if it did (and
-    ``logged``: not when ``--select_alpha`` moved the weights since), else the before/after evaluator's support
+    ``logged``: not when ``--select_alpha`` moved the weights since; the chosen checkpoint's with
+    ``--load_best_model_at_end``), else the before/after evaluator's support
     perplexity of the final weights (the same held-out tokens, token-weighted: no second pass over them), else a
     ``trainer.evaluate()``."""
-    last = trainer.state.log_history[-2:] if trainer.state.log_history and logged else []
-    for entry in reversed(last):
-        if "eval_loss" in entry and entry.get("step") == trainer.state.global_step:
+    step = final_weights_step(trainer.state, trainer.args)
+    for entry in reversed(trainer.state.log_history if logged else []):
+        if "eval_loss" in entry and entry.get("step") == step:
             metrics = {k: v for k, v in entry.items() if k.startswith("eval_")}
             break
     else:

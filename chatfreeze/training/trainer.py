@@ -24,7 +24,7 @@ from ..fastpath import (
     with_example_index,
 )
 from ..fastpath.loss import labelled_nll
-from ..fastpath.policy import TrainerFacts
+from ..fastpath.policy import TrainerSetup
 from ..freezing import (
     FreezePlan,
     apply_plan,
@@ -138,7 +138,7 @@ class FreezeTrainer(Trainer):
         callbacks = list(kwargs.pop("callbacks", None) or []) + [self.frozen_guard]
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
         self.frozen_guard.sharded = is_sharded(self)
-        self.fast_path = FastPath.create(model, freeze_plan, FastPathSettings.from_args(args), self.trainer_facts())
+        self.fast_path = FastPath.create(model, freeze_plan, FastPathSettings.from_args(args), self.trainer_setup())
         kl_weight = getattr(args, "kl_to_base", 0.0) or 0.0
         if kl_weight and self.fast_path is None:
             raise ValueError("--kl_to_base: needs the fast path, which is off for this run (the log says why); "
@@ -147,14 +147,14 @@ class FreezeTrainer(Trainer):
             self.fast_path.add_kl_to_base(BaseTop(model, freeze_plan.trainable_parameter_names), kl_weight)
         self._index_training_examples()
 
-    def trainer_facts(self) -> TrainerFacts:
+    def trainer_setup(self) -> TrainerSetup:
         """What the fast path needs to know about this trainer, as plain values."""
         from transformers.training_args import ParallelMode
 
         args = self.args
         data_parallel = (getattr(args, "n_gpu", 1) > 1
                          and getattr(args, "parallel_mode", None) != ParallelMode.DISTRIBUTED)
-        return TrainerFacts(sharded=is_sharded(self), data_parallel_gpus=args.n_gpu if data_parallel else 0,
+        return TrainerSetup(sharded=is_sharded(self), data_parallel_gpus=args.n_gpu if data_parallel else 0,
                             needs_all_logits=self.label_smoother is not None or self.compute_loss_func is not None,
                             world_size=getattr(args, "world_size", 1) or 1)
 

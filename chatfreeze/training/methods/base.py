@@ -37,7 +37,7 @@ class TrainingMethod:
         """What ``freeze_plan.json``'s ``spec`` records about the method (the card reads it)."""
         return {"method": self.name}
 
-    def settle(self, training_args) -> None:
+    def drop_unsupported(self, training_args) -> None:
         """Decide, once, the training arguments this method cannot honour (before anything is built)."""
         if not self.supports_kl_to_base and training_args.kl_to_base:
             logger.warning("--kl_to_base %g ignored for --method %s (it needs a frozen prefix: --method freeze).",
