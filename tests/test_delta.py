@@ -107,7 +107,8 @@ def test_recipe_saves_a_delta_that_chat_evaluate_and_merge_read(tiny_model_dir, 
                    str(tiny_model_dir), "--dataset", str(data), "--eval_dataset", "none", "--num_frozen_layers", "2",
                    "--max_steps", "2", "--per_device_train_batch_size", "4", "--output_dir", str(outs[name]),
                    "--report_to", "none", "--use_cpu", "true", "--save_strategy", "steps", "--save_steps", "1",
-                   "--eval_before_after", "false", "--learning_rate", "1e-2", *extra]
+                   "--eval_before_after", "false", "--learning_rate", "1e-2", "--facts", "none", "--facts_probe",
+                   "none", *extra]
         result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
     delta = outs["delta"]

@@ -41,7 +41,7 @@ def command(model_dir, data, out, prefix_cache: str) -> list[str]:
             "--output_dir", str(out), "--report_to", "none", "--use_cpu", "true", "--eval_before_after", "false",
             "--prefix_cache", prefix_cache, "--prefix_cache_dir", str(out.parent / "prefix-cache"),
             # the default recipe's drills and plain-text passages off: the checks count the 16 dialogues + 4 replay
-            "--facts_per_fact", "0", "--text_replay_ratio", "0"]
+            "--facts", "none", "--facts_probe", "none", "--text_replay_ratio", "0"]
 
 
 def environment() -> dict:

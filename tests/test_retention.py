@@ -164,7 +164,8 @@ def tiny_train(tiny_model_dir, tmp_path, *extra):
     command = [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), "--model_name_or_path", str(tiny_model_dir),
                "--dataset", str(data), "--eval_dataset", "none", "--num_frozen_layers", "2", "--max_steps", "2",
                "--per_device_train_batch_size", "4", "--output_dir", str(out), "--report_to", "none",
-               "--use_cpu", "true", "--save_strategy", "no", "--eval_before_after", "false", *extra]
+               "--use_cpu", "true", "--save_strategy", "no", "--eval_before_after", "false", "--facts", "none",
+               "--facts_probe", "none", *extra]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
                             env={**os.environ, "HF_HUB_OFFLINE": "1",
                                  "CHATFREEZE_MEASUREMENT_CACHE": str(tmp_path / "cache")})
