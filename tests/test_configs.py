@@ -57,12 +57,17 @@ def test_bad_recipes_name_the_problem(tmp_path, body, message):
 
 def test_a_recipe_extends_another_and_overrides_it(tmp_path):
     child = tmp_path / "child.yaml"
-    child.write_text(f"extends: {DEFAULT_RECIPE}\nlearning_rate: 1.0e-5\ndataset: data/train.jsonl\n")
+    # Its own dialogues, so its own facts sheet and probe too (another company's data on Kestrel's facts is refused).
+    child.write_text(f"extends: {DEFAULT_RECIPE}\nlearning_rate: 1.0e-5\ndataset: data/train.jsonl\n"
+                     "facts: data/facts.yaml\nfacts_probe: data/facts_probe.jsonl\n")
     base = parse_args(["--config", str(DEFAULT_RECIPE)])
     extended = parse_args(["--config", str(child)])
     assert extended.training.learning_rate == 1e-5 and extended.training.max_steps == base.training.max_steps
-    assert extended.freeze == base.freeze and extended.evaluation == base.evaluation
+    assert extended.freeze == base.freeze
     assert extended.data.dataset == str(tmp_path / "data" / "train.jsonl")  # resolved against its own folder
+    assert extended.evaluation.facts_probe == str(tmp_path / "data" / "facts_probe.jsonl")
+    extended.evaluation.facts_probe = base.evaluation.facts_probe
+    assert extended.evaluation == base.evaluation
     assert parse_args(["--config", str(child), "--learning_rate", "3e-5"]).training.learning_rate == 3e-5
 
 
@@ -95,3 +100,78 @@ def test_a_shipped_recipe_is_the_facts_study_row_it_reports(recipe_name, row_nam
     mine, theirs = recipe.training.to_dict(), studied.training.to_dict()
     differing = {key for key in mine if mine[key] != theirs[key] and "output_dir" not in key}
     assert differing <= {"logging_dir"} | may_differ, differing
+
+
+# --- the recipe and the command line together ---------------------------------------------------------------
+
+def test_a_cli_choice_of_drills_replaces_the_recipes_other_choice(tmp_path):
+    """--facts_per_fact and --facts_ratio are one choice made two ways: the default recipe sets facts_per_fact, so
+    --facts_ratio on the command line must replace it (it was refused as "both given"); both on the command line
+    stay an error, and a recipe that extends another replaces the parent's choice the same way."""
+    ratio = parse_args(["--config", str(DEFAULT_RECIPE), "--facts_ratio", "0.5"]).facts
+    assert ratio.facts_ratio == 0.5 and ratio.facts_per_fact is None
+    with pytest.raises(ValueError, match="give one of them"):
+        parse_args(["--config", str(DEFAULT_RECIPE), "--facts_ratio", "0.5", "--facts_per_fact", "3"])
+
+    by_ratio = tmp_path / "by_ratio.yaml"
+    by_ratio.write_text(f"extends: {DEFAULT_RECIPE}\nfacts_ratio: 2.0\n")
+    child = parse_args(["--config", str(by_ratio)]).facts
+    assert child.facts_ratio == 2.0 and child.facts_per_fact is None
+    per_fact = parse_args(["--config", str(by_ratio), "--facts_per_fact", "5"]).facts
+    assert per_fact.facts_per_fact == 5 and per_fact.facts_ratio is None
+    both = tmp_path / "both.yaml"
+    both.write_text(f"extends: {DEFAULT_RECIPE}\nfacts_ratio: 2.0\nfacts_per_fact: 4\n")
+    with pytest.raises(ValueError, match="give one of them"):
+        parse_args(["--config", str(both)])
+
+
+OTHER_COMPANY = "You are the support assistant of Acme Bikes."
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    (["--dataset", "acme.jsonl"], "--dataset is not Kestrel & Co.'s (the packaged recipe's), but --facts and "
+                                  "--facts_probe still are: set them too, to your own files or --facts none "
+                                  "--facts_probe none"),
+    (["--system_prompt", OTHER_COMPANY], "--system_prompt is not Kestrel"),
+    (["--dataset", "acme.jsonl", "--facts", "none"], "but --facts_probe still is: set it too, to your own file or "
+                                                     "--facts_probe none"),
+    (["--dataset", "acme.jsonl", "--facts_probe", "none"], "but --facts still is"),
+], ids=["dataset", "system-prompt", "probe-kept", "sheet-kept"])
+def test_another_companys_data_on_the_default_recipe_needs_its_own_facts(extra, named):
+    """Never Kestrel & Co.'s facts drilled into (or graded on) another company's bot."""
+    with pytest.raises(ValueError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        parse_args(["--config", str(DEFAULT_RECIPE), *extra])
+
+
+def test_another_companys_data_with_its_facts_chosen_is_accepted(tmp_path):
+    chosen_off = parse_args(["--config", str(DEFAULT_RECIPE), "--dataset", "acme.jsonl", "--system_prompt",
+                             OTHER_COMPANY, "--facts", "none", "--facts_probe", "none"])
+    assert chosen_off.facts.facts is None and chosen_off.evaluation.facts_probe is None
+    assert chosen_off.data.dataset == "acme.jsonl" and chosen_off.data.system_prompt == OTHER_COMPANY
+    # Kestrel's own dialogues named again, or the quick recipe as it is: still Kestrel's bot, nothing to choose.
+    assert parse_args(["--config", str(DEFAULT_RECIPE), "--dataset", str(REPO_ROOT / "data" / "train.jsonl")])
+    assert parse_args(["--config", str(QUICK_RECIPE), "--max_steps", "5"])
+
+    own = tmp_path / "acme.yaml"  # a user's recipe on top of the default, its company's four options set
+    own.write_text(f"extends: {DEFAULT_RECIPE}\ndataset: acme.jsonl\nsystem_prompt: {OTHER_COMPANY}\n"
+                   "facts: acme_facts.yaml\nfacts_probe: acme_probe.jsonl\n")
+    args = parse_args(["--config", str(own)])
+    assert args.facts.facts == str(tmp_path / "acme_facts.yaml")
+    assert args.evaluation.facts_probe == str(tmp_path / "acme_probe.jsonl")
+    assert args.facts.facts_per_fact == 20  # the default recipe's drilling, now of Acme's sheet
+
+    partial = tmp_path / "partial.yaml"  # ... but one that sets only the dialogues is refused like the CLI
+    partial.write_text(f"extends: {DEFAULT_RECIPE}\ndataset: acme.jsonl\n")
+    with pytest.raises(ValueError, match="--dataset is not Kestrel"):
+        parse_args(["--config", str(partial)])
+    with pytest.raises(ValueError, match="but --facts_probe still is"):
+        parse_args(["--config", str(QUICK_RECIPE), "--dataset", "acme.jsonl"])  # no drills, but Kestrel's probe
+
+
+def test_the_refusal_is_one_line_and_exit_status_2(capsys):
+    from chatfreeze.cli import main
+
+    assert main(["train", "--dataset", "acme.jsonl", "--output_dir", "outputs/never"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --dataset is not Kestrel & Co.'s"), err
+    assert "--facts none --facts_probe none" in err[0]
