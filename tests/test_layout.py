@@ -226,7 +226,10 @@ def test_console_script_trains_from_another_directory(tmp_path, tiny_model_dir):
     elsewhere.mkdir()
     command = [sys.executable, "-m", "chatfreeze", "train", "--model_name_or_path", str(tiny_model_dir),
                "--num_frozen_layers", "2", "--max_steps", "1", "--max_train_samples", "16", "--max_eval_samples", "4", "--eval_before_after",
-               "false", "--replay_ratio", "0", "--output_dir", "outputs/run", "--report_to", "none", "--use_cpu", "true"]  # a random tiny model replies with nothing: no replay
+               "false", "--replay_ratio", "0", "--facts_per_fact", "0", "--text_replay_ratio", "0", "--output_dir",
+               "outputs/run", "--report_to", "none", "--use_cpu", "true"]
+    # Structural, like the other such tests: a random tiny model replies with nothing (no replay) and writes no
+    # passages, and the default's drills would only slow the one step down.
     result = subprocess.run(command, capture_output=True, text=True, cwd=elsewhere, timeout=600,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -234,6 +237,7 @@ def test_console_script_trains_from_another_directory(tmp_path, tiny_model_dir):
     assert run_info["data"]["train"]["dialogues_in"] == 16  # the packaged recipe's data, first 16 dialogues
     assert Path(run_info["data"]["args"]["dataset"]) == (REPO_ROOT / "data" / "train.jsonl").resolve()
     assert run_info["metrics"]["train_loss"] > 0
+    assert not run_info["data"]["text_replay"] and not (run_info["facts"] or {}).get("drills")  # both turned off
 
 
 def test_console_script_dispatches_and_refuses_unknown_commands(capsys):
