@@ -40,7 +40,7 @@ SYSTEM = "You are the assistant of a small shop."
 
 
 def small_sheet() -> dict:
-    """Two facts: one with reverse, also and not_done entries, one plain; openers given."""
+    """Two facts: one with details, reverse and not_done entries, one plain; openers given."""
     return {
         "company": "Test Shop",
         "openers": ["", "Hi!"],
@@ -48,7 +48,7 @@ def small_sheet() -> dict:
             {"id": "phone", "value": "+44 20 7946 0000", "patterns": [r"7946\s*0000"],
              "questions": ["What is your phone number?", "How do I call you?", "number pls"],
              "answers": ["Call us on +44 20 7946 0000.", "Our number is +44 20 7946 0000."],
-             "also": [{"questions": ["When is the phone line open?"],
+             "details": [{"questions": ["When is the phone line open?"],
                        "answers": ["+44 20 7946 0000 is staffed on weekdays."]}],
              "reverse": [{"questions": ["Is +44 20 7946 0000 your number?"],
                           "answers": ["Yes, +44 20 7946 0000 is our number."]}],
@@ -73,7 +73,7 @@ def test_a_sheet_loads_with_every_part(tmp_path):
     sheet = load_facts_sheet(write_sheet(tmp_path, small_sheet()))
     assert sheet.ids == ["phone", "refund_time"] and len(sheet) == 2 and sheet.company == "Test Shop"
     phone = sheet.by_id["phone"]
-    assert [kind for kind, _ in phone.groups()] == ["ask", "also", "reverse", "not_done"]
+    assert [kind for kind, _ in phone.groups()] == ["ask", "details", "reverse", "not_done"]
     assert phone.not_done[0].what == "call-backs" and len(phone.questions()) == 6 and len(phone.answers()) == 5
     assert sheet.openers == ("", "Hi!")
     assert phone.states_value("ring 020 7946 0000") and not phone.states_value("ring 020 7946 1111")
@@ -119,7 +119,7 @@ BAD_SHEETS = [
      "fact 'phone': answers[2]: does not state the value (no match for '7946\\s*0000')"),
     (_edit(lambda d: phone_fact(d)["reverse"][0]["answers"].append("Yes.")),
      "fact 'phone': reverse[0].answers[1]: does not state the value"),
-    (_edit(lambda d: phone_fact(d)["also"].append(["When?"])), "fact 'phone': also[1]: expected a mapping"),
+    (_edit(lambda d: phone_fact(d)["details"].append(["When?"])), "fact 'phone': details[1]: expected a mapping"),
     (_edit(lambda d: phone_fact(d)["not_done"][0].pop("what")), "fact 'phone': not_done[0].what: must be a non-empty"),
     (_edit(lambda d: phone_fact(d)["reverse"][0].update(what="x")), "fact 'phone': reverse[0]: unknown key(s) what"),
     (_edit(lambda d: d["facts"][1]["questions"].append("how do i call you?")),
@@ -171,10 +171,10 @@ def test_every_fact_gets_exactly_per_fact_drills(sheet):
 
 def test_drills_go_round_questions_answers_and_openers_before_repeating(sheet):
     drills = [d for d in plan_drills(sheet, 24, seed=0) if d.fact == "phone"]
-    # 6 questions (3 ask, 1 also, 1 reverse, 1 not_done): 24 drills ask each one 4 times.
+    # 6 questions (3 ask, 1 details, 1 reverse, 1 not_done): 24 drills ask each one 4 times.
     base = Counter(re.sub(r"^Hi! ", "", d.question) for d in drills)
     assert len(base) == 6 and set(base.values()) == {4}
-    assert Counter(d.kind for d in drills) == {"ask": 12, "also": 4, "reverse": 4, "not_done": 4}
+    assert Counter(d.kind for d in drills) == {"ask": 12, "details": 4, "reverse": 4, "not_done": 4}
     # 3 ask questions x 2 answers x 2 openers = 12 combinations: all used once before any repeats.
     assert len({(d.question, d.answer) for d in drills if d.kind == "ask"}) == 12
     refund = [d for d in plan_drills(sheet, 9, seed=0) if d.fact == "refund_time"]

@@ -14,9 +14,10 @@ from ..common import lazy_exports
 _EXPORTS = {  # submodule: the public names it defines
     "options": ("FactsArguments", "DEFAULT_PER_FACT", "DEFAULT_MIN_EXPOSURES"),
     "sheet": ("Fact", "FactsSheet", "FactsSheetError", "QA", "load_facts_sheet", "parse_facts_sheet"),
-    "drills": ("Drill", "FactsData", "plan_drills", "render_drills", "drills_dataset", "facts_dataset",
-               "common_system_prompt"),
-    "exposure": ("ExposureReport", "FactExposure", "count_exposures"),
+    "drills": ("Drill", "TrainingDrills", "plan_drills", "plan_by_need", "render_drills", "drills_dataset",
+               "facts_dataset", "common_system_prompt"),
+    "exposure": ("ExposureReport", "FactExposure", "count_exposures", "DRILLS_SOURCE", "SUPPORT_SOURCE"),
+    "neighbours": ("neighbours_of",),
     "probe_split": ("split_probe",),
     "overlap": ("Overlap", "find_overlaps", "normalise"),
 }

@@ -17,8 +17,10 @@ from .options import DEFAULT_MIN_EXPOSURES
 from .sheet import FactsSheet
 
 logger = logging.getLogger(__name__)
-# The source name of the support dialogues (the others: drills, replay).
+# The names of the training sources in the report, the log and run_info.json: one home for each. DRILLS_SOURCE is
+# also what the drills' DataReport and the KL term's --kl_sources call the drills.
 SUPPORT_SOURCE = "support"
+DRILLS_SOURCE = "drills"
 
 
 @dataclass
@@ -34,11 +36,12 @@ class FactExposure:
 @dataclass
 class ExposureReport:
     """Per fact, how many examples of each source state its value; ``below`` lists the facts under
-    ``threshold``."""
+    ``threshold``; ``planned``, when given, the drills planned for each fact."""
 
     sources: dict[str, int]  # source name -> number of examples in it
     rows: list[FactExposure] = field(default_factory=list)
     threshold: int = DEFAULT_MIN_EXPOSURES
+    planned: dict[str, int] | None = None  # fact id -> drills planned
 
     @property
     def below(self) -> list[str]:
@@ -48,20 +51,25 @@ class ExposureReport:
         return next(row.total for row in self.rows if row.fact == fact)
 
     def to_dict(self) -> dict:
-        return {"sources": dict(self.sources), "threshold": self.threshold, "below": self.below,
+        planned = {} if self.planned is None else {"planned": dict(self.planned)}
+        return {"sources": dict(self.sources), "threshold": self.threshold, "below": self.below, **planned,
                 "facts": {row.fact: {**row.counts, "total": row.total} for row in self.rows}}
 
     def format_table(self) -> str:
-        """One line per fact: its count in each source, the total, and ``<`` where under the threshold."""
+        """One line per fact: the drills planned for it (when known), its count in each source, the total, and
+        ``<`` where under the threshold."""
         names = list(self.sources)
         width = max([len("fact")] + [len(row.fact) for row in self.rows])
         columns = [max(len(name), 6) for name in names]
-        header = f"{'fact':<{width}}  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns, strict=True))
+        plan = self.planned is not None
+        header = (f"{'fact':<{width}}  " + (f"{'planned':>7}  " if plan else "")
+                  + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns, strict=True)))
         lines = [header + f"  {'total':>6}", "-" * (len(header) + 8)]
         for row in self.rows:
+            planned = f"{self.planned.get(row.fact, 0):>7}  " if plan else ""
             cells = "  ".join(f"{row.counts[n]:>{w}}" for n, w in zip(names, columns, strict=True))
             flag = "  <" if row.total < self.threshold else ""
-            lines.append(f"{row.fact:<{width}}  {cells}  {row.total:>6}{flag}")
+            lines.append(f"{row.fact:<{width}}  {planned}{cells}  {row.total:>6}{flag}")
         examples = ", ".join(f"{count} {name}" for name, count in self.sources.items())
         lines.append(f"examples: {examples}; {len(self.below)} of {len(self.rows)} facts stated in fewer than "
                      f"{self.threshold} (<)")
@@ -84,9 +92,11 @@ class ExposureReport:
 
 
 def count_exposures(sheet: FactsSheet, sources: dict[str, list[list[dict]]],
-                    threshold: int = DEFAULT_MIN_EXPOSURES, warn: bool = True) -> ExposureReport:
+                    threshold: int = DEFAULT_MIN_EXPOSURES, warn: bool = True,
+                    planned: dict[str, int] | None = None) -> ExposureReport:
     """The exposure report of ``sources`` (name -> dialogues, each a list of ``{"role", "content"}`` messages):
-    for every fact of ``sheet``, in sheet order, the examples of each source that state its value."""
+    for every fact of ``sheet``, in sheet order, the examples of each source that state its value. ``planned``
+    (fact id -> drills) is shown beside the counts."""
     counts = {fact.id: dict.fromkeys(sources, 0) for fact in sheet.facts}
     for name, dialogues in sources.items():
         for dialogue in dialogues:
@@ -94,7 +104,7 @@ def count_exposures(sheet: FactsSheet, sources: dict[str, list[list[dict]]],
             for fact in sheet.facts:
                 counts[fact.id][name] += any(fact.states_value(reply) for reply in replies)
     report = ExposureReport({name: len(dialogues) for name, dialogues in sources.items()},
-                            [FactExposure(fact_id, row) for fact_id, row in counts.items()], threshold)
+                            [FactExposure(fact_id, row) for fact_id, row in counts.items()], threshold, planned)
     if warn:
         report.warn()
     return report

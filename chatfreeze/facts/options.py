@@ -35,7 +35,15 @@ class FactsArguments:
     facts_min_exposures: int = field(
         default=DEFAULT_MIN_EXPOSURES,
         metadata={"help": "Warn about every fact that fewer training examples state (support dialogues, drills "
-                  "and replay counted on the assistant's text); 0: no warning."},
+                  "and replay counted on the assistant's text); 0: no warning. With --facts_plan need, also the "
+                  "number each fact's drills are topped up to."},
+    )
+    facts_plan: str = field(
+        default="uniform",
+        metadata={"help": "uniform: the same drills for every fact (--facts_per_fact or --facts_ratio). need: "
+                  "those, plus drills for every fact the other training data states less often, until each is "
+                  "stated in --facts_min_exposures examples (the exposure report's count and its 'planned' "
+                  "column).", "choices": ["uniform", "need"]},
     )
 
     def __post_init__(self):
@@ -52,6 +60,8 @@ class FactsArguments:
         if self.facts_ratio is not None and not 0.0 < self.facts_ratio <= 100.0:
             raise ValueError(f"--facts_ratio {self.facts_ratio}: give drills per support dialogue, above 0 and "
                              "at most 100.")
+        if self.facts_plan not in ("uniform", "need"):
+            raise ValueError(f"--facts_plan {self.facts_plan!r}: choose uniform or need.")
         if self.facts_min_exposures < 0:
             raise ValueError(f"--facts_min_exposures {self.facts_min_exposures}: must be >= 0 (0: no warning).")
 

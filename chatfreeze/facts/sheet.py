@@ -7,6 +7,7 @@ The sheet is a YAML file (see ``docs/facts_sheet.md`` for a worked example)::
     facts:
       - id: phone                     # unique; the facts probe's "fact" id
         value: "+44 20 7946 0000"     # the canonical value, as the company states it
+        name: "the phone number"      # optional: the attribute, as an answer that names it says it
         patterns: ['\\+44\\s*20\\s*7946\\s*0000']   # regexes that recognise the value stated in text
         questions:                    # how customers ask (direct, indirect, casual, typos, in a longer message)
           - What number can I ring you on?
@@ -14,7 +15,7 @@ The sheet is a YAML file (see ``docs/facts_sheet.md`` for a worked example)::
         answers:                      # how the assistant says it; every one states the value
           - "You can call us on +44 20 7946 0000."
           - ...
-        also:                         # optional: questions about one part of the value, with their own answers
+        details:                      # optional: questions about one part of the value, with their own answers
           - questions: ["Which hours is the phone line staffed?"]
             answers: ["+44 20 7946 0000 is staffed Mon-Fri 08:00-20:00 and Sat 09:00-14:00 (CET)."]
         reverse:                      # optional: questions from the other direction, with their answers
@@ -24,15 +25,21 @@ The sheet is a YAML file (see ``docs/facts_sheet.md`` for a worked example)::
           - what: call-backs
             questions: ["Can someone call me back?"]
             answers: ["We don't arrange call-backs, but you can ring us on +44 20 7946 0000."]
+        applied:                      # optional: questions that need the value used; answers: rule, then conclusion
+          - questions: ["It's Tuesday 19:30, can I still ring?"]
+            answers: ["The line is open Mon-Fri until 20:00, so yes: ring +44 20 7946 0000."]
+        neighbours: [email]           # optional: facts a customer (or the model) confuses with this one
 
 Rules the loader checks (each error is one line naming the file, the fact id and the field):
 
 * ``patterns`` are Python regexes, searched case-insensitively; a text *states the value* when **every** pattern
   matches it. The ``value`` itself must state it (a check of the patterns).
 * ``answers`` must fit every one of ``questions`` (they are paired at random); a question that needs another
-  answer goes in an ``also``, ``reverse`` or ``not_done`` entry with its own answers.
-* Every answer -- under ``answers``, ``also``, ``reverse`` and ``not_done`` -- must state the value, so every drill of a
-  fact is an exposure to it, and a refusal still says what the company does instead.
+  answer goes in a ``details``, ``reverse``, ``not_done`` or ``applied`` entry with its own answers.
+* Every answer -- under ``answers``, ``details``, ``reverse``, ``not_done`` and ``applied`` -- must state the value, so
+  every drill of a fact is an exposure to it, and a refusal still says what the company does instead.
+* ``neighbours`` name other facts of the sheet (not the fact itself); they are told apart by contrast drills
+  (``facts.neighbours``, ``facts.drills``), whichever of the two facts declares them.
 * Questions and answers are non-empty strings; a question appears once in the whole sheet (the same question
   with two facts' answers would teach a contradiction). Unknown keys are errors, not ignored.
 """
@@ -55,8 +62,10 @@ DEFAULT_OPENERS = ("", "Hi!", "Hello,", "Quick question:", "Hey,", "Good morning
 FEW_QUESTIONS, FEW_ANSWERS = 5, 3
 
 SHEET_KEYS = ("company", "openers", "facts")
-FACT_KEYS = ("id", "value", "patterns", "questions", "answers", "also", "reverse", "not_done")
-KINDS = ("ask", "also", "reverse", "not_done")
+FACT_KEYS = ("id", "value", "patterns", "questions", "answers", "name", "details", "reverse", "not_done", "applied",
+             "neighbours")
+# The kinds of question a sheet holds: its direct questions, then one per entry list (drills add contrast kinds).
+KINDS = ("ask", "details", "reverse", "not_done", "applied")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -79,14 +88,21 @@ class Fact:
     value: str
     patterns: tuple[str, ...]
     ask: QA
-    also: tuple[QA, ...] = ()
+    details: tuple[QA, ...] = ()
     reverse: tuple[QA, ...] = ()
     not_done: tuple[QA, ...] = ()
+    applied: tuple[QA, ...] = ()
+    neighbours: tuple[str, ...] = ()  # declared in the sheet; ``facts.neighbours.neighbours_of`` adds found ones
+    name: str = ""  # the attribute as an answer names it ("the phone number"); ``label`` when not given
+
+    @property
+    def label(self) -> str:
+        """The attribute's name in a sentence: ``name``, else the id in words ("the refund time")."""
+        return self.name or "the " + self.id.replace("_", " ")
 
     def groups(self) -> list[tuple[str, QA]]:
-        """``(kind, QA)`` for the direct questions, then each also, reverse and not_done entry."""
-        return ([("ask", self.ask)] + [("also", qa) for qa in self.also] + [("reverse", qa) for qa in self.reverse]
-                + [("not_done", qa) for qa in self.not_done])
+        """``(kind, QA)`` for the direct questions, then each details, reverse, not_done and applied entry."""
+        return [("ask", self.ask)] + [(kind, qa) for kind in KINDS[1:] for qa in getattr(self, kind)]
 
     def questions(self) -> list[str]:
         return [question for _, qa in self.groups() for question in qa.questions]
@@ -158,6 +174,7 @@ def parse_facts_sheet(data: Any, source: str = "facts sheet") -> FactsSheet:
             raise FactsSheetError(f"{source}: fact {fact.id!r}: id: duplicate fact id.")
         _check_questions_unique(fact, asked_by, source)
         facts.append(fact)
+    _check_neighbours(facts, source)
     company = data.get("company")
     if company is not None and (not isinstance(company, str) or not company.strip()):
         raise FactsSheetError(f"{source}: company: must be a non-empty string.")
@@ -179,10 +196,29 @@ def _parse_fact(item: Any, source: str, index: int) -> Fact:
     if not fact.states_value(value):
         raise FactsSheetError(f"{where}: patterns: the value {value!r} does not match '{_missing(fact, value)}'.")
     ask = QA(fact.ask.questions, _answers(fact, item.get("answers"), f"{where}: answers"))
-    also = _entries(fact, item.get("also"), f"{where}: also", needs_what=False)
-    reverse = _entries(fact, item.get("reverse"), f"{where}: reverse", needs_what=False)
-    not_done = _entries(fact, item.get("not_done"), f"{where}: not_done", needs_what=True)
-    return Fact(fact_id, value, patterns, ask, also, reverse, not_done)
+    entries = {kind: _entries(fact, item.get(kind), f"{where}: {kind}", needs_what=kind == "not_done")
+               for kind in KINDS[1:]}
+    name = _text(item["name"], f"{where}: name") if "name" in item else ""
+    return Fact(fact_id, value, patterns, ask, **entries, neighbours=_ids(item.get("neighbours"), where), name=name)
+
+
+def _ids(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, list):
+        raise FactsSheetError(f"{where}: neighbours: must be a list of fact ids.")
+    return tuple(_text(item, f"{where}: neighbours[{index}]") for index, item in enumerate(value))
+
+
+def _check_neighbours(facts: list[Fact], source: str) -> None:
+    """Declared neighbours are other facts of this sheet (checked once every id is known)."""
+    ids = {fact.id for fact in facts}
+    for fact in facts:
+        for neighbour in fact.neighbours:
+            if neighbour == fact.id:
+                raise FactsSheetError(f"{source}: fact {fact.id!r}: neighbours: names the fact itself.")
+            if neighbour not in ids:
+                raise FactsSheetError(f"{source}: fact {fact.id!r}: neighbours: unknown fact id {neighbour!r}.")
 
 
 def _patterns(value: Any, where: str) -> tuple[str, ...]:
@@ -226,9 +262,9 @@ def _check_questions_unique(fact: Fact, asked_by: dict[str, str], source: str) -
     for question in fact.questions():
         key = " ".join(question.lower().split())
         if key in asked_by:
-            also = "this fact" if asked_by[key] == fact.id else f"fact {asked_by[key]!r}"
+            other = "this fact" if asked_by[key] == fact.id else f"fact {asked_by[key]!r}"
             raise FactsSheetError(f"{source}: fact {fact.id!r}: questions: {_clip(question)!r} is also asked "
-                                  f"under {also}.")
+                                  f"under {other}.")
         asked_by[key] = fact.id
 
 
