@@ -126,6 +126,13 @@ BAD_SHEETS = [
      "fact 'refund_time': questions: 'how do i call you?' is also asked under fact 'phone'"),
     (_edit(lambda d: phone_fact(d)["not_done"][0]["questions"].append("number pls")),
      "fact 'phone': questions: 'number pls' is also asked under this fact"),
+    (_edit(lambda d: phone_fact(d).update(neighbours=["fax"])), "fact 'phone': neighbours: unknown fact id 'fax'"),
+    (_edit(lambda d: phone_fact(d).update(neighbours=["phone"])), "fact 'phone': neighbours: names the fact itself"),
+    (_edit(lambda d: phone_fact(d).update(neighbours="refund_time")), "fact 'phone': neighbours: must be a list"),
+    (_edit(lambda d: phone_fact(d).update(applied=[{"questions": ["Open at 19:00?"], "answers": ["Yes."]}])),
+     "fact 'phone': applied[0].answers[0]: does not state the value"),
+    (_edit(lambda d: phone_fact(d).update(also=phone_fact(d).pop("details"))), "fact 'phone': unknown key(s) also"),
+    (_edit(lambda d: phone_fact(d).update(name=" ")), "fact 'phone': name: must be a non-empty string"),
 ]
 
 
@@ -341,10 +348,19 @@ def test_facts_command_prints_the_table_without_a_model(sheet, tmp_path, capsys)
                  "--facts_min_exposures", "5"]) == 0
     out = capsys.readouterr().out
     assert "3 support dialogues" in out and "8 drills (4 per fact)" in out
-    assert re.search(r"^phone\s+3\s+4\s+7$", out, re.M) and re.search(r"^refund_time\s+0\s+4\s+4\s+<$", out, re.M)
+    # fact, drills planned, support, drills, total
+    assert re.search(r"^phone\s+4\s+3\s+4\s+7$", out, re.M)
+    assert re.search(r"^refund_time\s+4\s+0\s+4\s+4\s+<$", out, re.M)
     assert main(["facts", "--dataset", str(data), "--facts", sheet.path, "--facts_ratio", "2", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["per_fact"] == 3 and record["facts"]["phone"] == {"support": 3, "drills": 3, "total": 6}
+    assert record["planned"] == {"phone": 3, "refund_time": 3}
+    # By need: refund_time, which no dialogue states, is topped up to 5; phone (3 + 4) needs no more.
+    assert main(["facts", "--dataset", str(data), "--facts", sheet.path, "--facts_per_fact", "4",
+                 "--facts_min_exposures", "5", "--facts_plan", "need"]) == 0
+    out = capsys.readouterr().out
+    assert "9 drills (4 per fact, 1 fact topped up to 5 at most)" in out
+    assert re.search(r"^phone\s+4\s+3\s+4\s+7$", out, re.M) and re.search(r"^refund_time\s+5\s+0\s+5\s+5$", out, re.M)
 
 
 def test_facts_command_errors_are_one_line_exit_2(sheet, tmp_path, capsys):
@@ -430,6 +446,167 @@ def test_overlap_leaves_different_questions_alone():
     assert [(o.drill, o.how) for o in found] == [(probe.upper(), "equal")]
 
 
+ISSUE_PARAPHRASES = [  # issue 34: drill questions the 3-gram rules let through, and the probe question each copies
+    ("I'd rather write than chat. Which address should I use?",
+     "I'd rather write than chat. Where should I send my message?", "first sentence"),
+    ("What's the usual refund processing time?", "refund processing time?", "short"),
+    ("express how many days", "express delivery = how many days?", "short"),
+    ("Any hotline I can ring?", "Hotline?", "short"),
+]
+
+
+@pytest.mark.parametrize(("drill", "probe", "how"), ISSUE_PARAPHRASES)
+def test_the_issues_four_paraphrases_are_caught(drill, probe, how):
+    found = compare(drill, probe)
+    assert found is not None and found.how == how, found
+    assert [o.how for o in find_overlaps([drill], [probe])] == [how]
+
+
+def test_overlap_rule_first_sentence():
+    one, other = "Who should I call about a late parcel?", "Could the courier leave it with a neighbour instead?"
+    assert compare(f"Parcel stuck again! {one}", f"Parcel stuck again! {other}").how == "first sentence"
+    assert compare(f"Hi there! {one}", f"Hi there! {other}") is None  # an opening without content words
+    assert compare("Parcel stuck again!", f"Parcel stuck again! {other}") is None  # one sentence only
+
+
+def test_overlap_rule_content_words():
+    drill = "On weekends, which hours and days does the support team work?"
+    probe = "Which days and hours does your support team work at weekends?"
+    assert compare(drill, probe).how == "content"  # reordered: few shared 3-grams, all content words shared
+    assert compare("Which days do warehouse staff pack orders at weekends?", probe) is None  # 2 of 6 content words
+
+
+def test_overlap_rule_short_questions():
+    assert compare("Is there a hotline at all?", "Hotline?").how == "short"
+    assert compare("Is there a phone line?", "Hotline?") is None
+    # One keyword is not a copy of a long question that happens to contain it.
+    assert compare("where's my order no", "In general, up until what point can an order still be cancelled?") is None
+
+
+def test_content_words_drop_stop_words_and_plurals():
+    from chatfreeze.facts.overlap import content_words
+
+    assert content_words("How many days do I have to return the items?") == {"many", "day", "return", "item"}
+    assert content_words("Is it free?") == {"free"} and content_words("Hi! Thanks") == set()
+
+
+# --- neighbours, contrast and applied drills -------------------------------------------------------------------
+
+def neighbour_sheet(**phone) -> dict:
+    """small_sheet with an email fact, phone's declared neighbour, and an applied entry on phone."""
+    data = small_sheet()
+    data["facts"].append({"id": "email", "value": "support@shop.example", "name": "the email address",
+                          "patterns": [r"support@shop\.example"],
+                          "questions": ["What is your email?", "Where do I write to?"],
+                          "answers": ["Write to support@shop.example.", "Our address is support@shop.example."]})
+    phone_fact(data).update(name="the phone number", neighbours=["email"], applied=[
+        {"questions": ["It's Tuesday at 19:30. Can I still ring?"],
+         "answers": ["The line is open on weekdays until 20:00, so yes: ring +44 20 7946 0000."]}], **phone)
+    return data
+
+
+def test_declared_neighbours_are_symmetric(tmp_path, monkeypatch):
+    from chatfreeze.facts import neighbours, neighbours_of
+
+    monkeypatch.setattr(neighbours, "_value_kinds", lambda: None)  # declared ones only
+    sheet = load_facts_sheet(write_sheet(tmp_path, neighbour_sheet()))
+    assert sheet.by_id["phone"].neighbours == ("email",) and sheet.by_id["email"].neighbours == ()
+    assert neighbours_of(sheet) == {"phone": ("email",), "refund_time": (), "email": ("phone",)}
+    del phone_fact(data := neighbour_sheet())["neighbours"]
+    assert neighbours_of(load_facts_sheet(write_sheet(tmp_path, data))) == dict.fromkeys(sheet.ids, ())
+
+
+def test_neighbours_are_found_by_kind_of_value_and_shared_keywords(tmp_path):
+    from chatfreeze.facts.neighbours import found_pairs, keywords
+
+    def price(fact_id, amount, word):
+        return {"id": fact_id, "value": f"€{amount}", "patterns": [amount.replace(".", "[.,]")],
+                "questions": [f"How much is {word} shipping?", f"What does {word} delivery cost?",
+                              f"{word} shipping cost?"], "answers": [f"{word.title()} shipping costs €{amount}."]}
+
+    data = {"facts": [price("express_cost", "9.95", "express"), price("standard_cost", "4.95", "standard"),
+                      dict(price("gift_wrap", "2.50", "gift"), questions=["Can you wrap a present?",
+                                                                           "Gift wrapping price?"])]}
+    sheet = load_facts_sheet(write_sheet(tmp_path, data))
+    assert {"shipping", "cost", "express"} <= keywords(sheet.by_id["express_cost"])
+    kinds = {"€9.95": {"money"}, "€4.95": {"money"}, "€2.50": {"money"}}
+    assert found_pairs(sheet, kinds.get) == {frozenset(("express_cost", "standard_cost"))}  # wrapping shares none
+    assert found_pairs(sheet, lambda value: {value}) == set()  # another kind of value each: none
+
+
+def test_contrast_and_applied_drills_are_rendered_and_counted(tmp_path, monkeypatch):
+    from chatfreeze.facts import neighbours
+
+    monkeypatch.setattr(neighbours, "_value_kinds", lambda: None)
+    sheet = load_facts_sheet(write_sheet(tmp_path, neighbour_sheet()))
+    drills = plan_drills(sheet, 40, seed=0)
+    by_kind = {kind: [d for d in drills if d.fact == "phone" and d.kind == kind] for kind in ("contrast", "both",
+                                                                                             "applied")}
+    assert all(by_kind.values()), {kind: len(found) for kind, found in by_kind.items()}
+    for drill in by_kind["contrast"] + by_kind["both"]:
+        assert "the email address" in drill.question.lower() and "phone number" in drill.question.lower()
+        # Both values, each after its label: the neighbour's never stated as the asked one.
+        assert re.search(r"phone number: \+44 20 7946 0000", drill.answer, re.I), drill.answer
+        assert re.search(r"email address\W.{0,30}support@shop\.example", drill.answer, re.I), drill.answer
+    assert {d.answer for d in by_kind["applied"]} == {"The line is open on weekdays until 20:00, so yes: ring "
+                                                       "+44 20 7946 0000."}
+    email = [d for d in drills if d.fact == "email"]
+    assert {d.kind for d in email} >= {"contrast", "both"}  # declared under phone only: contrasted both ways
+    report = count_exposures(sheet, {"drills": [d.messages() for d in drills]}, threshold=1, warn=False)
+    contrasts = sum(d.kind in ("contrast", "both") for d in email)
+    # Every drill of a fact states its value; a contrast drill of email states phone's too.
+    assert report.total("phone") == 40 + contrasts and report.total("email") == 40 + sum(
+        d.kind in ("contrast", "both") for d in drills if d.fact == "phone")
+
+
+def test_without_neighbours_there_are_no_contrast_drills(tmp_path, monkeypatch):
+    from chatfreeze.facts import neighbours
+
+    monkeypatch.setattr(neighbours, "_value_kinds", lambda: None)
+    data = neighbour_sheet()
+    del phone_fact(data)["neighbours"]
+    kinds = {d.kind for d in plan_drills(load_facts_sheet(write_sheet(tmp_path, data)), 40, seed=0)}
+    assert kinds == {"ask", "details", "reverse", "not_done", "applied"}
+
+
+# --- drills planned by need ------------------------------------------------------------------------------------
+
+def test_the_plan_by_need_tops_up_the_least_exposed_facts(sheet):
+    from chatfreeze.facts import plan_by_need
+
+    support = [dialogue("number?", "Call +44 20 7946 0000.")] * 9 + [dialogue("refund?", "5-7 business days.")]
+    planned = plan_by_need(sheet, 3, {"support": support}, min_exposures=12, seed=0)
+    assert planned == {"phone": 3, "refund_time": 11}  # 9 + 3 >= 12; 1 + 3 + 8 more = 12
+    drills = render_drills(sheet, None, planned, seed=0)
+    report = count_exposures(sheet, {"support": support, "drills": drills}, threshold=12, warn=False,
+                             planned=planned)
+    assert report.below == [] and report.total("refund_time") == 12
+    assert plan_by_need(sheet, 3, {"support": support}, min_exposures=0) == {"phone": 3, "refund_time": 3}
+    # A fact's first drills stay the same when it gets more: the top-up only adds.
+    first = [d for d in plan_drills(sheet, 3, seed=0) if d.fact == "refund_time"]
+    more = [d for d in plan_drills(sheet, planned, seed=0) if d.fact == "refund_time"]
+    assert set(first) <= set(more) and len(more) == 11
+    lines = report.format_table().splitlines()
+    assert lines[0].split() == ["fact", "planned", "support", "drills", "total"]
+    assert lines[2].split() == ["phone", "3", "9", "3", "12"] and lines[3].split() == ["refund_time", "11", "1", "11",
+                                                                                         "12"]
+    assert report.to_dict()["planned"] == planned
+
+
+def test_facts_dataset_plans_by_need_when_asked(sheet, chatml_tokenizer):
+    support = [dialogue("number?", "Call +44 20 7946 0000.")] * 5
+    common = dict(system_prompt=SYSTEM, max_length=512, counted={"support": support})
+    uniform = facts_dataset(FactsArguments(facts=sheet.path, facts_per_fact=2, facts_min_exposures=6),
+                            chatml_tokenizer, 5, **common)
+    assert uniform.planned == {"phone": 2, "refund_time": 2} and len(uniform.drills) == 4
+    need = facts_dataset(FactsArguments(facts=sheet.path, facts_per_fact=2, facts_min_exposures=6,
+                                        facts_plan="need"), chatml_tokenizer, 5, **common)
+    assert need.planned == {"phone": 2, "refund_time": 6} and len(need.dataset) == 8 and need.count("refund_time") == 6
+    assert Counter(d.fact for d in need.drilled_questions()) == {"phone": 2, "refund_time": 2}
+    with pytest.raises(ValueError, match="--facts_plan 'always': choose uniform or need"):
+        FactsArguments(facts_plan="always")
+
+
 # --- the Kestrel & Co. sheet -------------------------------------------------------------------------------------
 
 def readme_values() -> dict[str, str]:
@@ -475,8 +652,13 @@ def test_kestrel_values_are_the_company_files_the_dialogues_come_from(kestrel):
 
 
 def test_no_kestrel_drill_question_is_a_probe_question(kestrel, probe):
+    from chatfreeze.facts.drills import fact_groups
+
     questions = [question for _, question in kestrel.questions()]
     assert not find_overlaps(questions, [item["question"] for item in probe])
+    contrasts = [q for groups in fact_groups(kestrel).values() for kind, qa in groups if kind in ("contrast", "both")
+                 for q in qa.questions]
+    assert contrasts and not find_overlaps(contrasts, [item["question"] for item in probe])
     # and with the openers the drills add
     drilled = {d.question for d in plan_drills(kestrel, 60, seed=0)}
     assert not find_overlaps(sorted(drilled), [item["question"] for item in probe])
@@ -490,6 +672,49 @@ def test_kestrel_answers_never_state_a_value_the_probe_calls_wrong(kestrel, prob
         wrong = [a for a in answers for pattern in item["reject"] if re.search(pattern, a, re.IGNORECASE)]
         assert not wrong, (item["id"], wrong)
         assert any(all(re.search(p, a, re.IGNORECASE) for p in item["expect"]) for a in answers), item["id"]
+
+
+def test_kestrel_drill_answers_never_state_a_value_the_probe_calls_wrong(kestrel, probe):
+    """The drills' own answers too -- contrast answers state a neighbour's value, applied ones a conclusion."""
+    drills = plan_drills(kestrel, 60, seed=0)
+    for item in probe:
+        wrong = {d.answer for d in drills if d.fact == item["fact"] for pattern in item["reject"]
+                 if re.search(pattern, d.answer, re.IGNORECASE)}
+        assert not wrong, (item["id"], wrong)
+
+
+def test_kestrel_neighbours_include_the_issues_confusions(kestrel):
+    from chatfreeze.facts import neighbours_of
+
+    found = neighbours_of(kestrel)
+    for a, b in [("express_shipping_cost", "standard_shipping_cost"), ("free_shipping_threshold",
+                                                                      "standard_shipping_cost"),
+                 ("phone", "email"), ("support_hours", "support_closed"), ("email_reply_time", "refund_time"),
+                 ("free_shipping", "express_shipping_cost"), ("express_shipping", "standard_shipping")]:
+        assert b in kestrel.by_id[a].neighbours, (a, b)  # declared in the sheet
+        assert b in found[a] and a in found[b]
+    assert all(kestrel.by_id[other].name for fact in kestrel.facts for other in fact.neighbours)  # labelled
+
+
+def test_kestrel_facts_are_applied(kestrel):
+    applied = {fact.id: fact.applied for fact in kestrel.facts if fact.applied}
+    assert {"free_shipping", "return_window", "support_hours", "order_changes"} <= set(applied)
+    assert sum(map(len, applied.values())) >= 10
+    assert any("€4.95" in a for qa in applied["free_shipping"] for a in qa.answers)  # under the threshold
+    assert any("is free" in a for qa in applied["free_shipping"] for a in qa.answers)  # over it
+
+
+def test_the_probes_applied_items_are_on_both_halves_and_leave_the_rest_where_it_was(probe):
+    applied = [item for item in probe if item.get("kind") == "applied"]
+    assert len(applied) >= 8 and all(item["id"] not in {i["id"] for i in probe if i not in applied} for item in applied)
+    dev, test = split_probe(probe)
+    assert {i["fact"] for i in dev if i in applied} == {i["fact"] for i in test if i in applied} == {
+        "free_shipping", "return_window", "support_hours", "order_changes"}
+    # Appended with ids chosen so that no earlier item changed half: the measured baseline stays comparable.
+    before = [item for item in probe if item not in applied]
+    old_dev, old_test = split_probe(before)
+    assert [i["id"] for i in dev if i not in applied] == [i["id"] for i in old_dev]
+    assert [i["id"] for i in test if i not in applied] == [i["id"] for i in old_test]
 
 
 def test_the_facts_layer_imports_only_common_and_data():

@@ -20,8 +20,8 @@ from transformers import HfArgumentParser
 from ..common import LiteralPercentDefaultsHelpFormatter
 from ..data.options import DATA_FORMATS, DataArguments
 from ..data.sources import load_dialogues
-from ..facts.drills import render_drills
-from ..facts.exposure import SUPPORT_SOURCE, count_exposures
+from ..facts.drills import describe_plan, plan_for_run, render_drills
+from ..facts.exposure import DRILLS_SOURCE, SUPPORT_SOURCE, count_exposures
 from ..facts.options import FactsArguments
 from ..facts.sheet import load_facts_sheet
 from .errors import run_cli
@@ -47,14 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     sheet = load_facts_sheet(facts_args.facts)
     support = load_dialogues(extra.dataset, data_format=extra.data_format)
     per_fact = facts_args.per_fact(len(support), len(sheet))
-    drills = render_drills(sheet, None, per_fact, extra.seed)
-    report = count_exposures(sheet, {SUPPORT_SOURCE: support, "drills": drills}, facts_args.facts_min_exposures)
+    planned = plan_for_run(facts_args, sheet, per_fact, {SUPPORT_SOURCE: support}, extra.seed)
+    drills = render_drills(sheet, None, planned, extra.seed)
+    report = count_exposures(sheet, {SUPPORT_SOURCE: support, DRILLS_SOURCE: drills}, facts_args.facts_min_exposures,
+                             planned=planned)
     if extra.json:
         print(json.dumps({"facts_sheet": sheet.path, "dataset": extra.dataset, "per_fact": per_fact,
                           **report.to_dict()}, indent=2))
     else:
         print(f"Facts sheet: {sheet.path} ({len(sheet)} facts); {len(support)} support dialogues from "
-              f"{extra.dataset}; {len(drills)} drills ({per_fact} per fact).")
+              f"{extra.dataset}; {len(drills)} drills ({describe_plan(planned, per_fact)}).")
         print(report.format_table())
     return 0
 

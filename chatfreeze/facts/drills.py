@@ -233,7 +233,7 @@ def plan_for_run(args: FactsArguments, sheet: FactsSheet, per_fact: int, counted
 def describe_plan(planned: Mapping[str, int], per_fact: int) -> str:
     """"20 per fact", or "20 per fact, 7 facts topped up to 31 at most" for a plan by need."""
     extra = [count for count in planned.values() if count > per_fact]
-    more = f", {len(extra)} facts topped up to {max(extra)} at most" if extra else ""
+    more = f", {len(extra)} fact{'s' * (len(extra) != 1)} topped up to {max(extra)} at most" if extra else ""
     return f"{per_fact} per fact{more}"
 
 

@@ -13,7 +13,7 @@ from ..data import build_dataset, load_dialogues_from_args
 from ..data.options import DataArguments
 from ..data.schema import IGNORE_INDEX
 from ..facts import common_system_prompt, count_exposures, facts_dataset
-from ..facts.exposure import SUPPORT_SOURCE
+from ..facts.exposure import DRILLS_SOURCE, SUPPORT_SOURCE
 from ..fastpath import KL_WEIGHT_COLUMN
 from ..retention.replay import replay_dataset
 from ..retention.text_replay import text_replay_dataset
@@ -36,7 +36,8 @@ def prepare_datasets(data_args: DataArguments, tokenizer, seed: int):
     if not eval_dialogues and data_args.validation_split_ratio > 0:
         train_dialogues, eval_dialogues = split_held_out(train_dialogues, data_args.validation_split_ratio, seed)
     common = dict(max_length=data_args.max_length, overlong_policy=data_args.overlong_policy)
-    train_ds, train_report = build_dataset(train_dialogues, tokenizer, source=data_args.dataset, **common)
+    train_ds, train_report = build_dataset(train_dialogues, tokenizer, source=data_args.dataset,
+                                           **common) if train_dialogues else (None, None)  # None: drills alone
     eval_ds, eval_report = None, None
     if eval_dialogues:
         eval_ds, eval_report = build_dataset(
@@ -62,20 +63,29 @@ def mix_sources(run):
         if run.is_main_process:
             logger.info("KL to the base on the %s examples only (--kl_sources %s).",
                         " and ".join(s for s in parts if args.kl_covers(s)) or "no", args.kl_sources)
-    return datasets.concatenate_datasets(list(parts.values())) if len(parts) > 1 else parts["support"]
+    return datasets.concatenate_datasets(list(parts.values())) if len(parts) > 1 else next(iter(parts.values()))
+
+
+def replay_base(run) -> int:
+    """How many examples the replay ratios are relative to: the support dialogues, or the drills in a run
+    without any (a FAQ alone)."""
+    if run.train_dataset is not None:
+        return len(run.train_dataset)
+    return len(run.facts.dataset) if run.facts is not None and run.facts.dataset is not None else 0
 
 
 def add_facts(run, num_support: int):
     """The facts sheet's drills for the training data (``facts.drills``), asked with the support dialogues' own
     system prompt, and how many training examples state each fact (``facts.exposure``)."""
     system_prompt = run.data_args.system_prompt or common_system_prompt(run.train_dialogues)
-    run.facts = facts_dataset(run.facts_args, run.tokenizer, num_support, system_prompt=system_prompt,
-                              max_length=run.data_args.max_length, seed=run.training_args.seed)
-    sources = {SUPPORT_SOURCE: run.train_dialogues, "drills": run.facts.dialogues(system_prompt)}
+    counted = {SUPPORT_SOURCE: run.train_dialogues}  # what --facts_plan need tops the drills up against
     if run.replay_dataset is not None:
-        sources["replay"] = trained_texts(run.replay_dataset, run.tokenizer)
+        counted["replay"] = trained_texts(run.replay_dataset, run.tokenizer)
+    run.facts = facts_dataset(run.facts_args, run.tokenizer, num_support, system_prompt=system_prompt,
+                              max_length=run.data_args.max_length, seed=run.training_args.seed, counted=counted)
+    sources = {SUPPORT_SOURCE: run.train_dialogues, DRILLS_SOURCE: run.facts.dialogues(system_prompt), **counted}
     run.exposure = count_exposures(run.facts.sheet, sources, run.facts_args.facts_min_exposures,
-                                   warn=run.is_main_process)
+                                   warn=run.is_main_process, planned=run.facts.planned)
     if run.is_main_process:
         logger.info("Facts: how many training examples state each fact's value\n%s", run.exposure.format_table())
     return run
@@ -94,7 +104,7 @@ def add_replay(run):
     args = run.training_args
     with PartialState().main_process_first():
         replay, run.replay_report = replay_dataset(
-            run.model, run.tokenizer, len(run.train_dataset), args.replay_ratio, source=args.replay_prompts,
+            run.model, run.tokenizer, replay_base(run), args.replay_ratio, source=args.replay_prompts,
             max_new_tokens=args.replay_max_new_tokens, max_length=run.data_args.max_length, seed=args.seed,
             cache=run.eval_args.cache_base_measurements)
     run.replay_dataset = replay
@@ -107,6 +117,6 @@ def add_text_replay(run):
     args = run.training_args
     with PartialState().main_process_first():
         run.text_replay_dataset, run.text_replay_report = text_replay_dataset(
-            run.model, run.tokenizer, len(run.train_dataset), args.text_replay_ratio, source=args.text_replay,
+            run.model, run.tokenizer, replay_base(run), args.text_replay_ratio, source=args.text_replay,
             tokens=args.text_replay_tokens, seed=args.seed, cache=run.eval_args.cache_base_measurements)
     return run
