@@ -243,7 +243,7 @@ def test_before_after_record_and_plots(tiny_model, chatml_tokenizer, tmp_path):
     dataset = support_dataset(DIALOGUES, chatml_tokenizer, max_length=512)
     evaluator = BeforeAfterEvaluator(chatml_tokenizer, settings, dataset, DIALOGUES)
     before = evaluator.measure(tiny_model, "before")
-    assert set(before) == {"support_perplexity", "general_perplexity", "rougeL", "chrf"}
+    assert set(before) == {"support_perplexity", "general_perplexity", "general_dev_perplexity", "rougeL", "chrf"}
     after = dict(before, support_perplexity=before["support_perplexity"] / 2,
                  general_perplexity=before["general_perplexity"] * 1.1)
     flat = evaluator.finish(tmp_path, before, after)

@@ -199,14 +199,17 @@ def test_learning_curves_read_the_dev_half_only_and_pick_the_best_checkpoint_on_
     assert during and set(during) == dev_questions and not set(during) & test_questions
 
 
-def test_the_trainer_keeps_the_checkpoint_facts_dev_kept_ranks_first(tiny_model_dir, tmp_path, monkeypatch):
+def test_the_trainer_keeps_the_checkpoint_facts_dev_accuracy_if_kept_ranks_first(tiny_model_dir, tmp_path,
+                                                                                monkeypatch):
     text = tmp_path / "general.txt"
     text.write_text("The river runs past the old mill and under the stone bridge. " * 40)
     run, out, _, _ = train_with_curves(tiny_model_dir, tmp_path, monkeypatch, "--general_text", str(text),
-                                       "--general_window", "32", "--general_stride", "32", "--metric_for_best_model",
+                                       "--general_window", "32", "--general_stride", "32", "--general_max_windows", "4",
+                                       "--metric_for_best_model",
                                        "facts_dev_accuracy_if_kept", "--alpha_tolerance", "0.5")
     points = json.loads((out / "learning_curves.json").read_text())["points"]
     assert len(points) == 2 and all("facts_dev_accuracy_if_kept" in point for point in points)
+    assert all("general_dev_perplexity" in point for point in points)  # what the choice was held to
     last = max(out.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
     state = json.loads((last / "trainer_state.json").read_text())
     best = max(points, key=lambda point: point["facts_dev_accuracy_if_kept"])  # the first of equals, as the Trainer keeps it
@@ -214,31 +217,57 @@ def test_the_trainer_keeps_the_checkpoint_facts_dev_kept_ranks_first(tiny_model_
     assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
 
 
-def test_facts_dev_kept_refuses_a_base_without_keep_measures(tiny_model_dir, tmp_path, monkeypatch):
-    # A --general_text that is not there is skipped (logged), so the base has no keep measure: refused before
+def test_facts_dev_accuracy_if_kept_refuses_a_base_without_the_dev_split(tiny_model_dir, tmp_path, monkeypatch):
+    # A --general_text that is not there is skipped (logged), so the base has no dev-split measure: refused before
     # training, not at the first evaluation.
-    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy_if_kept: the base has no keep measurement"):
+    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy_if_kept: the base has no "
+                                         "general-text perplexity on the dev split"):
         train_with_curves(tiny_model_dir, tmp_path, monkeypatch, "--general_text", str(tmp_path / "missing.txt"),
                           "--metric_for_best_model", "facts_dev_accuracy_if_kept")
 
 
-def test_facts_dev_kept_ranks_keeping_checkpoints_first_then_the_least_over_its_bound():
+def test_facts_dev_accuracy_if_kept_ranks_keeping_checkpoints_first_then_the_least_over_its_bound():
     from chatfreeze.training.curves import facts_dev_accuracy_if_kept
 
-    base = {"self_agreement_ratio": 1.0, "general_perplexity": 20.0}
-    keeps = {"facts_dev_accuracy": 0.4, "self_agreement_ratio": 1.01, "general_perplexity": 20.3}
-    knows_more = {"facts_dev_accuracy": 0.6, "self_agreement_ratio": 1.01, "general_perplexity": 21.0}  # +5%
-    forgets_most = {"facts_dev_accuracy": 0.9, "self_agreement_ratio": 1.3, "general_perplexity": 21.0}
+    base = {"general_dev_perplexity": 20.0, "general_perplexity": 10.0, "self_agreement_ratio": 1.0}
+    keeps = {"facts_dev_accuracy": 0.4, "general_dev_perplexity": 20.3}
+    knows_more = {"facts_dev_accuracy": 0.6, "general_dev_perplexity": 21.0}  # +5%
+    forgets_most = {"facts_dev_accuracy": 0.9, "general_dev_perplexity": 30.0}
     score = {name: facts_dev_accuracy_if_kept(measures, base, 0.02) for name, measures in
              (("keeps", keeps), ("knows_more", knows_more), ("forgets_most", forgets_most))}
     assert score["keeps"] == 0.4  # within 2%: ranked by the facts it knows
     assert score["knows_more"] == pytest.approx(-(21.0 / 20.4 - 1))  # over the bound: minus its excess
     assert score["keeps"] > score["knows_more"] > score["forgets_most"]
     assert facts_dev_accuracy_if_kept(knows_more, base, 0.10) == 0.6  # a wider tolerance keeps it
-    assert facts_dev_accuracy_if_kept({"self_agreement_ratio": 1.0}, base, 0.02) is None  # no dev half
-    assert facts_dev_accuracy_if_kept(keeps, None, 0.02) is None and facts_dev_accuracy_if_kept(keeps, {}, 0.02) is None  # no base
-    diverged = keeps | {"general_perplexity": float("inf")}
+    assert facts_dev_accuracy_if_kept({"general_dev_perplexity": 20.0}, base, 0.02) is None  # no dev half
+    assert facts_dev_accuracy_if_kept(keeps, None, 0.02) is None and facts_dev_accuracy_if_kept(keeps, {}, 0.02) is None
+    diverged = keeps | {"general_dev_perplexity": float("inf")}
     assert facts_dev_accuracy_if_kept(diverged, base, 0.02) == -1e9  # last, and JSON-writable
+
+
+def test_facts_dev_accuracy_if_kept_never_reads_the_reported_keep_measures():
+    """What the run reports as kept (self-agreement, general-text perplexity) does not move the choice: only the
+    general text's dev split does."""
+    from chatfreeze.training.curves import facts_dev_accuracy_if_kept
+
+    base = {"general_dev_perplexity": 20.0, "general_perplexity": 10.0, "self_agreement_ratio": 1.0}
+    point = {"facts_dev_accuracy": 0.5, "general_dev_perplexity": 20.1}
+    reported_worse = point | {"general_perplexity": 50.0, "self_agreement_ratio": 3.0}
+    assert facts_dev_accuracy_if_kept(reported_worse, base, 0.02) == facts_dev_accuracy_if_kept(point, base, 0.02)
+    assert facts_dev_accuracy_if_kept({"facts_dev_accuracy": 0.5, "general_perplexity": 10.0,
+                                       "self_agreement_ratio": 1.0}, base, 0.02) is None  # no dev split: no rank
+
+
+def test_the_general_texts_dev_split_shares_no_token_with_the_reported_windows():
+    from chatfreeze.evaluation.perplexity import dev_windows, split_general_ids, window_spans
+
+    ids = list(range(1000))
+    reported, dev = split_general_ids(ids, 32, 32, 8)
+    scored = {index for begin, end, _ in window_spans(len(reported), 32, 32, 8) for index in range(begin, end)}
+    assert max(scored) < len(reported) and reported + dev == ids and dev and dev_windows(8) == 2
+    assert window_spans(len(dev), 32, 32, dev_windows(8))  # enough text for its windows
+    whole, rest = split_general_ids(ids, 32, 32, None)
+    assert len(rest) == 250 and whole + rest == ids  # every window reported: the last quarter is the dev split
 
 
 def test_a_best_checkpoint_on_drilled_questions_needs_drills():
@@ -264,7 +293,7 @@ def test_a_best_checkpoint_on_facts_dev_needs_the_curves(tiny_model_dir, tmp_pat
         train_with_facts(tiny_model_dir, tmp_path, "--metric_for_best_model", "facts_dev_accuracy")
 
 
-def test_a_best_checkpoint_is_chosen_on_the_dev_half_or_facts_dev_kept_never_on_a_reported_measure():
+def test_a_best_checkpoint_is_chosen_on_the_dev_half_or_its_keep_variant_never_on_a_reported_measure():
     from types import SimpleNamespace
 
     from chatfreeze.evaluation import EvaluationArguments
@@ -277,12 +306,11 @@ def test_a_best_checkpoint_is_chosen_on_the_dev_half_or_facts_dev_kept_never_on_
                                eval_args=EvaluationArguments(eval_before_after=True, **evaluation),
                                facts_args=FactsArguments())
 
-    check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="builtin"))
     check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="none", general_text="wiki.txt"))
     with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy_if_kept: needs a --facts_probe"):
         check_best_metric(run(facts_probe="none", skills_probe="builtin"))
-    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy_if_kept: needs a keep measure"):
-        check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="none", general_text="none"))
+    with pytest.raises(ValueError, match="--metric_for_best_model facts_dev_accuracy_if_kept: needs a --general_text"):
+        check_best_metric(run(facts_probe="data/facts_probe.jsonl", skills_probe="builtin", general_text="none"))
     with pytest.raises(ValueError, match="--greater_is_better false with --metric_for_best_model facts_dev_accuracy_if_kept"):
         check_best_metric(run(greater_is_better=False, facts_probe="data/facts_probe.jsonl"))
     # What the run reports as kept or learned is not chosen on (HF would also keep the highest perplexity).
@@ -309,27 +337,26 @@ def test_a_test_half_or_unknown_best_metric_is_refused_by_name():
         check_metric_name(SimpleNamespace(metric_for_best_model=metric))
 
 
-def test_the_learning_curve_callback_hands_facts_dev_kept_to_the_trainer(tmp_path):
+def test_the_learning_curve_callback_hands_facts_dev_accuracy_if_kept_to_the_trainer(tmp_path):
     from types import SimpleNamespace
 
     from chatfreeze.training.curves import LearningCurves
 
     class Evaluator:
         def measure_during_training(self, model):
-            return {"facts_dev_accuracy": 0.5, "self_agreement_ratio": 1.0, "general_perplexity": 30.0}
+            return {"facts_dev_accuracy": 0.5, "general_dev_perplexity": 30.0}
 
     model = torch.nn.Linear(1, 1)
-    curves = LearningCurves(Evaluator(), str(tmp_path), before={"self_agreement_ratio": 1.0,
-                                                                  "general_perplexity": 20.0}, keep_tolerance=0.02)
-    curves.on_train_begin(None, None, None)
+    curves = LearningCurves(Evaluator(), str(tmp_path), before={"general_dev_perplexity": 20.0}, keep_tolerance=0.02)
+    curves.on_train_begin(None, SimpleNamespace(global_step=0), None)
     metrics = {"eval_loss": 1.0}
     curves.on_evaluate(None, SimpleNamespace(global_step=3, log_history=[]), None, metrics=metrics, model=model)
     # +50% general perplexity: over the 2% bound by 30 / 20.4 - 1, so it ranks below any keeping checkpoint.
-    assert metrics["eval_facts_dev_kept"] == pytest.approx(-(30.0 / 20.4 - 1))
-    assert curves.points[0]["facts_dev_accuracy_if_kept"] == metrics["eval_facts_dev_kept"]
+    assert metrics["eval_facts_dev_accuracy_if_kept"] == pytest.approx(-(30.0 / 20.4 - 1))
+    assert curves.points[0]["facts_dev_accuracy_if_kept"] == metrics["eval_facts_dev_accuracy_if_kept"]
 
 
-def test_another_process_receives_the_main_process_measures_facts_dev_kept_included(tmp_path, monkeypatch):
+def test_another_process_receives_the_main_process_measures_their_choice_included(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     import accelerate
@@ -341,10 +368,10 @@ def test_another_process_receives_the_main_process_measures_facts_dev_kept_inclu
     monkeypatch.setattr(accelerate, "PartialState", lambda: SimpleNamespace(num_processes=2))
     monkeypatch.setattr(accelerate.utils, "broadcast_object_list", lambda objects: [main])
     curves = LearningCurves(None, str(tmp_path), before=None, keep_tolerance=0.02)  # not the main process
-    curves.on_train_begin(None, None, None)
+    curves.on_train_begin(None, SimpleNamespace(global_step=0), None)
     metrics = {}
     curves.on_evaluate(None, SimpleNamespace(global_step=1, log_history=[]), None, metrics=metrics, model=None)
-    assert metrics == {"eval_facts_dev_accuracy": 0.5, "eval_facts_dev_kept": 0.5}  # the same choice everywhere
+    assert metrics == {"eval_facts_dev_accuracy": 0.5, "eval_facts_dev_accuracy_if_kept": 0.5}  # the same choice everywhere
 
 
 def test_learning_curve_seconds_leave_out_evaluations_and_saves(tmp_path, monkeypatch):
@@ -367,3 +394,44 @@ def test_learning_curve_seconds_leave_out_evaluations_and_saves(tmp_path, monkey
     state.global_step = 2
     curves.on_evaluate(None, state, None, metrics={}, model=None)
     assert [point["train_seconds"] for point in curves.points] == [11.0, 21.0]
+
+
+def test_a_resumed_run_keeps_the_points_before_the_interruption_and_continues_their_seconds(tmp_path, monkeypatch):
+    """A run saved at step 2 and killed after step 3, then resumed from checkpoint-2: the step-2 point stays, the
+    step-3 one (redone) does not, and the seconds go on from the checkpoint's."""
+    from types import SimpleNamespace
+
+    from chatfreeze.training import curves as curves_module
+
+    class Evaluator:
+        def measure_during_training(self, model):
+            return {"facts_dev_accuracy": 0.25}
+
+    clock = iter(float(t) for t in range(0, 1000, 10))  # every reading of the clock is 10 s after the last
+    monkeypatch.setattr(curves_module.time, "perf_counter", lambda: next(clock))
+    model = torch.nn.Linear(1, 1)
+
+    def evaluate_and_save(curves, state, step, save=True):
+        state.global_step = step
+        curves.on_step_begin(None, state, None)
+        curves.on_step_end(None, state, None)
+        curves.on_evaluate(None, state, None, metrics={"eval_loss": 1.0}, model=model)
+        if save:
+            (tmp_path / f"checkpoint-{step}").mkdir()
+            curves.on_save(None, state, None)
+
+    first = curves_module.LearningCurves(Evaluator(), str(tmp_path), before=None, keep_tolerance=0.02)
+    state = SimpleNamespace(global_step=0, log_history=[])
+    first.on_train_begin(None, state, None)
+    evaluate_and_save(first, state, 2)
+    evaluate_and_save(first, state, 3, save=False)  # then killed: no checkpoint-3, no learning_curves.json
+    saved_seconds = first.points[0]["train_seconds"]
+
+    resumed = curves_module.LearningCurves(Evaluator(), str(tmp_path), before=None, keep_tolerance=0.02)
+    state = SimpleNamespace(global_step=2, log_history=[])  # the Trainer loaded checkpoint-2's state
+    resumed.on_train_begin(None, state, None)
+    evaluate_and_save(resumed, state, 4)
+    resumed.on_train_end(None, state, None)
+    points = json.loads((tmp_path / "learning_curves.json").read_text())["points"]
+    assert [point["step"] for point in points] == [2, 4]
+    assert points[0]["train_seconds"] == saved_seconds and points[1]["train_seconds"] > saved_seconds

@@ -34,10 +34,13 @@ from .metrics_table import HEADLINE, change
 from .options import EvaluationArguments
 from .perplexity import (
     GENERAL_TEXT_SUFFIXES,
+    dev_windows,
     general_perplexity,
     load_general_text,
+    split_general_ids,
     support_perplexity,
     tokenize_general_text,
+    window_spans,
 )
 from .prefix_states import FrozenPrefixStates
 from .report import format_report, learn_keep
@@ -81,7 +84,11 @@ class BeforeAfterEvaluator:
         if eval_dataset is None:
             self._skip("support perplexity and generation metrics: no held-out dialogues "
                        "(set --eval_dataset or --validation_split_ratio)")
-        self.general_ids = self._general_ids()
+        # The reported general-text windows, and the text after them: a dev split that choices read instead.
+        self.general_ids, self.general_dev_ids = self._general_ids(), None
+        if self.general_ids is not None:
+            self.general_ids, self.general_dev_ids = split_general_ids(
+                self.general_ids, settings.general_window, settings.general_stride, settings.max_windows)
         self.facts = self._load_probe("facts", settings.facts_probe)
         self.facts_halves = facts_halves(self.facts)
         # probes.drilled_probe: questions the drills asked, asked again with the system prompt they were trained with
@@ -116,8 +123,8 @@ class BeforeAfterEvaluator:
         except (ValueError, FileNotFoundError) as err:
             self._skip(f"forgetting: {err}")
             return None
-        return tokenize_general_text(self.tokenizer, text, settings.general_window, settings.general_stride,
-                                     settings.max_windows)
+        windows = settings.max_windows and settings.max_windows + dev_windows(settings.max_windows)
+        return tokenize_general_text(self.tokenizer, text, settings.general_window, settings.general_stride, windows)
 
     def _load_probe(self, kind: str, source: str | None) -> list[probes.ProbeItem]:
         if not source:
@@ -195,7 +202,15 @@ class BeforeAfterEvaluator:
                                      settings.max_windows, max(1, self.batch_size // 2),
                                      phase("General-text perplexity", label))
         self.details.update(general_windows=general["general_windows"], general_tokens=general["general_tokens"])
-        return {"general_perplexity": general["general_perplexity"]}
+        result = {"general_perplexity": general["general_perplexity"]}
+        dev_spans = window_spans(len(self.general_dev_ids or []), settings.general_window, settings.general_stride)
+        if dev_spans:
+            dev = general_perplexity(model, self.general_dev_ids, settings.general_window, settings.general_stride,
+                                     dev_windows(settings.max_windows), max(1, self.batch_size // 2),
+                                     phase("General-text perplexity (dev split)", label))
+            self.details.update(general_dev_windows=dev["general_windows"], general_dev_tokens=dev["general_tokens"])
+            result["general_dev_perplexity"] = dev["general_perplexity"]
+        return result
 
     def measure_teacher_forced(self, model) -> dict:
         """What needs no generation, after ``measure(base, "before")``: support perplexity, general-text
@@ -320,7 +335,8 @@ class BeforeAfterEvaluator:
         """A fingerprint of everything a measurement depends on besides the weights."""
         support = None if self.eval_dataset is None else [self.eval_dataset["input_ids"], self.eval_dataset["labels"]]
         items = [asdict(item) for item in self.facts + self.skills + self.drilled]
-        return inputs_fingerprint(self.measured_settings(), support, self.general_ids, self.prompts,
+        return inputs_fingerprint(self.measured_settings(), support, self.general_ids, self.general_dev_ids,
+                                  self.prompts,
                                   items, self.tokenizer.chat_template)
 
     def _snapshot(self, result: dict, label: str) -> dict:

@@ -86,6 +86,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("facts_drilled_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (drilled questions)",
            "company facts right on questions the drills asked (fitted?)",
            "Company facts right (questions the drills asked)", "accuracy", "facts", headline=False, curve=True),
+    # What --metric_for_best_model facts_dev_accuracy_if_kept ranks (training.curves): the dev half's accuracy when
+    # the general text's dev split stayed within --alpha_tolerance of the base's, else minus the relative excess.
+    Metric("facts_dev_accuracy_if_kept", LEARN, ABSOLUTE, HIGHER, "", "company facts right (dev half) if kept",
+           "company facts right, dev half, if general text's dev split kept (else minus its excess)",
+           "Company facts right (facts probe dev half) if kept", "accuracy", "facts", headline=False, curve=True,
+           half=DEV),
     Metric("support_perplexity", LEARN, RELATIVE, LOWER, "perplexity (exp of NLL per assistant token)",
            "support perplexity", "support perplexity (held-out dialogues)", "Support perplexity (held-out dialogues)",
            "perplexity", "support", plot_note="held-out", curve=True),
@@ -103,6 +109,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("general_perplexity", KEEP, RELATIVE, LOWER, "perplexity (exp of NLL per token)",
            "general-text perplexity", "general-text perplexity (forgetting)", "General-text perplexity (forgetting)",
            "perplexity", "general", plot_note="forgetting", curve=True),
+    # The general text after the reported windows (perplexity.split_general_ids): what
+    # --metric_for_best_model facts_dev_accuracy_if_kept holds checkpoints to, so general_perplexity stays unchosen.
+    Metric("general_dev_perplexity", KEEP, RELATIVE, LOWER, "perplexity (exp of NLL per token)",
+           "general-text perplexity (dev split)", "general-text perplexity, dev split (choices read it)",
+           "General-text perplexity (dev split)", "perplexity", "general", headline=False, curve=True, half=DEV),
     # the number behind the ratio, kept for the record
     Metric("self_agreement_nll", KEEP, RELATIVE, LOWER, "nats per token", "self-agreement NLL",
            "self-agreement NLL (the model's, on the base's own replies)",

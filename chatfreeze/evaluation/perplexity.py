@@ -153,6 +153,23 @@ def tokenize_general_text(tokenizer, text: str, window: int, stride: int, max_wi
     return tokenizer(text, verbose=False)["input_ids"]
 
 
+def dev_windows(max_windows: int | None) -> int:
+    """How many general-text windows a dev split holds beside ``max_windows`` reported ones: a quarter as many (at
+    least one). Choices (``--metric_for_best_model facts_dev_accuracy_if_kept``) read them, never the reported."""
+    return max(1, (max_windows or 0) // 4)
+
+
+def split_general_ids(token_ids: list[int], window: int, stride: int, max_windows: int | None
+                      ) -> tuple[list[int], list[int]]:
+    """``(reported, dev)``: the tokens the reported windows score, and the text after them (the dev split, no
+    token shared). Without ``max_windows`` (every window reported) the last quarter of the text is the dev split."""
+    if max_windows:
+        cut = (max_windows - 1) * stride + window + 1
+    else:
+        cut = len(token_ids) - len(token_ids) // 4
+    return token_ids[:cut], token_ids[cut:]
+
+
 @torch.inference_mode()
 def general_perplexity(model, token_ids: list[int], window: int = 512, stride: int = 512,
                        max_windows: int | None = None, batch_size: int = 2,

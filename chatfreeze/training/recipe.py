@@ -54,7 +54,7 @@ from .choices import (
     choose_alpha,
     final_weights_step,
 )
-from .curves import KEPT_DEV, LearningCurves
+from .curves import KEPT_DEV, LearningCurves, check_dev_keep_measure
 from .distributed import end_distributed, train_on_cpu_processes_without_gpus
 from .methods import TrainingMethod, get_method
 from .output_dir import check_output_dir
@@ -304,7 +304,7 @@ def train(run: RecipeRun) -> RecipeRun:
         if run.training_args.select_alpha:
             check_keep_measures(before, "--select_alpha")
         if best_metric(run.training_args) == KEPT_DEV:
-            check_keep_measures(before, f"--metric_for_best_model {KEPT_DEV}")
+            check_dev_keep_measure(before)
     names = run.plan.trainable_parameter_names
     base_state = trained_state(run.model, names) if run.training_args.select_alpha else None
     run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
