@@ -504,3 +504,18 @@ def test_push_leaves_the_chatfreeze_logger_as_it_found_it(trained, tmp_path, cap
     capsys.readouterr()
     logging.getLogger("chatfreeze.test").warning("after the push")
     assert "after the push" not in capsys.readouterr().out
+
+
+def test_card_says_which_checkpoint_was_kept_and_why(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained.out, out, ignore=shutil.ignore_patterns("checkpoint-*"))
+    assert "| checkpoint kept | the last step's" in build_model_card(load_run(out), "acme/bot")
+    state = json.loads((out / "trainer_state.json").read_text())
+    info = json.loads((out / "run_info.json").read_text())
+    state.update(global_step=6, best_global_step=4, best_metric=0.75)
+    info["training_args"].update(load_best_model_at_end=True, metric_for_best_model="eval_facts_dev_accuracy_if_kept")
+    (out / "trainer_state.json").write_text(json.dumps(state))
+    (out / "run_info.json").write_text(json.dumps(info))
+    card = build_model_card(load_run(out), "acme/bot")
+    assert ("| checkpoint kept | step 4 of 6: the best on `facts_dev_accuracy_if_kept` (company facts right, dev half, "
+            "if general text's dev split kept (else minus its excess)) = 0.75") in card

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ..evaluation.metrics_table import BY_KEY, HEADLINE, describe, format_change
+from ..evaluation.metrics_table import BY_KEY, HEADLINE, describe, format_change, format_value
 from ..evaluation.report import format_report
 from ..freezing.plan import FreezePlan
 from ..rundir import (
@@ -335,11 +335,26 @@ def _section_hyperparameters(run: Run) -> str:
         ["seed", ta.get("seed")],
         ["device", run.run_info.get("device", "?")],
         ["keeping old skills", _retention_text(ta, run.run_info.get("alpha_selection"))],
+        ["checkpoint kept", _checkpoint_kept(ta, run.trainer_state)],
     ]
     for key, label in (("train_loss", "final train loss"), ("train_runtime", "train runtime (s)")):
         if isinstance(run.results.get(key), (int, float)):
             rows.append([label, _number(run.results[key])])
     return "## Training hyperparameters\n\n" + _table(["", ""], [[k, _number(v)] for k, v in rows])
+
+
+def _checkpoint_kept(ta: dict, state: dict) -> str:
+    """Which weights the run ended with, and why: the last step's, or (``--load_best_model_at_end``) the best
+    checkpoint on ``--metric_for_best_model``, read on the dev half only (the table's label says what it is)."""
+    best, step = state.get("best_global_step"), state.get("global_step", "?")
+    if not (ta.get("load_best_model_at_end") and best):
+        return f"the last step's ({step})"
+    metric = (ta.get("metric_for_best_model") or "loss").removeprefix("eval_")
+    label = "held-out support loss" if metric == "loss" else describe(metric).label
+    value = state.get("best_metric")
+    shown = _number(value) if metric == "loss" or not isinstance(value, (int, float)) else format_value(metric, value)
+    return (f"step {best} of {step}: the best on `{metric}` ({label}) = {shown}, with --load_best_model_at_end; the "
+            "figures below were measured on it and no choice read the test half")
 
 
 def _retention_text(ta: dict, selection: dict | None) -> str:
