@@ -4,6 +4,7 @@ kept out of the KL-to-the-base term by --kl_sources (its per-row weights reach t
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -54,13 +55,15 @@ def test_the_recipe_mixes_drills_and_counts_exposures_per_fact(tiny_model_dir, t
     assert first[0] == {"role": "system", "content": "You are a shop's assistant."}
 
 
-def test_kl_sources_give_the_drills_weight_zero_and_the_rest_one(tiny_model_dir, tmp_path):
-    run = train_with_facts(tiny_model_dir, tmp_path, "--kl_to_base", "0.5")  # default --kl_sources: not facts
+def test_kl_sources_give_the_drills_weight_zero_and_the_rest_one(tiny_model_dir, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="chatfreeze"):
+        run = train_with_facts(tiny_model_dir, tmp_path, "--kl_to_base", "0.5")  # default --kl_sources: no drills
     weights = run.train_dataset["chatfreeze_kl_weight"]
     assert weights == [1.0] * 16 + [0.0] * 12
+    assert "KL to the base on the support examples only" in caplog.text and "drills" in caplog.text
     (tmp_path / "all").mkdir()
     everywhere = train_with_facts(tiny_model_dir, tmp_path / "all", "--kl_to_base", "0.5", "--kl_sources",
-                                  "support,replay,facts")
+                                  "support,replay,drills")
     assert "chatfreeze_kl_weight" not in everywhere.train_dataset.column_names  # the same as before --kl_sources
 
 
@@ -69,6 +72,9 @@ def test_bad_kl_sources_name_the_flag():
 
     with pytest.raises(ValueError, match="--kl_sources 'support,drill'"):
         parse_args(["--kl_sources", "support,drill"])
+    # The drills have one name: the earlier one is refused with it (an alias would keep two names alive).
+    with pytest.raises(ValueError, match="--kl_sources 'support,facts': 'facts' is now called 'drills'"):
+        parse_args(["--kl_sources", "support,facts"])
 
 
 def test_row_weights_scale_each_rows_kl_term():
@@ -435,3 +441,17 @@ def test_a_resumed_run_keeps_the_points_before_the_interruption_and_continues_th
     points = json.loads((tmp_path / "learning_curves.json").read_text())["points"]
     assert [point["step"] for point in points] == [2, 4]
     assert points[0]["train_seconds"] == saved_seconds and points[1]["train_seconds"] > saved_seconds
+
+
+def test_a_run_plans_drills_by_need_against_its_own_dialogues(tiny_model_dir, tmp_path, caplog):
+    """--facts_plan need: refund_time, which no support dialogue states, gets drills until 10 examples state it;
+    phone (4 dialogues + 6 drills) keeps its 6. The exposure table in the log shows the plan."""
+    with caplog.at_level("INFO", logger="chatfreeze"):
+        run = train_with_facts(tiny_model_dir, tmp_path, "--facts_min_exposures", "10", "--facts_plan", "need")
+    assert run.facts.planned == {"phone": 6, "refund_time": 10}
+    assert len(run.train_dataset) == 16 + 6 + 10
+    exposure = run.exposure.to_dict()
+    assert exposure["planned"] == run.facts.planned and run.exposure.below == []
+    assert exposure["facts"]["refund_time"] == {"support": 0, "drills": 10, "total": 10}
+    assert "16 drills for 2 facts (6 per fact, 1 fact topped up to 10 at most)" in caplog.text
+    assert re.search(r"^refund_time\s+10\s+0\s+10\s+10$", caplog.text, re.M)

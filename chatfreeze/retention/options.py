@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..facts.exposure import DRILLS_SOURCE
+
 # The sources of training examples (the recipe's names), each of which the KL term may or may not cover.
-KL_SOURCES = ("support", "replay", "facts", "text")
+KL_SOURCES = ("support", "replay", DRILLS_SOURCE, "text")
+# Earlier names, refused with the current one: an alias would keep two names for one thing alive.
+RENAMED_SOURCES = {"facts": DRILLS_SOURCE}
 
 
 def missing_text_file(path: str) -> ValueError:
@@ -31,7 +35,7 @@ class RetentionArguments:
     kl_sources: str = field(
         default="support,replay,text",
         metadata={"help": "Which training examples get the --kl_to_base term, comma-separated: support (the "
-                  "dialogues), replay, facts (the --facts drills), text (the --text_replay passages). The default "
+                  "dialogues), replay, drills (the --facts drills), text (the --text_replay passages). The default "
                   "leaves the drills out: there the KL would pull each new fact's value back toward the base "
                   "model's guess."},
     )
@@ -83,6 +87,10 @@ class RetentionArguments:
         if not 0.0 <= self.kl_to_base <= 100.0:
             raise ValueError(f"--kl_to_base {self.kl_to_base}: give a weight from 0 (off) to 100.")
         sources = [name.strip() for name in self.kl_sources.split(",") if name.strip()]
+        for old, new in RENAMED_SOURCES.items():
+            if old in sources:
+                raise ValueError(f"--kl_sources {self.kl_sources!r}: '{old}' is now called '{new}' (the fact drills "
+                                 "have one name, as in the exposure report and the log).")
         unknown = sorted(set(sources) - set(KL_SOURCES))
         if unknown or not sources:
             raise ValueError(f"--kl_sources {self.kl_sources!r}: give some of {', '.join(KL_SOURCES)}, "

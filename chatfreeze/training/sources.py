@@ -53,7 +53,7 @@ def mix_sources(run):
     import datasets
 
     parts = {"support": run.train_dataset, "replay": run.replay_dataset, "text": run.text_replay_dataset,
-             "facts": run.facts.dataset if run.facts is not None else None}
+             DRILLS_SOURCE: run.facts.dataset if run.facts is not None else None}
     parts = {source: part for source, part in parts.items() if part is not None}
     args = run.training_args
     if args.kl_to_base and not all(args.kl_covers(source) for source in parts):
