@@ -14,9 +14,10 @@ DATA_FORMATS = ("auto", "messages", "pairs", "bitext", "sgd", "abcd")
 
 @dataclass
 class DataArguments:
-    dataset: str = field(
+    dataset: str | None = field(
         default="data/train.jsonl",
-        metadata={"help": "Training dialogues: a .jsonl/.json/.csv file, a directory of them, or a Hub dataset id."},
+        metadata={"help": "Training dialogues: a .jsonl/.json/.csv file, a directory of them, or a Hub dataset id. "
+                  "'none': no dialogues (a run on --faq drills alone)."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     dataset_split: str = field(default="train", metadata={"help": "Split of a Hub dataset to train on."})
@@ -66,4 +67,6 @@ class DataArguments:
                 raise ValueError(f"--{name} {getattr(self, name)}: give a count >= 1, or leave it unset for all.")
         if self.eval_dataset in ("", "none", "None"):
             self.eval_dataset = None
+        if self.dataset in ("", "none", "None"):
+            self.dataset = None
 

@@ -46,12 +46,34 @@ class FactsArguments:
                   "column).", "choices": ["uniform", "need"]},
     )
 
+    faq: str | None = field(
+        default=None,
+        metadata={"help": "A FAQ (.csv/.jsonl with question and answer columns, or .md): at the run's start its "
+                  "draft facts sheet and probe (as `chatfreeze facts init` makes them) become --facts and "
+                  "--facts_probe. Without --dataset the run trains on the drills alone (recipes/faq.yaml)."},
+    )
+    faq_catalogue: str | None = field(
+        default=None,
+        metadata={"help": "A product catalogue (.csv, a row per product, a column per attribute) drafted into the "
+                  "same sheet as --faq (or alone)."},
+    )
+    faq_company: str | None = field(
+        default=None,
+        metadata={"help": "The company's name, for --faq's questions ('... at NAME?') and the system prompt when "
+                  "none is set."},
+    )
+
     def __post_init__(self):
         self.validate_facts()
 
     def validate_facts(self) -> None:
         if self.facts in ("", "none", "None"):
             self.facts = None
+        for name in ("faq", "faq_catalogue", "faq_company"):
+            if getattr(self, name) in ("", "none", "None"):
+                setattr(self, name, None)
+        if self.facts and self.facts.lower().endswith((".csv", ".jsonl", ".md", ".markdown")) and not self.faq:
+            self.faq, self.facts = self.facts, None  # a FAQ given as the facts: drafted at the run's start
         if self.facts_per_fact is not None and self.facts_ratio is not None:
             raise ValueError(f"--facts_per_fact {self.facts_per_fact} and --facts_ratio {self.facts_ratio}: give "
                              "one of them (drills per fact, or drills per support dialogue).")

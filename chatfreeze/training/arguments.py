@@ -41,7 +41,7 @@ QUICK_RECIPE = DEFAULT_RECIPE.with_name("quick.yaml")
 # Recipe keys that hold data paths: a relative one resolves against the recipe file's folder. (output_dir is
 # not one of them: a run writes where it is started, never next to a recipe that may sit inside the package.)
 PATH_KEYS = ("dataset", "eval_dataset", "general_text", "facts_probe", "skills_probe", "lm_eval_include_path", "facts",
-             "text_replay")
+             "text_replay", "faq", "faq_catalogue")
 BUILTIN_VALUES = ("builtin", "none")  # values of those keys that name something built in, not a path
 
 # Options of which a run takes one: the layer that sets one of them (a recipe over the recipe it extends, the CLI
@@ -330,7 +330,7 @@ def check_company(values: dict[str, Any], cli: dict[str, Any],
     changed = [key for key in COMPANY_DATA if chosen_by_user(key)
                and not (packaged_value(key)[0] and _same(values.get(key), packaged_value(key)[1]))]
     kept = [key for key in COMPANY_FACTS if packaged_value(key)[0] and not chosen_by_user(key)]
-    if changed and kept:
+    if changed and kept and not chosen_by_user("faq"):  # --faq drafts the run's own sheet and probe
         replaced = " and ".join(f"--{key}" for key in changed)
         flags = " and ".join(f"--{key}" for key in kept)
         nones = " ".join(f"--{key} none" for key in kept)

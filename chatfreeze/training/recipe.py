@@ -27,6 +27,7 @@ from ..data import DialogueCollator, opening_prompts
 from ..data.options import DataArguments
 from ..evaluation import EvaluationArguments, evaluator_for_run, write_plots
 from ..facts import FactsArguments
+from ..facts.generate import prepare_faq
 from ..freezing import FreezeArguments, FreezePlan, make_plan
 from ..generation import generate_reply, support_generation_config
 from ..modeling import (
@@ -149,6 +150,7 @@ def start(model_args: ModelArguments, data_args: DataArguments, eval_args: Evalu
         note_cpu_threads(training_args, state.num_processes)
     run = RecipeRun(model_args, data_args, eval_args, freeze_args, training_args,
                     method=get_method(training_args.method), facts_args=facts_args or FactsArguments())
+    prepare_faq(run.facts_args, data_args, eval_args, training_args.seed)  # --faq: its drafted sheet and probe
     derive_training_args(run)
     check_metric_name(training_args)  # a misspelt or test-half metric fails before the model loads
     run.resume_from = check_output_dir(training_args)
@@ -227,12 +229,14 @@ def data(run: RecipeRun) -> RecipeRun:
      run.train_dialogues) = prepare_datasets(run.data_args, run.tokenizer, run.training_args.seed)
     check_select_alpha(run)
     check_best_metric(run)
-    num_support = len(run.train_dataset)
+    num_support = len(run.train_dataset) if run.train_dataset is not None else 0
+    if run.facts_args.facts and not num_support:
+        run = add_facts(run, num_support)  # drills alone (a FAQ, no dialogues): the replays are sized on them
     if run.training_args.replay_ratio > 0:
         run = add_replay(run)
     if run.training_args.text_replay_ratio > 0:
         run = add_text_replay(run)
-    if run.facts_args.facts:
+    if run.facts_args.facts and num_support:
         run = add_facts(run, num_support)
     run.train_dataset = mix_sources(run)
     return run

@@ -36,7 +36,8 @@ def prepare_datasets(data_args: DataArguments, tokenizer, seed: int):
     if not eval_dialogues and data_args.validation_split_ratio > 0:
         train_dialogues, eval_dialogues = split_held_out(train_dialogues, data_args.validation_split_ratio, seed)
     common = dict(max_length=data_args.max_length, overlong_policy=data_args.overlong_policy)
-    train_ds, train_report = build_dataset(train_dialogues, tokenizer, source=data_args.dataset, **common)
+    train_ds, train_report = build_dataset(train_dialogues, tokenizer, source=data_args.dataset,
+                                           **common) if train_dialogues else (None, None)  # None: drills alone
     eval_ds, eval_report = None, None
     if eval_dialogues:
         eval_ds, eval_report = build_dataset(
@@ -62,7 +63,15 @@ def mix_sources(run):
         if run.is_main_process:
             logger.info("KL to the base on the %s examples only (--kl_sources %s).",
                         " and ".join(s for s in parts if args.kl_covers(s)) or "no", args.kl_sources)
-    return datasets.concatenate_datasets(list(parts.values())) if len(parts) > 1 else parts["support"]
+    return datasets.concatenate_datasets(list(parts.values())) if len(parts) > 1 else next(iter(parts.values()))
+
+
+def replay_base(run) -> int:
+    """How many examples the replay ratios are relative to: the support dialogues, or the drills in a run
+    without any (a FAQ alone)."""
+    if run.train_dataset is not None:
+        return len(run.train_dataset)
+    return len(run.facts.dataset) if run.facts is not None and run.facts.dataset is not None else 0
 
 
 def add_facts(run, num_support: int):
@@ -95,7 +104,7 @@ def add_replay(run):
     args = run.training_args
     with PartialState().main_process_first():
         replay, run.replay_report = replay_dataset(
-            run.model, run.tokenizer, len(run.train_dataset), args.replay_ratio, source=args.replay_prompts,
+            run.model, run.tokenizer, replay_base(run), args.replay_ratio, source=args.replay_prompts,
             max_new_tokens=args.replay_max_new_tokens, max_length=run.data_args.max_length, seed=args.seed,
             cache=run.eval_args.cache_base_measurements)
     run.replay_dataset = replay
@@ -108,6 +117,6 @@ def add_text_replay(run):
     args = run.training_args
     with PartialState().main_process_first():
         run.text_replay_dataset, run.text_replay_report = text_replay_dataset(
-            run.model, run.tokenizer, len(run.train_dataset), args.text_replay_ratio, source=args.text_replay,
+            run.model, run.tokenizer, replay_base(run), args.text_replay_ratio, source=args.text_replay,
             tokens=args.text_replay_tokens, seed=args.seed, cache=run.eval_args.cache_base_measurements)
     return run
