@@ -217,8 +217,8 @@ def facts_dataset(args: FactsArguments, tokenizer, num_support: int, *, system_p
     drills = plan_drills(sheet, planned, seed)
     dataset, report = drills_dataset(drills, tokenizer, system_prompt=system_prompt,
                                      max_length=max_length) if drills else (None, None)
-    logger.info("Facts: %d drills (%s for %d facts) mixed into %d support dialogues.", len(drills),
-                describe_plan(planned, per_fact), len(sheet), num_support)
+    logger.info("Facts: %d drills for %d facts (%s) mixed into %d support dialogues.", len(drills), len(sheet),
+                describe_plan(planned, per_fact), num_support)
     return TrainingDrills(sheet, per_fact, drills, dataset, report, seed, system_prompt, planned)
 
 
