@@ -450,7 +450,7 @@ def evaluator_for_run(settings: EvaluationArguments, tokenizer, model, plan, *, 
                       facts_data=None) -> BeforeAfterEvaluator | None:
     """The before/after evaluator a training run asked for, or None (not asked, not the main process, or a
     sharded model that one process cannot run alone). ``plan`` (a ``FreezePlan``) says which prefix of ``model``
-    stays frozen, so the tuned model can reuse the base's states there. ``facts_data`` (``facts.FactsData``, with
+    stays frozen, so the tuned model can reuse the base's states there. ``facts_data`` (``facts.TrainingDrills``, with
     ``--facts``) adds the drilled-questions check."""
     if not settings.eval_before_after or not is_main_process:
         return None

@@ -130,7 +130,7 @@ def load_skills_probe(path: str | Path = SKILLS_FILE, split: str = "probe") -> l
 
 
 def drilled_probe(facts_data) -> list[ProbeItem]:
-    """The drilled-questions check of a run's ``facts.FactsData``: questions its drills asked (verbatim, opener
+    """The drilled-questions check of a run's ``facts.TrainingDrills``: questions its drills asked (verbatim, opener
     included), each right when the reply states the fact's value (every pattern of the sheet matches)."""
     if facts_data is None:
         return []

@@ -98,7 +98,7 @@ class RecipeRun:
     replay_dataset: Any = None
     text_replay_dataset: Any = None
     text_replay_report: Any = None  # retention.text_replay.TextReplayReport, with --text_replay_ratio
-    facts: Any = None  # facts.FactsData, with --facts: the sheet and the drills mixed into training
+    facts: Any = None  # facts.TrainingDrills, with --facts: the sheet and the drills mixed into training
     exposure: Any = None  # facts.ExposureReport, with --facts: how many training examples state each fact
     trainer: FreezeTrainer | None = None
     metrics: dict = field(default_factory=dict)
