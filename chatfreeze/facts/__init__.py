@@ -1,5 +1,6 @@
 """A company's facts, taught and counted: the facts sheet (``sheet``: values, value patterns, question and answer
-phrasings), drills planned by fact (``drills``), confusable facts (``neighbours``), how often the training data states each fact (``exposure``),
+phrasings), drills planned by fact (``drills``), confusable facts (``neighbours``),
+how often the training data states each fact (``exposure``),
 the facts probe in dev/test halves (``probe_split``) and training questions too close to probe questions
 (``overlap``).
 
