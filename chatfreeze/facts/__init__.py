@@ -2,7 +2,8 @@
 phrasings), drills planned by fact (``drills``), confusable facts (``neighbours``),
 how often the training data states each fact (``exposure``),
 the facts probe in dev/test halves (``probe_split``) and training questions too close to probe questions
-(``overlap``).
+(``overlap``); and a draft sheet and probe made from a FAQ or a catalogue by rules (``values``: the values a text
+states; ``faq``, ``catalogue``: the readers; ``phrasing``: question and answer rules; ``draft``; ``generate``).
 
 Layer: above ``data`` (drills are tokenized by its ``build_dataset``), below ``fastpath``, ``evaluation`` and
 ``training``; it imports only ``common`` and ``data``.
@@ -21,6 +22,11 @@ _EXPORTS = {  # submodule: the public names it defines
     "neighbours": ("neighbours_of",),
     "probe_split": ("split_probe",),
     "overlap": ("Overlap", "find_overlaps", "normalise"),
+    "values": ("Value", "KINDS", "find_values", "value_kinds", "same_value"),
+    "faq": ("FaqEntry", "FaqError", "read_faq"),
+    "catalogue": ("read_catalogue", "product_names"),
+    "draft": ("Draft", "DraftFact", "draft_facts"),
+    "generate": ("draft_from_files", "write_draft", "prepare_faq"),
 }
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

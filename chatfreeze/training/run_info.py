@@ -65,7 +65,7 @@ def run_info_sections(run) -> dict:
         data=dict(
             args=asdict(run.data_args),
             system_prompt=run.data_args.system_prompt,
-            train=run.train_report.to_dict(),
+            train=run.train_report.to_dict() if run.train_report else None,  # None: drills alone (a FAQ)
             eval=run.eval_report.to_dict() if run.eval_report else None,
             replay=run.replay_report.to_dict() if run.replay_report else None,
             text_replay=run.text_replay_report.to_dict() if run.text_replay_report else None,
