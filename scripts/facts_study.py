@@ -162,7 +162,7 @@ def meets_goals(metrics: dict) -> str:
         found = metrics.get(key)
         return missing if found is None else found
 
-    checks = [value("facts_test_accuracy", 0.0) >= FACTS_GOAL, value("facts_test_wrong", 0) <= WRONG_GOAL,
+    checks = [value("facts_test_accuracy", 0.0) >= FACTS_GOAL, value("facts_test_wrong", WRONG_GOAL + 1) <= WRONG_GOAL,
               value("skills_change_points", -99.0) >= -SKILLS_DROP_GOAL,
               value("self_agreement_ratio", 9.0) <= SELF_AGREEMENT_GOAL,
               value("general_change_pct", 99.0) <= GENERAL_RISE_GOAL]

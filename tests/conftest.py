@@ -24,6 +24,19 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+def require_package(name: str):
+    """``pytest.importorskip(name)``, except that in CI (CI=true) a missing package fails: the dev extras install
+    gradio, sacrebleu, rouge_score and pexpect, so a test of them skipped there would hide a broken install."""
+    if in_ci():
+        import importlib
+
+        try:
+            return importlib.import_module(name)
+        except ImportError as err:
+            pytest.fail(f"{name} is missing: CI must install the dev extras (pip install -e '.[dev]'): {err}")
+    return pytest.importorskip(name)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data; missing data fails in CI (CI=true) and skips on a developer's machine."""

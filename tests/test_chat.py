@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require_package
 
 from chatfreeze.chat.conversation import (
     ChatError,
@@ -363,7 +363,7 @@ def test_piped_stdin_subprocess_exits_zero_with_plain_output(tmp_path, tiny_mode
 
 
 def spawn_chat(args, cwd, timeout=180):  # generous: a loaded 2-core machine starts Python + torch slowly
-    pexpect = pytest.importorskip("pexpect")
+    pexpect = require_package("pexpect")
     # A test run started in the background of a script (`make test &`) has SIGINT ignored, and an ignored signal
     # stays ignored across exec: give the chat the default, as a terminal would, so Ctrl-C reaches it.
     child = pexpect.spawn(sys.executable, ["-m", "chatfreeze.chat", *args], cwd=str(cwd), env=chat_env(),

@@ -483,8 +483,12 @@ def test_validation_errors_name_the_line(tmp_path, messages, message):
     assert "\n" not in str(info.value)
 
 
-def test_validate_dialogue_accepts_a_good_dialogue():
-    validate_dialogue([system("s"), *exchanges(2)], "x")
+def test_validate_dialogue_accepts_a_good_dialogue_and_refuses_the_same_one_broken():
+    good = [system("s"), *exchanges(2)]
+    assert validate_dialogue(good, "x") is None  # accepted: no error, nothing returned
+    # The check runs: the same dialogue without its first user turn (it opens with the assistant) fails.
+    with pytest.raises(DataError, match="x: the first message after the system prompt must be a user message"):
+        validate_dialogue([good[0], *good[2:]], "x")
 
 
 def test_missing_field_in_later_record(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, build_tiny_model
+from conftest import REPO_ROOT, build_tiny_model, require_package
 
 from chatfreeze.evaluation import (
     BeforeAfterEvaluator,
@@ -98,8 +98,8 @@ def test_chrf_by_hand(chrf):
 
 def test_metrics_agree_with_reference_implementations(rouge, chrf):
     """Where sacrebleu and rouge_score are installed (evaluate's optional extras), the scores are theirs."""
-    sacrebleu = pytest.importorskip("sacrebleu")
-    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    sacrebleu = require_package("sacrebleu")
+    rouge_scorer = require_package("rouge_score.rouge_scorer")
     predictions = ["Your refund was issued today; expect it in 5-7 business days.", "Sorry, I can't help.",
                    "To cancel order #123, open My Orders and click Cancel.", "identical text"]
     references = ["We issued your refund today. It takes 5 to 7 business days to arrive.",
@@ -361,8 +361,36 @@ def test_smollm2_base_perplexities_are_plausible(smollm2_path, shared_data):
     settings = EvaluationArguments(general_text=str(shared_data / "wikitext-2-raw" / "wiki.test.raw"),
                                    general_window=128, general_stride=128, general_max_windows=2,
                                    generation_eval_samples=0, skills_probe="none")
-    result = evaluate_checkpoint(str(smollm2_path), HeldOut(str(bitext), max_examples=3), settings, batch_size=3)
-    # Measured: ~6.5 on Bitext (16 dialogues) and ~30 on WikiText-2 (4 windows of 512) for the base model.
-    assert 2.0 < result["support_perplexity"] < 30.0
-    assert 5.0 < result["general_perplexity"] < 300.0
+    held_out = HeldOut(str(bitext), max_examples=3)
+    result = evaluate_checkpoint(str(smollm2_path), held_out, settings, batch_size=3)
+    # The same numbers computed independently: one unpadded forward per dialogue / window, summed NLL of the
+    # labelled (assistant) tokens, exp of the token-weighted mean. Batching and padding must not change them.
+    support, general = direct_perplexities(smollm2_path, held_out, shared_data / "wikitext-2-raw" / "wiki.test.raw")
+    assert result["support_perplexity"] == pytest.approx(support, rel=1e-3)
+    assert result["general_perplexity"] == pytest.approx(general, rel=1e-3)
     assert result["general_tokens"] == 2 * 127
+
+
+def direct_perplexities(model_path, held_out, wiki_path, window: int = 128, windows: int = 2) -> tuple[float, float]:
+    """Support and general-text perplexity of the model at ``model_path``, with nothing of chatfreeze's scoring:
+    each sequence alone, ``cross_entropy`` of the next token where the label is not -100."""
+    import math
+
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+
+    def nll(ids: list[int], labels: list[int]) -> tuple[float, int]:
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, :-1]
+        targets = torch.tensor(labels[1:])
+        return F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item(), int((targets != -100).sum())
+
+    _, dataset, _ = held_out.load(tokenizer, str(model_path))
+    support = [nll(row["input_ids"], row["labels"]) for row in dataset]
+    ids = tokenizer(wiki_path.read_text()[:20000])["input_ids"]
+    # Windows side by side (stride = window): each window's first token has no context and is not scored.
+    general = [nll(ids[b:b + window], [-100] + ids[b + 1:b + window]) for b in range(0, windows * window, window)]
+    return tuple(math.exp(sum(n for n, _ in parts) / sum(c for _, c in parts)) for parts in (support, general))

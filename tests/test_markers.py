@@ -82,7 +82,7 @@ def import_aliases(tree: ast.AST) -> dict[str, str]:
             for alias in node.names:
                 aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
         elif (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-              and isinstance(node.value, ast.Call) and dotted(node.value.func) == "pytest.importorskip"
+              and isinstance(node.value, ast.Call) and dotted(node.value.func) in {"pytest.importorskip", "require_package"}
               and node.value.args and isinstance(node.value.args[0], ast.Constant)):
             aliases[node.targets[0].id] = node.value.args[0].value
     return aliases
@@ -432,3 +432,18 @@ def test_the_finder_flags_unmarked_tests_in_a_fake_module():
     unmarked_module = marked_module.replace("pytest.mark.slow", "pytest.mark.xfail")
     with pytest.raises(AssertionError, match=r"test_unmarked\.py::test_a \(calls subprocess\.run\)"):
         assert_all_marked({"test_unmarked.py": find_tests(unmarked_module)})
+
+
+def test_an_optional_package_missing_in_ci_fails_instead_of_skipping(monkeypatch):
+    """gradio, sacrebleu/rouge_score and pexpect tests use ``require_package``: in CI a missing one fails, like the
+    Chromium and shared-data tests; on a developer's machine it skips."""
+    from conftest import REPO_ROOT, require_package
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no_such_package_xyz is missing: CI must install the dev extras"):
+        require_package("no_such_package_xyz")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        require_package("no_such_package_xyz")
+    for path in ("test_chat.py", "test_evaluation.py", "test_web.py"):  # no silent skip left for these packages
+        assert "pytest.importorskip(" not in (REPO_ROOT / "tests" / path).read_text()

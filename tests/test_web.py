@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import require_package
 from webchat import WebServer, chromium_driver, lettered_model_dir, wait_for
 
-pytest.importorskip("gradio")
+require_package("gradio")
 
 # Records the length of the newest bot message on every change of the page, to see the reply arrive in parts.
 WATCH_STREAM = """
