@@ -78,7 +78,7 @@ REVERSE_YES = ("Is it {value} for {topic}?", "{Topic}: {value}, right?", "Am I r
 REVERSE_NO = ("Is it {wrong} for {topic}?", "{Topic}: {wrong}, correct?")
 
 PROBE_FRAMES = ("I'd like some details on {topic}.", "Can you fill me in on {topic}?",
-                "Need info regarding {topic}, what's the situation?", "Tell me what the deal is with {topic}.")
+                "Need info regarding {topic}, what's the situation?", "What's the story with {topic}?")
 PROBE_KIND_FRAMES = {
     "money": ("What would {topic} set me back?", "What do you charge for {topic}?"),
     "duration": ("How much time does {topic} involve?", "What's the time frame for {topic}?"),
