@@ -8,8 +8,9 @@ last line when it ends. A small background thread keeps those lines (and the bar
 step runs for minutes (one batch of greedy replies on a CPU), so a working run never looks hung.
 
 Off in processes other than the local main one (``LOCAL_RANK`` > 0) and after ``set_enabled(False)``, which the
-training recipe calls with the Trainer's ``--disable_tqdm``. Imports nothing of chatfreeze, and tqdm only when a
-bar is drawn.
+training recipe calls with the Trainer's ``--disable_tqdm``. Every named phase is also timed (``timings``), shown or
+not, so the run's table of where the time went has each long loop. Imports nothing of chatfreeze but ``timings``,
+and tqdm only when a bar is drawn.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from typing import TypeVar
+
+from . import timings
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +72,11 @@ class Progress:
         self.started = self.last_line = time.monotonic()
         self.mark = 0  # the last tenth of the total reached
         self.stop = threading.Event()
+        self.timed = ExitStack()
 
     def __enter__(self) -> Progress:
+        if self.what is not None:
+            self.timed.enter_context(timings.phase(self.what))
         if not self.active:
             return self
         self.started = self.last_line = time.monotonic()
@@ -97,6 +104,7 @@ class Progress:
             self._log(now)
 
     def __exit__(self, kind, *_) -> None:
+        self.timed.close()
         if not self.active:
             return
         self.stop.set()

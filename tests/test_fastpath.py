@@ -431,3 +431,31 @@ def test_fast_path_is_off_under_data_parallel_and_on_under_ddp():
     assert why and why.startswith("torch.nn.DataParallel over 2 GPUs") and "accelerate launch" in why
     assert fast_path_refusal(*stand_in(1, ParallelMode.DISTRIBUTED)) is None
     assert fast_path_refusal(*stand_in(1, ParallelMode.NOT_PARALLEL)) is None
+
+
+@pytest.mark.parametrize("subset", [False, True])
+def test_fused_cross_entropy_and_kl_equals_autograd_of_the_two_terms(subset):
+    """The --kl_to_base loss takes one log-softmax of the logits for both terms and its gradient in closed form;
+    value and gradients must be autograd's of F.cross_entropy + w · kl_from_base."""
+    from chatfreeze.fastpath.loss import cross_entropy_and_kl, kl_from_base
+
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(7, 50)).requires_grad_()
+    targets = torch.randint(0, 50, (7,))
+    rows = torch.tensor([0, 2, 3, 6]) if subset else None
+    count = 4 if subset else 7
+    base_logits = 3 * torch.randn(count, 50)
+    weights = torch.rand(count) + 0.1
+    fused = cross_entropy_and_kl(logits, targets, base_logits, weights, rows)
+    (fused_grad,) = torch.autograd.grad(2.5 * fused, logits)
+    picked = logits if rows is None else logits[rows]
+    reference = torch.nn.functional.cross_entropy(logits, targets, reduction="sum") + \
+        kl_from_base(picked, base_logits, weights)
+    (reference_grad,) = torch.autograd.grad(2.5 * reference, logits)
+    assert torch.allclose(fused, reference, rtol=1e-6, atol=1e-5)
+    assert torch.allclose(fused_grad, reference_grad, atol=1e-6)
+    if subset:  # rows without the KL get the plain cross-entropy gradient
+        alone = [1, 4, 5]
+        (ce_grad,) = torch.autograd.grad(2.5 * torch.nn.functional.cross_entropy(logits, targets, reduction="sum"),
+                                         logits)
+        assert torch.allclose(fused_grad[alone], ce_grad[alone], atol=1e-6)

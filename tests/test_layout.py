@@ -21,7 +21,7 @@ SUBPACKAGES = CORE + OUTER
 # package's own __init__ (its version; its public names are lazy and import nothing). The python -m shims
 # (chatfreeze/plan.py, ...) and __main__ sit above cli; studies, the outermost, is imported by nothing (a test of its
 # own, below). docs/architecture.md explains the order.
-LAYERS = ("common", "progress", "rundir", "chatfreeze", "modeling", "generation", "freezing", "data", "facts", "fastpath", "evaluation",
+LAYERS = ("common", "timings", "progress", "rundir", "chatfreeze", "modeling", "generation", "freezing", "data", "facts", "fastpath", "evaluation",
           "retention", "publish", "training", "chat", "cli", "studies")
 SHIMS = ("__main__", "evaluate", "merge", "plan", "plots", "push", "web")
 
@@ -138,10 +138,11 @@ def test_nothing_in_the_package_imports_the_studies():
     assert not offences, offences
 
 
-def test_rundir_common_and_progress_import_nothing_of_chatfreeze():
+def test_rundir_common_timings_and_progress_import_nothing_of_chatfreeze():
     graph = import_graph()
     assert graph["chatfreeze.common"] == set()
-    assert graph["chatfreeze.progress"] == set()
+    assert graph["chatfreeze.timings"] == set()
+    assert graph["chatfreeze.progress"] == {"chatfreeze.timings"}  # every progress phase is timed
     assert graph["chatfreeze.rundir"] == set()
 
 
@@ -194,7 +195,7 @@ def test_each_subpackage_imports_alone_in_a_fresh_interpreter():
             "for info in pkgutil.walk_packages(getattr(package, '__path__', []), package.__name__ + '.'):\n"
             "    if not info.name.endswith('__main__'):\n"
             "        importlib.import_module(info.name)\n")
-    for name in (*SUBPACKAGES, "common", "progress", "rundir", "generation"):
+    for name in (*SUBPACKAGES, "common", "timings", "progress", "rundir", "generation"):
         result = subprocess.run([sys.executable, "-c", code, f"chatfreeze.{name}"], capture_output=True,
                                 text=True, cwd=REPO_ROOT, timeout=300)
         assert result.returncode == 0, (name, result.stderr[-2000:])

@@ -124,3 +124,29 @@ def test_replay_generation_says_what_it_does_and_shows_progress(monkeypatch, log
     lines = logged()
     assert lines[0].startswith("Replay generation: 3/6 replies, ")  # 6 prompts in batches of up to 4: 3 + 3
     assert lines[-1].startswith("Replay generation: 6/6 replies in ")
+
+
+def test_every_named_phase_is_timed_nested_and_merged_when_repeated():
+    from chatfreeze import timings
+
+    timings.reset()
+    with timings.phase("Evaluation before"):
+        for _ in progress(range(3), "Skills probe (before)", unit="replies"):
+            time.sleep(0.01)
+        with Progress("Replay generation", 2, "replies") as shown:
+            shown.update(2)
+        with Progress("Replay generation", 1, "replies") as shown:
+            shown.update(1)
+    timings.note_cached("Plain-text replay generation", passages=200)
+    records = timings.to_dict()
+    assert [(r["phase"], r["depth"]) for r in records] == [
+        ("Evaluation before", 0), ("Skills probe (before)", 1), ("Replay generation", 1),
+        ("Plain-text replay generation", 0)]
+    assert records[1]["wall_s"] >= 0.03 and records[0]["wall_s"] >= records[1]["wall_s"]
+    assert records[2]["runs"] == 2 and "runs" not in records[1]
+    assert records[3]["cached"] is True and records[3]["passages"] == 200
+    table = timings.format_table(total_wall_s=10.0)
+    assert "  Skills probe (before)" in table and "from the cache, passages 200" in table
+    assert table.splitlines()[-1].split() == ["total", "10.0"]
+    timings.reset()
+    assert timings.to_dict() == []

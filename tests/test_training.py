@@ -87,6 +87,18 @@ def test_tiny_run_writes_a_complete_output_dir(tiny_model_dir, tmp_path):
     samples = json.loads((out / "samples.json").read_text())
     assert samples and samples[0]["messages"][0]["role"] == "system" and "reply" in samples[0]
     assert "Freeze plan for LlamaForCausalLM" in result.stderr
+    # Where the time went: every step of the recipe, the long loops nested in the step that ran them.
+    phases = info["timings"]["phases"]
+    by_name = {phase["phase"]: phase for phase in phases}
+    assert {"Model: resolve and load", "Freeze plan", "Data: dialogues, replay, plain-text passages, drills",
+            "Trainer set-up", "Evaluation before", "Training", "Evaluation after", "Saving"} <= set(by_name)
+    assert all(phase["wall_s"] >= 0 and phase["cpu_s"] >= 0 for phase in phases)
+    training = by_name["Training"]
+    assert training["depth"] == 0 and training["steps"] == 3 and training["tokens_per_s"] > 0
+    assert by_name["Sample replies"]["depth"] == 1  # inside "Saving"
+    assert [p["phase"] for p in phases].index("Sample replies") > [p["phase"] for p in phases].index("Saving")
+    assert info["timings"]["total_wall_s"] >= sum(p["wall_s"] for p in phases if p["depth"] == 0) - 1
+    assert "Where the time went" in result.stderr and "tokens per s" in result.stderr
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):

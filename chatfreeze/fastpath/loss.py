@@ -44,7 +44,7 @@ def labelled_positions_loss(
     Mean over the labelled positions, or their sum divided by ``num_items_in_batch`` when the Trainer passes
     it (gradient accumulation). Positions whose label is -100 are never projected onto the vocabulary.
     With ``base_hidden`` (the base model's final hidden states, no grad) each labelled position also adds
-    ``kl_weight · KL(p_base ‖ p)``, reduced the same way (``kl_from_base``; the base's copy is
+    ``kl_weight · KL(p_base ‖ p)``, reduced the same way (``kl_from_base``, computed with the cross-entropy by ``cross_entropy_and_kl``; the base's copy is
     ``retention.kl_to_base.BaseTop``). ``kl_row_weights`` (one per row, e.g. 0 for the rows of a source the KL
     should not hold back) scales each row's KL term; positions of weight 0 never compute the base's logits (their
     ``base_hidden`` rows may be anything, e.g. zeros: ``FastPath.base_hidden`` skips them).
@@ -63,15 +63,17 @@ def labelled_positions_loss(
     def summed(part: torch.Tensor, part_targets: torch.Tensor, base_part: torch.Tensor | None = None,
                weight_part: torch.Tensor | None = None) -> torch.Tensor:
         logits = process(head(part)).float()
-        loss = F.cross_entropy(logits, part_targets, reduction="sum")
-        if base_part is not None:
-            if weight_part is not None:  # the base's logits only where the KL applies (weight 0: a drill, say)
-                applies = weight_part != 0
-                logits, base_part, weight_part = logits[applies], base_part[applies], weight_part[applies]
-            with torch.no_grad():
-                base_logits = process((base_head or head)(base_part))
-            loss = loss + kl_weight * kl_from_base(logits, base_logits, weight_part)
-        return loss
+        if base_part is None:
+            return F.cross_entropy(logits, part_targets, reduction="sum")
+        rows = None
+        if weight_part is not None and not bool((weight_part != 0).all()):
+            # The base's logits only where the KL applies (weight 0: a drill, say).
+            rows = torch.nonzero(weight_part != 0).flatten()
+            base_part, weight_part = base_part[rows], weight_part[rows]
+        with torch.no_grad():
+            base_logits = process((base_head or head)(base_part)).float()
+        weights = kl_weight * (weight_part if weight_part is not None else logits.new_ones(base_logits.shape[0]))
+        return cross_entropy_and_kl(logits, part_targets, base_logits, weights, rows)
 
     pieces = len(states.split(chunk))
     base_parts = base_states.split(chunk) if base_states is not None else [None] * pieces
@@ -134,3 +136,43 @@ def kl_from_base(logits: torch.Tensor, base_logits: torch.Tensor, weights: torch
     if weights is None:
         return (log_base.exp() * (log_base - log_p)).sum()
     return ((log_base.exp() * (log_base - log_p)).sum(dim=-1) * weights).sum()
+
+
+class _CrossEntropyAndKL(torch.autograd.Function):
+    """``sum_i CE(logits_i, target_i) + sum_{i in rows} w_i · KL(p_base,i ‖ softmax(logits_i))`` with its gradient
+    computed in the forward pass: ``(1 + w_i)·p_i − onehot(target_i) − w_i·p_base,i`` (``p_i`` the softmax of the
+    logits). Autograd would take two log-softmaxes of the logits and walk back through both, five passes over a
+    [positions, vocabulary] tensor more than this; the values are the same up to float rounding (~1e-7)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, base_logits, weights, rows):
+        log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
+        log_p = logits - log_z
+        picked = torch.arange(logits.shape[0], device=logits.device)
+        loss = -log_p[picked, targets].sum()
+        grad = log_p.exp()  # p; becomes the gradient in place
+        log_base = F.log_softmax(base_logits, dim=-1)
+        base_probs = log_base.exp()
+        kl_part = log_p if rows is None else log_p[rows]
+        loss = loss + ((base_probs * (log_base - kl_part)).sum(dim=-1) * weights).sum()
+        scaled = weights[:, None]
+        if rows is None:
+            grad.mul_(1 + scaled).sub_(scaled * base_probs)
+        else:
+            grad[rows] = grad[rows] * (1 + scaled) - scaled * base_probs
+        grad[picked, targets] -= 1
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output, None, None, None, None
+
+
+def cross_entropy_and_kl(logits: torch.Tensor, targets: torch.Tensor, base_logits: torch.Tensor,
+                         weights: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.cross_entropy(logits, targets, reduction="sum")`` plus ``weights[j] · KL(p_base ‖ p)`` of the logits'
+    row ``rows[j]`` (every row, in order, when ``rows`` is None) against ``base_logits[j]``, all float32: the
+    training loss of ``--kl_to_base``, one log-softmax of the logits for both terms (``_CrossEntropyAndKL``)."""
+    return _CrossEntropyAndKL.apply(logits, targets, base_logits.float(), weights.float(), rows)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 
+from .. import timings
 from ..data import build_dataset
 from ..data.schema import IGNORE_INDEX
 from ..evaluation import probes
@@ -67,6 +68,7 @@ class BaseReplies:
                                                         for prompt, reply in self.known.items()}})
         elif self.cache:
             logger.info("Replay: the base model's replies to %d pool prompts come from the cache.", len(items))
+            timings.note_cached("Replay generation", replies=len(items))
         return [self.known[item.prompt] for item in items]
 
 

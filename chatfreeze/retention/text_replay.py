@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .. import timings
 from ..data.schema import IGNORE_INDEX
 from ..evaluation.measurement_cache import MeasurementCache, inputs_fingerprint, weights_fingerprint
 from ..evaluation.perplexity import _EvalMode
@@ -92,6 +93,7 @@ def base_passages(model, tokenizer, count: int, tokens: int, seed: int, cache: M
     usable = [passage for batch in batches for passage in batch]
     if len(usable) >= count:
         logger.info("Plain-text replay: %d passages the base model wrote come from the cache.", count)
+        timings.note_cached("Plain-text replay generation", passages=count)
         return usable[:count]
     stops = {t for t in (tokenizer.eos_token_id, *start, document_separator(tokenizer)) if isinstance(t, int)}
     device = next(model.parameters()).device
