@@ -215,18 +215,18 @@ def value_of(found: dict[str, dict[str, str]], flag: str) -> str:
 def test_train_help_shows_the_values_the_run_would_use():
     default = sections(train_help())
     assert value_of(default, "--num_frozen_layers") == "15"  # the default recipe's, not the dataclass's 0.8
-    assert value_of(default, "--facts_per_fact") == "20" and value_of(default, "--facts_ratio") == "-"
+    assert value_of(default, "--facts_per_fact") == "20" and value_of(default, "--facts_ratio") == "(unset)"
     assert value_of(default, "--facts").endswith("facts.yaml")
     assert value_of(default, "--output_dir") == "outputs/smollm2-support"
     assert value_of(default, "--learning_rate") == "0.0003"
 
     quick = sections(train_help("--config", str(QUICK_RECIPE)))
-    assert value_of(quick, "--num_frozen_layers") == "24" and value_of(quick, "--facts") == "-"
+    assert value_of(quick, "--num_frozen_layers") == "24" and value_of(quick, "--facts") == "(unset)"
     assert value_of(quick, "--max_steps") == "40"
 
     flags = sections(train_help("--num_frozen_layers", "7", "--facts_ratio", "0.5"))
     assert value_of(flags, "--num_frozen_layers") == "7"
-    assert value_of(flags, "--facts_ratio") == "0.5" and value_of(flags, "--facts_per_fact") == "-"
+    assert value_of(flags, "--facts_ratio") == "0.5" and value_of(flags, "--facts_per_fact") == "(unset)"
 
 
 def test_train_help_through_the_command_and_help_all(capsys):

@@ -375,11 +375,11 @@ VALUE_WIDTH = 26  # characters of a value shown beside its option; a longer one 
 def show_value(value: Any) -> str:
     """A value as the help shows it: a path relative to here where it lies below, lists comma-joined."""
     if value is None or value == "":
-        return "-"
+        return "(unset)"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):
-        return ",".join(map(show_value, value)) or "-"
+        return ",".join(map(show_value, value)) or "(unset)"
     text = str(getattr(value, "value", value))  # enums (IntervalStrategy.EPOCH) by their value
     if os.path.isabs(text) and os.path.exists(text):
         relative = os.path.relpath(text)
