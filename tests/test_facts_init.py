@@ -322,3 +322,14 @@ def test_faq_errors_name_the_file_and_line(tmp_path):
     path.write_text("question,answer\n\"A\nquestion?\",€5\n,€6\n")
     with pytest.raises(FaqError, match=r"faq.csv:4: empty question"):
         read_faq(path)
+
+
+def test_the_shipped_example_draft_is_what_init_makes(tmp_path, monkeypatch):
+    from chatfreeze.cli import main
+
+    monkeypatch.chdir(REPO_ROOT)  # the draft names its FAQ as given: examples/spokewise_faq.csv
+    sheet, probe = tmp_path / "s.yaml", tmp_path / "p.jsonl"
+    assert main(["facts", "init", "examples/spokewise_faq.csv", "--output", str(sheet), "--probe", str(probe),
+                 "--company", "Spokewise"]) == 0
+    assert sheet.read_text() == (REPO_ROOT / "examples" / "spokewise_facts.yaml").read_text()
+    assert probe.read_text() == (REPO_ROOT / "examples" / "spokewise_probe.jsonl").read_text()
