@@ -139,6 +139,19 @@ def makefile() -> tuple[set[str], set[str]]:
     return (set(re.findall(r"^([a-z][\w-]*):", text, re.M)), set(re.findall(r"^([A-Z_]+)\s*\?=", text, re.M)))
 
 
+def make_commands(target: str) -> list[Line]:
+    """The chatfreeze commands a Makefile target runs, its variables stood in for (``$(TRAIN_ARGS)``: none)."""
+    text = (REPO_ROOT / "Makefile").read_text()
+    body = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n?)*)", text, re.M).group(1)
+    found = []
+    for number, line in enumerate(re.sub(r"\\\n", " ", body).splitlines()):
+        line = re.sub(r"\$\(BIN\)/", "", line.replace("$(TRAIN_ARGS)", ""))
+        tokens = shlex.split(re.sub(r"\$\(\w+\)", "1", line))  # a number fits every value it stands for
+        if tokens and tokens[0] in ("python", "accelerate") and any("chatfreeze" in token for token in tokens):
+            found.append(Line(tuple(tokens), number))
+    return found
+
+
 def check_flags(line: Line, command: str, args: list[str]) -> None:
     known = option_strings(command)
     unknown = [arg.split("=")[0] for arg in args if arg.startswith("--") and arg.split("=")[0] not in known]
@@ -176,6 +189,10 @@ def test_readme_command(line, tmp_path, monkeypatch):
     if program == "make":
         targets, variables = makefile()
         assert args[0] in targets, f"{line}: no make target {args[0]}"
+        for inner in make_commands(args[0]):  # what `make train` runs takes the flags it passes
+            command, inner_args = as_chatfreeze(inner) or (None, [])
+            if command:
+                check_flags(Line(inner.tokens, line.where), command, inner_args)
         for assignment in args[1:]:
             name, _, value = assignment.partition("=")
             assert name in variables, f"{line}: the Makefile has no variable {name}"
