@@ -24,13 +24,15 @@ is are was were be been being am do does did doing have has had having can could
 might must i me my mine you your yours we us our ours they them their it its this that these those there here
 what when where which who whom whose why how much many long far often soon please hi hello hey thanks thank
 any some get got just also still really very exactly actually again ever need want like know tell let s t
-per each one if
+per each one if what's whats where's how's who's when's it's i'm don't can't isn't there's
 """.split())
+AUXILIARIES = frozenset("is are be was were am must can could should will would do does did have has had may might "
+                        "shall".split())
 # Words that say what is asked (a price, a time) rather than about what: left out of the topic.
 CUE_WORDS = frozenset("""
 cost costs price prices charge charges fee fees pay paying expensive cheap time times long take takes last lasts
 date day which number address email mail link website site url percent percentage many much old age late early
-far big heavy soon
+far big heavy soon minimum maximum min max fast slow
 """.split())
 # The probe's other words for a topic's words (the drills keep the FAQ's own).
 SYNONYMS = {
@@ -43,8 +45,8 @@ SYNONYMS = {
     "account": "profile", "buy": "purchase", "order": "purchase", "children": "kids", "kids": "children",
     "phone": "telephone", "opening": "opening times", "deposit": "security deposit",
     "helmet": "helmet", "return": "bring back", "returns": "bringing things back", "shop": "store",
-    "store": "shop", "office": "premises", "trial": "free trial", "pause": "put on hold", "damage": "breakage",
-    "insurance": "cover", "lock": "bike lock", "membership": "member plan", "student": "students'",
+    "store": "shop", "office": "premises", "pause": "put on hold", "damage": "breakage",
+    "insurance": "cover", "lock": "bike lock", "membership": "member plan", 
     "discount": "reduction", "late": "overdue", "weekend": "Saturday and Sunday", "support": "help desk",
     "e-bike": "electric bike", "e-bikes": "electric bikes", "city": "town", "child": "kid", "seats": "seating",
     "seat": "seating", "carry": "haul", "cargo": "freight", "charge": "battery load", "flat": "punctured",
@@ -53,7 +55,7 @@ SYNONYMS = {
     "rider": "cyclist", "online": "on the web", "email": "e-mail", "write": "send a message", "pick": "collect",
     "hours": "schedule", "Sundays": "a Sunday", "Sunday": "Sundays", "week": "seven days", "whole": "full",
     "luggage": "baggage", "go": "travel", "happens": "goes on", "ride": "cycle",
-    "price": "rate", "members": "subscribers", "member": "subscriber", "free": "at no charge", "parking": "storage",
+    "price": "rate", "members": "subscribers", "member": "subscriber", "parking": "storage",
     "locks": "bike locks", "lost": "missing", "stolen": "taken", "repair": "fixing",
     "monthly": "per month", "yearly": "annual", "annual": "yearly", "upgrade": "move up", "downgrade": "move down",
     "devices": "gadgets", "profiles": "user profiles", "streaming": "watching", "download": "save offline",
@@ -73,6 +75,8 @@ STORIES = ("I'm planning a weekend away with two friends.", "My neighbour told m
            "I'm comparing a few options before I decide.", "I tried to find this on the website but gave up.",
            "First time using your service, so bear with me.", "We're visiting the city in the spring.")
 CLOSINGS = ("Thanks!", "Cheers.", "Thanks in advance.", "")
+SECONDS = ("I want to plan ahead.", "Just checking before I decide.", "Asking for my family as well.",
+           "I couldn't find it anywhere.")
 COMPANY = ("Question for {company}: {q}", "{ql} at {company}?", "{company} - {ql}?")
 REVERSE_YES = ("Is it {value} for {topic}?", "{Topic}: {value}, right?", "Am I right that it's {value} for {topic}?")
 REVERSE_NO = ("Is it {wrong} for {topic}?", "{Topic}: {wrong}, correct?")
@@ -121,7 +125,9 @@ def topic_of(question: str) -> str:
     verb = start > 0 and tokens[start - 1].lower() in ("i", "we", "you", "to")  # "can I rent ...", "to rent ..."
     if start and tokens[start - 1].lower() in ("the", "a", "an", "your", "my", "our"):
         start -= 1
-    topic = [w for w in tokens[start:] if w.lower() not in CUE_WORDS] or tokens[start:]
+    # Cue words ("cost", "fast") and auxiliaries ("must", "be") out: "How fast must my connection be for 4K?" is
+    # about "my connection for 4K".
+    topic = [w for w in tokens[start:] if w.lower() not in CUE_WORDS | AUXILIARIES] or tokens[start:]
     while len(topic) > 1 and topic[-1].lower() in STOPWORDS:
         topic = topic[:-1]
     if verb and not topic[0].lower().endswith(("ed", "ing")):  # a noun phrase reads in every frame: "renting a city bike"
@@ -157,7 +163,10 @@ PHRASES = {"pick up": "collect", "picking up": "collecting", "bring back": "retu
 def with_synonyms(topic: str) -> str:
     for phrase, other in PHRASES.items():
         topic = re.sub(rf"\b{phrase}\b", other, topic, flags=re.IGNORECASE)
-    return " ".join(SYNONYMS.get(w, SYNONYMS.get(w.lower(), w)) for w in topic.split())
+    topic = " ".join(SYNONYMS.get(w, SYNONYMS.get(w.lower(), w)) for w in topic.split())
+    # The article before a replaced word: "an account" -> "a profile", "a hire" stays.
+    return re.sub(r"\b(an?) (\w)", lambda m: ("an" if m.group(2).lower() in "aeiou" else "a") + " " + m.group(2),
+                  topic, flags=re.IGNORECASE)
 
 
 def lower_plain(question: str) -> str:
@@ -195,8 +204,9 @@ def drill_questions(question: str, topic: str, kind: str | None, company: str | 
     cue = KIND_CUES.get(kind, "info")
     made = [("as written", q), ("lower case", lower_plain(q)), ("keywords", f"{' '.join(keywords_of(q))}?"),
             ("keywords", f"{topic} {cue}?")]
-    made += [("casual", t.format(ql=ql)) for t in rng.sample(CASUAL, 2)]
-    made += [("polite", t.format(q=q, ql=ql)) for t in rng.sample(POLITE, 2)]
+    made += [("casual", t.format(ql=ql)) for t in rng.sample(CASUAL, 3)]
+    made += [("polite", t.format(q=q, ql=ql)) for t in rng.sample(POLITE, 3)]
+    made.append(("second sentence", f"{q} {rng.choice(SECONDS)}"))
     made += [("typos", add_typos(q, rng)), ("typos", add_typos(ql, rng, 1))]
     for story in rng.sample(STORIES, 2):
         made.append(("longer message", f"{story} {q} {rng.choice(CLOSINGS)}".strip()))

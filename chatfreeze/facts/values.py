@@ -52,7 +52,7 @@ QUANTITY_UNITS = {
     "kg": r"kg|kilos?|kilograms?", "g": r"g|grams?", "km": r"km|kilomet(?:er|re)s?", "mile": r"miles?",
     "m": r"m|met(?:er|re)s?", "cm": r"cm|centimet(?:er|re)s?", "litre": r"l|lit(?:er|re)s?", "ml": r"ml",
     "gb": r"gb|gigabytes?", "tb": r"tb|terabytes?", "mb": r"mb|megabytes?", "w": r"w|watts?", "kwh": r"kwh",
-    "km/h": r"km/h|kph", "mph": r"mph", "speed": r"speeds?|gears?", "person": r"people|persons?|guests?|adults?",
+    "km/h": r"km/h|kph", "mph": r"mph", "mbps": r"mbps|mbit/s", "gbps": r"gbps|gbit/s", "speed": r"speeds?|gears?", "person": r"people|persons?|guests?|adults?",
     "child": r"children|kids?", "rider": r"riders?", "bike": r"(?:e-?)?bikes?|bicycles?", "seat": r"seats?",
     "device": r"devices?", "screen": r"screens?", "profile": r"profiles?", "user": r"users?", "item": r"items?",
     "bag": r"bags?", "helmet": r"helmets?", "ride": r"rides?", "station": r"stations?", "location": r"locations?",
@@ -327,7 +327,8 @@ def time_pattern(hour: int, minute: int) -> str:
 
 
 def _ages(text: str) -> Iterator[Value]:
-    regex = r"\b(?:aged?\s+(?P<a>\d{1,3})\b(?:\s*\+)?|(?P<b>\d{1,3})\s*(?:\+(?!\d)|years?\s+old\b|years?\s+of\s+age\b))"
+    regex = (r"\b(?:aged?\s+(?P<a>\d{1,3})\b(?:\s*\+)?|(?P<b>\d{1,3})\s*(?:\+(?!\d)|years?\s+old\b|years?\s+of\s+age\b|"
+             r"or\s+(?:older|over)\b|and\s+(?:older|over|up)\b))")
     for match in _matches(regex, text):
         age = int(match.group("a") or match.group("b"))
         yield _value("quantity", match, f"age {age}",
@@ -352,8 +353,8 @@ def _quantities(text: str) -> Iterator[Value]:
 
 def _durations(text: str) -> Iterator[Value]:
     units = "|".join(DURATION_UNITS.values())
-    regex = (rf"(?P<a>{_NUMW})(?:{_RANGE}(?P<b>{_NUMW}))?\s*(?P<q>(?:business|working|calendar)\s+)?"
-             rf"(?P<u>{units})\b(?!\s+old)")
+    regex = (rf"(?P<a>{_NUMW})(?:{_RANGE}(?P<b>{_NUMW}))?(?:\s*|-)(?P<q>(?:business|working|calendar)\s+)?"
+             rf"(?P<u>{units})\b(?!\s+old)")  # "30 days", "30-day", "5-7 business days"
     for match in _matches(regex, text):
         yield _amount_value("duration", match, DURATION_UNITS)
 
@@ -368,7 +369,7 @@ def _amount_value(kind: str, match: re.Match, units: dict[str, str]) -> Value:
     qualifier = "business" if qualifier in ("business", "working") else qualifier
     numbers = number_pattern(low) + (rf"{_RANGE}{number_pattern(high)}" if high is not None else "")
     qualifier_regex = r"(?:business|working)\s+" if qualifier == "business" else ""
-    pattern = rf"{numbers}\s*{qualifier_regex}(?:{units[unit]})\b"
+    pattern = rf"{numbers}(?:\s*|-){qualifier_regex}(?:{units[unit]})\b"
     if unit == "week" and high is None and not qualifier:  # "2 weeks" is also "14 days"
         pattern = rf"(?:{pattern}|{number_pattern(low * 7, words=False)}\s*days?\b)"
     written = number_key(low) + (f"-{number_key(high)}" if high is not None else "")
