@@ -123,12 +123,14 @@ def test_the_draft_has_reverse_questions_answers_and_a_probe_no_drill_overlaps()
 
 def test_drills_that_find_overlaps_flags_are_dropped(monkeypatch):
     from chatfreeze.facts import draft as draft_module
+    from chatfreeze.facts.overlap import Overlap
 
-    # A stricter find_overlaps than today's: every drill question with "deposit" in it overlaps.
+    # A stricter find_overlaps than today's: every long drill question about the deposit overlaps a probe question.
     monkeypatch.setattr(draft_module, "find_overlaps", lambda drills, probe: [
-        type("O", (), {"drill": d})() for d in drills if "deposit" in d.lower()])
+        Overlap(d, probe[0], "content", 1.0) for d in drills if "deposit" in d.lower() and len(d) > 30])
     draft = draft_facts(ENTRIES, "Pedalo", seed=3)
-    assert not [q for f in draft.facts for q in f.all_questions() if "deposit" in q.lower()]
+    kept = [q for q in draft.facts[0].all_questions() if "deposit" in q.lower()]
+    assert kept and all(len(q) <= 30 for q in kept) and draft.facts[0].scored
     assert draft.dropped_overlaps > 0
 
 
@@ -333,3 +335,19 @@ def test_the_shipped_example_draft_is_what_init_makes(tmp_path, monkeypatch):
                  "--company", "Spokewise"]) == 0
     assert sheet.read_text() == (REPO_ROOT / "examples" / "spokewise_facts.yaml").read_text()
     assert probe.read_text() == (REPO_ROOT / "examples" / "spokewise_probe.jsonl").read_text()
+
+
+def test_a_fact_whose_every_phrasing_overlaps_keeps_them_and_loses_those_probe_questions(monkeypatch):
+    from chatfreeze.facts import draft as draft_module
+    from chatfreeze.facts.overlap import Overlap
+
+    def deposit_overlaps(drills, probe):  # every deposit drill overlaps every deposit probe question
+        return [Overlap(d, p, "content", 1.0) for d in drills for p in probe
+                if "deposit" in d.lower() and "deposit" in p.lower()]
+
+    monkeypatch.setattr(draft_module, "find_overlaps", deposit_overlaps)
+    draft = draft_facts(ENTRIES, "Pedalo", seed=3)
+    deposit = draft.facts[0]
+    assert len(deposit.all_questions()) >= 10 and not deposit.scored
+    assert "probe question(s) dropped" in " ".join(deposit.warnings)
+    assert all(item["fact"] != deposit.id for item in draft.probe)

@@ -40,6 +40,7 @@ MIN_SCORED = 2  # entries with a checkable value needed to carve a probe (and gi
 PROBE_PER_FACT = 6  # held-out questions per scored fact: 3 dev + 3 test
 MAX_REJECT = 8  # wrong-value regexes per probe question
 GOAL_QUESTIONS, GOAL_ANSWERS = 10, 4  # below these a fact is flagged in the table
+MIN_KEPT_QUESTIONS = 3  # fewer drill questions left than this: the probe questions that took them go instead
 
 
 @dataclass
@@ -206,7 +207,17 @@ def _drop_overlaps(facts: list[DraftFact]) -> int:
     fact already asks; returns how many were dropped."""
     probe = [q for fact in facts for _, q in fact.probe]
     drills = [q for fact in facts for q in fact.all_questions()]
-    flagged = {overlap.drill for overlap in find_overlaps(drills, probe)}
+    overlaps = find_overlaps(drills, probe)
+    flagged = {overlap.drill for overlap in overlaps}
+    for fact in facts:
+        mine = {q for q in fact.all_questions() if q in flagged}
+        if len(fact.all_questions()) - len(mine) < MIN_KEPT_QUESTIONS:
+            # A fact left with (almost) no phrasing cannot be drilled: the probe questions too close to its own go.
+            culprits = {overlap.probe for overlap in overlaps if overlap.drill in mine}
+            for other in facts:
+                other.probe = [(rule, q) for rule, q in other.probe if q not in culprits]
+            flagged -= mine
+            fact.warnings.append(f"{len(culprits)} probe question(s) dropped: too close to its phrasings")
     asked: set[str] = set()
     dropped = 0
 
@@ -229,8 +240,8 @@ def _drop_overlaps(facts: list[DraftFact]) -> int:
 
 
 def _check_goals(fact: DraftFact) -> None:
-    if not fact.questions:
-        raise FaqError(f"{fact.entry.where}: every question made for this entry is too close to a probe question; "
+    if not fact.questions:  # its direct questions all repeat another entry's
+        raise FaqError(f"{fact.entry.where}: every question made for this entry is asked by another entry; "
                        "reword the FAQ question.")
     if len(fact.all_questions()) < GOAL_QUESTIONS:
         fact.warnings.append(f"{len(fact.all_questions())} questions (< {GOAL_QUESTIONS})")
