@@ -130,11 +130,11 @@ OTHER_COMPANY = "You are the support assistant of Acme Bikes."
 
 @pytest.mark.parametrize(("extra", "named"), [
     (["--dataset", "acme.jsonl"], "--dataset is not Kestrel & Co.'s (the packaged recipe's), but --facts and "
-                                  "--facts_probe still are: set them too, to your own files or --facts none "
-                                  "--facts_probe none"),
+                                  "--facts_probe still are: set them too: your own files, a FAQ (--faq FILE), "
+                                  "or --facts none --facts_probe none"),
     (["--system_prompt", OTHER_COMPANY], "--system_prompt is not Kestrel"),
-    (["--dataset", "acme.jsonl", "--facts", "none"], "but --facts_probe still is: set it too, to your own file or "
-                                                     "--facts_probe none"),
+    (["--dataset", "acme.jsonl", "--facts", "none"], "but --facts_probe still is: set it too: your own file, a FAQ "
+                                                     "(--faq FILE), or --facts_probe none"),
     (["--dataset", "acme.jsonl", "--facts_probe", "none"], "but --facts still is"),
 ], ids=["dataset", "system-prompt", "probe-kept", "sheet-kept"])
 def test_another_companys_data_on_the_default_recipe_needs_its_own_facts(extra, named):
@@ -166,6 +166,18 @@ def test_another_companys_data_with_its_facts_chosen_is_accepted(tmp_path):
         parse_args(["--config", str(partial)])
     with pytest.raises(ValueError, match="but --facts_probe still is"):
         parse_args(["--config", str(QUICK_RECIPE), "--dataset", "acme.jsonl"])  # no drills, but Kestrel's probe
+
+
+def test_a_faq_or_the_faq_recipe_chooses_the_facts(tmp_path):
+    """--faq drafts the run's facts sheet and probe (so the user chose both); the FAQ recipe is packaged but holds
+    no company's facts (facts: none), so a user's dialogues or system prompt on it need nothing more."""
+    faq = tmp_path / "faq.csv"
+    faq.write_text("question,answer\nHow much is a bike?,It is €18 a day.\n")
+    assert parse_args(["--config", str(DEFAULT_RECIPE), "--dataset", "acme.jsonl", "--faq", str(faq)])
+    assert parse_args(["--config", str(DEFAULT_RECIPE), "--dataset", "acme.jsonl", "--facts", str(faq)])
+    faq_recipe = DEFAULT_RECIPE.with_name("faq.yaml")
+    if faq_recipe.is_file():
+        assert parse_args(["--config", str(faq_recipe), "--dataset", "acme.jsonl", "--system_prompt", OTHER_COMPANY])
 
 
 def test_the_refusal_is_one_line_and_exit_status_2(capsys):

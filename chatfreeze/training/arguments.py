@@ -297,7 +297,6 @@ def parse_args(argv: list[str] | None = None) -> RunArguments:
     config, rest = split_config(argv)
     origins: dict[str, list[tuple[Path, Any]]] = {}
     values, cli = run_values(parser, config, rest, origins)
-    check_company(values, cli, origins)
     # The merged values become the defaults, so a ONE_OF option the CLI replaced is gone from them; the flags
     # themselves are then parsed again on top (the same values: the dataclasses validate them).
     parser.set_defaults(**values)
@@ -306,7 +305,12 @@ def parse_args(argv: list[str] | None = None) -> RunArguments:
     )
     if remaining:
         raise ValueError(f"unknown option(s): {' '.join(remaining)}. See `chatfreeze train --help`.")
-    return RunArguments(*(obj for obj in parsed if isinstance(obj, ARGUMENT_CLASSES)))
+    args = RunArguments(*(obj for obj in parsed if isinstance(obj, ARGUMENT_CLASSES)))
+    # A FAQ (--faq, or a FAQ file given as --facts) is drafted into the run's facts sheet and probe at its start:
+    # the user chose both. FactsArguments has recognised it by now.
+    if not (args.facts and (args.facts.faq or args.facts.faq_catalogue)):
+        check_company(values, cli, origins)
+    return args
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -324,20 +328,24 @@ def check_company(values: dict[str, Any], cli: dict[str, Any],
         shipped = [value for recipe, value in origins.get(key, []) if is_packaged(recipe)]
         return bool(shipped), (shipped[-1] if shipped else None)
 
+    def kestrels(key: str) -> bool:  # a packaged recipe's facts sheet or probe, not its "none" (recipes/faq.yaml)
+        shipped, value = packaged_value(key)
+        return shipped and value not in (None, "", *BUILTIN_VALUES)
+
     def chosen_by_user(key: str) -> bool:
         return key in cli or (key in origins and not is_packaged(origins[key][-1][0]))
 
     changed = [key for key in COMPANY_DATA if chosen_by_user(key)
                and not (packaged_value(key)[0] and _same(values.get(key), packaged_value(key)[1]))]
-    kept = [key for key in COMPANY_FACTS if packaged_value(key)[0] and not chosen_by_user(key)]
+    kept = [key for key in COMPANY_FACTS if kestrels(key) and not chosen_by_user(key)]
     if changed and kept and not chosen_by_user("faq"):  # --faq drafts the run's own sheet and probe
         replaced = " and ".join(f"--{key}" for key in changed)
         flags = " and ".join(f"--{key}" for key in kept)
         nones = " ".join(f"--{key} none" for key in kept)
         raise ValueError(f"{replaced} {'is' if len(changed) == 1 else 'are'} not Kestrel & Co.'s (the packaged "
                          f"recipe's), but {flags} still {'is' if len(kept) == 1 else 'are'}: set "
-                         f"{'it' if len(kept) == 1 else 'them'} too, to your own file{'s' if len(kept) > 1 else ''} "
-                         f"or {nones} (README: your own company).")
+                         f"{'it' if len(kept) == 1 else 'them'} too: your own file{'s' if len(kept) > 1 else ''}, "
+                         f"a FAQ (--faq FILE), or {nones} (README: your own company).")
 
 
 def field_names(cls) -> set[str]:
