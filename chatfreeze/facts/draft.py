@@ -161,8 +161,8 @@ def _value_sentence(answer: str, values: list[Value]) -> str:
 def _no_value(answer: str) -> tuple[str, list[str], list[str]]:
     first = re.split(r"(?<=[.!?])\s+", answer)[0]
     candidates = [w for w in re.findall(r"[A-Za-z][a-z-]{4,}", first) if w.lower() not in STOPWORDS]
-    chosen = sorted(dict.fromkeys(candidates), key=len, reverse=True)[:2] or [first.split()[0]]
-    patterns = [rf"\b{re.escape(word.lower())}" for word in chosen]
+    chosen = sorted(dict.fromkeys(candidates), key=len, reverse=True)[:2]
+    patterns = [rf"\b{re.escape(word.lower())}" for word in chosen] or [re.escape(first.split()[0].lower())]
     return first, patterns, ["not scored: no checkable value; the patterns are words of the answer (a guess): "
                              "make them what a right reply must say"]
 
@@ -306,7 +306,7 @@ def sheet_yaml(draft: Draft, source: str) -> str:
 
 def _fact_yaml(fact: DraftFact) -> list[str]:
     lines = [f"  # {fact.entry.where}: {fact.entry.question}"] + [f"  # {note}" for note in fact.notes]
-    lines += [f"  - id: {fact.id}", f"    value: {_q(fact.value)}", "    patterns:"]
+    lines += [f"  - id: {_q(fact.id)}", f"    value: {_q(fact.value)}", "    patterns:"]
     lines += [f"      - {_regex(p)}" for p in fact.patterns]
     lines.append("    questions:")
     rule = None

@@ -91,7 +91,7 @@ def find_values(text: str) -> list[Value]:
     found: list[Value] = []
     for kind in KINDS:
         for value in FINDERS[kind](text):
-            if not any(value.start < other.end and other.start < value.end for other in found):
+            if value is not None and not any(value.start < other.end and other.start < value.end for other in found):
                 found.append(value)
     return sorted(found, key=lambda value: value.start)
 
@@ -221,7 +221,7 @@ def _phone_pattern(written: str) -> str:
     return rf"(?<![\d]){sep.join(digits)}(?!\d)"
 
 
-def _dates(text: str) -> Iterator[Value]:
+def _dates(text: str) -> Iterator[Value | None]:
     day_month = rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MONTH})(?:,?\s+(\d{{4}}))?\b"
     month_day = rf"\b({_MONTH})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b(?:,?\s+(\d{{4}}))?"
     for match in _matches(r"\b(\d{4})-(\d{2})-(\d{2})\b", text):
@@ -239,7 +239,9 @@ def _month_number(name: str) -> int:
     return next(index + 1 for index, month in enumerate(MONTHS) if month.startswith(name[:3]))
 
 
-def _date(match: re.Match, day: int, month: int, year: str | None) -> Value:
+def _date(match: re.Match, day: int, month: int, year: str | None) -> Value | None:
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None  # "12/31/2026" read day-first is no date: left unclaimed
     name = MONTHS[month - 1] if 1 <= month <= 12 else ""
     short = name[:3]
     month_regex = rf"(?:{name}|{short}\.?)" if name != short else name
@@ -391,7 +393,7 @@ def _weekday(match: re.Match, index: int) -> Value:
     return _value("weekday", match, day, rf"\b(?:{day}s?|{'|'.join(short)})\b")
 
 
-FINDERS: dict[str, Callable[[str], Iterator[Value]]] = {
+FINDERS: dict[str, Callable[[str], Iterator[Value | None]]] = {
     "email": _emails, "url": _urls, "address": _addresses, "phone": _phones, "date": _dates, "money": _money,
     "percent": _percents, "time": _times, "quantity": _quantities, "duration": _durations, "weekday": _weekdays,
 }
