@@ -351,3 +351,34 @@ def test_a_fact_whose_every_phrasing_overlaps_keeps_them_and_loses_those_probe_q
     assert len(deposit.all_questions()) >= 10 and not deposit.scored
     assert "probe question(s) dropped" in " ".join(deposit.warnings)
     assert all(item["fact"] != deposit.id for item in draft.probe)
+
+
+VALUE_SNIPPETS = ["€12", "$4.50/month", "£1,200", "12/31/2026", "3 March", "Oct 5th", "10am-6pm", "9:00–17:30",
+                  "Mon-Fri", "Sundays", "30-day", "2-3 working days", "48 hours", "support@x-y.co.uk",
+                  "https://www.x.io/a/b", "(555) 123-4567", "+44 20 7946 0000", "20%", "5 kg", "up to 3 users",
+                  "aged 16+", "12 Baker St.", "Hauptstraße 5", "noon", "one week", "1.5 km", "two seats"]
+WORDS = ("how what when where can do you is the price for my order a delivery return account plan store card gift "
+         "voucher shipping time open yes 3").split()
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_any_faq_drafts_a_sheet_and_probe_that_load_with_no_overlap(seed, tmp_path):
+    """FAQs of random words and values: each draft loads, its probe loads, nothing overlaps (or a one-line
+    FaqError)."""
+    from chatfreeze.evaluation.probes import load_facts_probe
+    from chatfreeze.facts.draft import probe_jsonl, sheet_yaml
+
+    rng = random.Random(seed)
+    entries = [FaqEntry(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 9))) + f" {i}?",
+                        " ".join(rng.choice(WORDS + VALUE_SNIPPETS) for _ in range(rng.randint(1, 12))) + ".",
+                        f"faq.csv:{i + 2}") for i in range(rng.randint(3, 25))]
+    try:
+        draft = draft_facts(entries, rng.choice([None, "Acme"]), seed)
+    except FaqError as err:
+        assert len(str(err).splitlines()) == 1
+        return
+    (tmp_path / "s.yaml").write_text(sheet_yaml(draft, "faq.csv"))
+    (tmp_path / "p.jsonl").write_text(probe_jsonl(draft))
+    sheet = load_facts_sheet(tmp_path / "s.yaml")
+    assert len(load_facts_probe(str(tmp_path / "p.jsonl"))) == len(draft.probe)
+    assert not find_overlaps([q for _, q in sheet.questions()], [item["question"] for item in draft.probe])

@@ -48,7 +48,7 @@ def write_draft(draft: Draft, source: str, sheet_path: str | Path, probe_path: s
     """Write the sheet and the probe; each file whole or not at all (written beside, then renamed)."""
     for path, text in ((Path(sheet_path), sheet_yaml(draft, source)), (Path(probe_path), probe_jsonl(draft))):
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # processes of one run may draft at once
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, path)
 
