@@ -394,3 +394,38 @@ def direct_perplexities(model_path, held_out, wiki_path, window: int = 128, wind
     # Windows side by side (stride = window): each window's first token has no context and is not scored.
     general = [nll(ids[b:b + window], [-100] + ids[b + 1:b + window]) for b in range(0, windows * window, window)]
     return tuple(math.exp(sum(n for n, _ in parts) / sum(c for _, c in parts)) for parts in (support, general))
+
+
+def test_half_scores_count_wrong_values_and_neighbour_errors_per_half():
+    """The halves are scored in one place: accuracy, questions answered with a wrong value (a reject regex), and
+    with a neighbour fact's value (every value pattern of a confusable fact: here express shipping's price asked,
+    standard shipping's stated)."""
+    from chatfreeze.evaluation.before_after import half_scores
+    from chatfreeze.evaluation.probes import ProbeItem
+
+    items = [ProbeItem("q1", "Express shipping cost?", "express", expect=[r"\$?12\.99"], reject=[r"\$?4\.99"]),
+             ProbeItem("q2", "How much is express?", "express", expect=[r"\$?12\.99"]),
+             ProbeItem("q3", "Standard shipping cost?", "standard", expect=[r"\$?4\.99"]),
+             ProbeItem("q4", "Your phone number?", "phone", expect=[r"555"])]
+    replies = ["It costs $4.99.", "Express is 4.99 dollars.", "It is $4.99.", "Call 123."]
+    halves = {"dev": {"q1", "q3"}, "test": {"q2", "q4"}}
+    neighbours = {"express": ("standard",), "standard": ("express",), "phone": ()}
+    patterns = {"express": (r"12\.99",), "standard": (r"4\.99",), "phone": (r"555",)}
+    scores = half_scores(items, replies, halves, neighbours, patterns)
+    assert scores == {"facts_dev_accuracy": 0.5, "facts_dev_wrong_values": 1, "facts_dev_neighbour_errors": 1,
+                      "facts_test_accuracy": 0.0, "facts_test_wrong_values": 0, "facts_test_neighbour_errors": 1}
+    # Without the sheet's neighbours: not measured (the evaluation lists it under not_measured), never 0.
+    assert "facts_test_neighbour_errors" not in half_scores(items, replies, halves)
+
+
+def test_wrong_values_and_neighbour_errors_reach_evaluation_json_the_report_and_the_card_table():
+    from chatfreeze.evaluation.metrics_table import BY_KEY, HEADLINE, TEST
+    from chatfreeze.evaluation.report import format_report, learn_keep
+
+    for key in ("facts_test_wrong_values", "facts_test_neighbour_errors"):
+        assert BY_KEY[key] in HEADLINE and BY_KEY[key].half == TEST and BY_KEY[key].direction == "lower"
+    before = {"facts_test_wrong_values": 3, "facts_test_neighbour_errors": 2}
+    after = {"facts_test_wrong_values": 1, "facts_test_neighbour_errors": 0}
+    report = format_report(learn_keep(before, after))
+    assert f"{BY_KEY['facts_test_wrong_values'].label}: 3 -> 1 (-2)" in report
+    assert f"{BY_KEY['facts_test_neighbour_errors'].label}: 2 -> 0 (-2)" in report

@@ -22,7 +22,7 @@ def test_halves_and_wrong_values_come_from_the_replies():
     evaluation = {"probes": {"after": {"facts": {"replies": replies}}}}
     nothing = study.halves_of(evaluation, "after")
     assert nothing["facts_test_accuracy"] == 0.0 and nothing["facts_dev_accuracy"] == 0.0
-    assert nothing["facts_test_wrong"] == 0
+    assert nothing["facts_test_wrong_values"] == 0
     from chatfreeze.evaluation.before_after import facts_halves
     from chatfreeze.evaluation.probes import load_facts_probe
 
@@ -32,20 +32,20 @@ def test_halves_and_wrong_values_come_from_the_replies():
     for item in items:
         if item["fact"] == "return_window" and item["reject"]:
             replies[item["id"]] = "You can return it within 14 days."
-    wrong = study.halves_of(evaluation, "after")["facts_test_wrong"]
+    wrong = study.halves_of(evaluation, "after")["facts_test_wrong_values"]
     assert wrong == sum(1 for item in items if item["fact"] == "return_window" and item["reject"]
                         and item["id"] in halves["test"]) >= 1
 
 
 def test_goals():
     study = load_study()
-    good = {"facts_test_accuracy": 0.92, "facts_test_wrong": 1, "skills_change_points": -1.5,
+    good = {"facts_test_accuracy": 0.92, "facts_test_wrong_values": 1, "skills_change_points": -1.5,
             "self_agreement_ratio": 1.05, "general_change_pct": 1.9}
     assert study.meets_goals(good) == "yes"
     assert study.meets_goals(good | {"general_change_pct": 2.5}) == "no (4/5)"
     assert study.meets_goals(good | {"skills_change_points": 0.0}) == "yes"  # no change is within the goal
     assert study.meets_goals({}) == "no (0/5)"  # nothing measured: no goal holds, the wrong values' included
-    assert study.meets_goals({k: v for k, v in good.items() if k != "facts_test_wrong"}) == "no (4/5)"
+    assert study.meets_goals({k: v for k, v in good.items() if k != "facts_test_wrong_values"}) == "no (4/5)"
 
 
 def test_time_to_a_good_bot_is_the_first_curve_point_that_meets_every_goal():

@@ -455,3 +455,22 @@ def test_a_run_plans_drills_by_need_against_its_own_dialogues(tiny_model_dir, tm
     assert exposure["facts"]["refund_time"] == {"support": 0, "drills": 10, "total": 10}
     assert "16 drills for 2 facts (6 per fact, 1 fact topped up to 10 at most)" in caplog.text
     assert re.search(r"^refund_time\s+10\s+0\s+10\s+10$", caplog.text, re.M)
+
+
+def test_a_facts_run_reports_wrong_values_and_neighbour_errors_per_half(tiny_model_dir, tmp_path, monkeypatch):
+    """The recipe hands the sheet's neighbours (facts.neighbours_of) and value patterns to the evaluation."""
+    sheet = tmp_path / "sheet.yaml"
+    sheet.write_text(
+        "facts:\n"
+        "  - {id: phone, value: '+44 20 7946 0000', patterns: ['7946'], questions: ['What is your phone number?'],"
+        " answers: ['Call +44 20 7946 0000.'], neighbours: [hours]}\n"
+        "  - {id: hours, value: 'from 08:00', patterns: ['08:00'], questions: ['When do you open?'],"
+        " answers: ['We open at 08:00.']}\n")
+    _, out, _, _ = train_with_curves(tiny_model_dir, tmp_path, monkeypatch, "--facts", str(sheet),
+                                     "--facts_per_fact", "2")
+    record = json.loads((out / "evaluation.json").read_text())
+    for side in ("before", "after"):
+        assert {"facts_test_wrong_values", "facts_dev_wrong_values", "facts_test_neighbour_errors",
+                "facts_dev_neighbour_errors"} <= set(record[side])
+    assert "facts_test_neighbour_errors" in record["learn_keep"]["learn"]
+    assert record["config"]["neighbours"] == {"phone": ["hours"], "hours": ["phone"]}

@@ -32,6 +32,7 @@ import yaml
 from conftest import build_chatml_tokenizer, build_tiny_model
 
 from chatfreeze.cli.errors import run_cli
+from chatfreeze.evaluation.metrics_table import BY_KEY
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "legacy_run_0_2"
 RUNS = ("full", "delta")
@@ -308,5 +309,5 @@ def test_evaluate_and_the_web_panel_read_the_run(run_dir, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["support_examples"] == 2 and result["support_perplexity"] > 1.0
     panel = learn_keep_markdown(str(run_dir))
-    assert "| learn | facts accuracy | 0.0% | 0.0% |" in panel
-    assert "| keep | general perplexity | 251.7 | 239.3 |" in panel
+    assert f"| learn | {BY_KEY['facts_accuracy'].name} | 0.0% | 0.0% |" in panel  # the table's label
+    assert f"| keep | {BY_KEY['general_perplexity'].name} | 251.7 | 239.3 |" in panel

@@ -54,11 +54,13 @@ def test_every_metric_the_evaluator_measures_has_a_row_and_is_reported(tmp_path,
 
     drilled = [ProbeItem("hours/drilled-1", "Opening hours?", "hours", ["08:00"])]  # with --facts
     evaluator = BeforeAfterEvaluator(tokenizer, settings, support_dataset(dialogues, tokenizer, max_length=128),
-                                     dialogues, drilled=drilled)
+                                     dialogues, drilled=drilled, neighbours={"hours": ()},
+                                     fact_patterns={"hours": ("08:00",)})
     before, after = evaluator.measure(base, "before"), evaluator.measure(tuned, "after")
     measured = set(before) | set(after) | set(evaluator.measure_teacher_forced(tuned))
     assert not evaluator.skipped, evaluator.skipped
-    assert measured == set(BY_KEY), "a metric without a row, or a row no evaluation produces"
+    # facts_dev_accuracy_if_kept is the learning curves' (training.curves), made of two measures the evaluator has.
+    assert measured | {"facts_dev_accuracy_if_kept"} == set(BY_KEY), "a metric without a row, or a row nothing makes"
     reported = learn_keep(before, after)
     assert set(reported[LEARN]) | set(reported[KEEP]) == {m.key for m in HEADLINE}
     assert all(key in reported[describe(key).side] for key in reported[LEARN] | reported[KEEP])
@@ -85,6 +87,8 @@ def test_the_table_is_well_formed():
     assert {m.key: m.plot_title for m in HEADLINE if m.plotted} == {
         "facts_accuracy": "company facts right\n(learn, higher is better)",
         "facts_test_accuracy": "company facts right (test half)\n(learn, test half, higher is better)",
+        "facts_test_wrong_values": "wrong values stated (test half)\n(lower is better)",
+        "facts_test_neighbour_errors": "neighbour's value stated (test half)\n(lower is better)",
         "support_perplexity": "support perplexity\n(held-out, lower is better)",
         "rougeL": "ROUGE-L\n(higher is better)",
         "chrf": "chrF\n(higher is better)",

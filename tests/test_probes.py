@@ -206,7 +206,7 @@ def test_unreachable_general_text_is_not_measured_and_the_probes_still_are(tiny,
     assert {"facts_accuracy", "skills_accuracy"} <= set(before) and "general_perplexity" not in before
     record = evaluator.record(before, before)
     assert any(what.startswith("forgetting:") for what in record["not_measured"])
-    assert set(record["learn_keep"]["learn"]) == {"facts_accuracy", "facts_test_accuracy"}
+    assert set(record["learn_keep"]["learn"]) == {"facts_accuracy", "facts_test_accuracy", "facts_test_wrong_values"}
     assert {"skills_accuracy"} <= set(record["learn_keep"]["keep"])
 
 

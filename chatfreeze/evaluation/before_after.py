@@ -19,10 +19,12 @@ setting, so a second run on the same base does not recompute them.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import timings
 from ..common import first_line, looks_like_path
 from ..data import opening_prompts
 from ..rundir import write_evaluation
@@ -68,7 +70,8 @@ class BeforeAfterEvaluator:
     def __init__(self, tokenizer, settings: EvaluationArguments, eval_dataset=None,
                  eval_dialogues: list[list[dict]] | None = None, prefix_states=None, *,
                  system_prompt: str | None = None, batch_size: int = 4, drilled: list | None = None,
-                 drilled_system_prompt: str | None = None):
+                 drilled_system_prompt: str | None = None, neighbours: dict[str, tuple[str, ...]] | None = None,
+                 fact_patterns: dict[str, tuple[str, ...]] | None = None):
         self.tokenizer, self.settings, self.eval_dataset = tokenizer, settings, eval_dataset
         # The run's system prompt: the facts probe is asked as the chat would ask it. Sequences per forward pass.
         self.system_prompt, self.batch_size = system_prompt, batch_size
@@ -91,6 +94,11 @@ class BeforeAfterEvaluator:
                 self.general_ids, settings.general_window, settings.general_stride, settings.max_windows)
         self.facts = self._load_probe("facts", settings.facts_probe)
         self.facts_halves = facts_halves(self.facts)
+        # The facts sheet's confusable facts and each fact's value patterns (the recipe's, with --facts): for
+        # facts_<half>_neighbour_errors. Without a sheet they are not measured.
+        self.neighbours, self.fact_patterns = neighbours, fact_patterns
+        if self.facts and (neighbours is None or fact_patterns is None):
+            self._skip("facts neighbour errors: no facts sheet (--facts) to name each fact's neighbours")
         # probes.drilled_probe: questions the drills asked, asked again with the system prompt they were trained with
         self.drilled: list[probes.ProbeItem] = drilled or []
         self.drilled_system_prompt = drilled_system_prompt
@@ -150,6 +158,7 @@ class BeforeAfterEvaluator:
                 self.details["prefix_states_from_cache"] = True
             logger.info("Evaluation (before): the base model's measurements come from the cache (%s).",
                         cache.path(*keys).name)
+            timings.note_cached("Base model's measurements")
         else:
             if cache:
                 logger.info("Evaluation (before): no cached measurement of this base model (%s); measuring it now.",
@@ -297,14 +306,10 @@ class BeforeAfterEvaluator:
         return result
 
     def _halves(self, items, replies, scored: dict) -> dict:
-        """The facts accuracy of the dev and the test half (``facts_halves``); their ids go into the record."""
-        result = {}
-        for half, ids in self.facts_halves.items():
-            chosen = [(item, reply) for item, reply in zip(items, replies, strict=True) if item.id in ids]
-            if any(item.checkable for item, _ in chosen):
-                result[f"facts_{half}_accuracy"] = probes.score(*map(list, zip(*chosen, strict=True)))["accuracy"]
+        """Accuracy, wrong values and neighbour errors of the dev and the test half (``half_scores``); their ids
+        go into the record."""
         scored["halves"] = {half: sorted(ids) for half, ids in self.facts_halves.items()}
-        return result
+        return half_scores(items, replies, self.facts_halves, self.neighbours, self.fact_patterns)
 
     def _self_agreement(self, model, conversations, replies, is_base: bool, label: str) -> dict:
         if is_base or self.base_examples is None:
@@ -365,7 +370,8 @@ class BeforeAfterEvaluator:
         for key in ("cache_base_measurements", "eval_before_after"):
             settings.pop(key)
         return settings | {"system_prompt": self.system_prompt, "batch_size": self.batch_size} | (
-            {"drilled_system_prompt": self.drilled_system_prompt} if self.drilled else {})
+            {"drilled_system_prompt": self.drilled_system_prompt} if self.drilled else {}) | (
+            {"neighbours": self.neighbours, "fact_patterns": self.fact_patterns} if self.neighbours is not None else {})
 
     def config(self) -> dict:
         return asdict(self.settings) | {"system_prompt": self.system_prompt, "batch_size": self.batch_size} | \
@@ -379,7 +385,7 @@ class BeforeAfterEvaluator:
             "general_scoring": "sliding windows; each window scores the tokens it adds beyond the previous one",
             "self_agreement": "tuned NLL / base NLL per token of the base model's greedy replies to the skills probe",
             "not_measured": self.skipped,
-        }
+        } | ({"neighbours": self.neighbours} if self.neighbours is not None else {})
 
     def record(self, before: dict, after: dict) -> dict:
         """What ``evaluation.json`` holds: both measurements, the changes, the learn-vs-keep report, the settings,
@@ -422,6 +428,38 @@ def facts_halves(items: list[probes.ProbeItem]) -> dict[str, set[str]]:
     return {"dev": {row["id"] for row in dev}, "test": {row["id"] for row in test}}
 
 
+def neighbour_error(item: probes.ProbeItem, reply: str, neighbours: dict[str, tuple[str, ...]],
+                    fact_patterns: dict[str, tuple[str, ...]]) -> bool:
+    """Whether ``reply`` gets ``item`` wrong by stating a neighbour fact's value: every value pattern of one of the
+    asked fact's confusable facts (``facts.neighbours``) matches it, and the reply is not right."""
+    if item.check(reply)[0]:
+        return False
+    return any(fact_patterns.get(other) and all(re.search(pattern, reply, re.IGNORECASE)
+                                                for pattern in fact_patterns[other])
+               for other in neighbours.get(item.group, ()))
+
+
+def half_scores(items: list[probes.ProbeItem], replies: list[str], halves: dict[str, set[str]],
+                neighbours: dict[str, tuple[str, ...]] | None = None,
+                fact_patterns: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """Per half of the facts probe (``facts_halves``): ``facts_<half>_accuracy``, ``facts_<half>_wrong_values``
+    (questions answered with a value a ``reject`` regex names) and, given the sheet's neighbours and value
+    patterns, ``facts_<half>_neighbour_errors`` (questions answered with a neighbour's value). The one place the
+    halves are scored: the evaluation and the studies read these."""
+    result = {}
+    for half, ids in halves.items():
+        chosen = [(item, reply) for item, reply in zip(items, replies, strict=True) if item.id in ids and item.checkable]
+        if not chosen:
+            continue
+        checked = [item.check(reply) for item, reply in chosen]
+        result[f"facts_{half}_accuracy"] = sum(right for right, _ in checked) / len(checked)
+        result[f"facts_{half}_wrong_values"] = sum(bool(wrong) for _, wrong in checked)
+        if neighbours is not None and fact_patterns is not None:
+            result[f"facts_{half}_neighbour_errors"] = sum(neighbour_error(item, reply, neighbours, fact_patterns)
+                                                           for item, reply in chosen)
+    return result
+
+
 def changes(before: dict, after: dict) -> dict:
     """``<metric>_change_pct`` / ``_change_points`` / ``_change`` of each headline metric both sides have, as
     ``metrics_table`` measures it (a ratio has none)."""
@@ -446,12 +484,13 @@ def summarize(before: dict, after: dict) -> str:
 
 def evaluator_for_run(settings: EvaluationArguments, tokenizer, model, plan, *, eval_dataset=None,
                       eval_dialogues: list | None = None, system_prompt: str | None = None, batch_size: int = 4,
-                      is_main_process: bool = True, sharded: bool = False,
-                      facts_data=None) -> BeforeAfterEvaluator | None:
+                      is_main_process: bool = True, sharded: bool = False, facts_data=None,
+                      neighbours: dict[str, tuple[str, ...]] | None = None) -> BeforeAfterEvaluator | None:
     """The before/after evaluator a training run asked for, or None (not asked, not the main process, or a
     sharded model that one process cannot run alone). ``plan`` (a ``FreezePlan``) says which prefix of ``model``
     stays frozen, so the tuned model can reuse the base's states there. ``facts_data`` (``facts.TrainingDrills``, with
-    ``--facts``) adds the drilled-questions check."""
+    ``--facts``) adds the drilled-questions check; with ``neighbours`` (``facts.neighbours_of`` of its sheet, the
+    recipe's) the neighbour errors, read with the sheet's value patterns."""
     if not settings.eval_before_after or not is_main_process:
         return None
     if sharded:
@@ -461,7 +500,13 @@ def evaluator_for_run(settings: EvaluationArguments, tokenizer, model, plan, *, 
     return BeforeAfterEvaluator(tokenizer, settings, eval_dataset, eval_dialogues, frozen_prefix_states(model, plan),
                                 system_prompt=system_prompt, batch_size=batch_size,
                                 drilled=probes.drilled_probe(facts_data),
-                                drilled_system_prompt=facts_data.system_prompt if facts_data else None)
+                                drilled_system_prompt=facts_data.system_prompt if facts_data else None,
+                                neighbours=neighbours, fact_patterns=fact_patterns(facts_data))
+
+
+def fact_patterns(facts_data) -> dict[str, tuple[str, ...]] | None:
+    """Each sheet fact's value patterns (a text states the value when all match), or None without a sheet."""
+    return None if facts_data is None else {fact.id: tuple(fact.patterns) for fact in facts_data.sheet.facts}
 
 
 def frozen_prefix_states(model, plan) -> FrozenPrefixStates | None:
@@ -476,4 +521,4 @@ def frozen_prefix_states(model, plan) -> FrozenPrefixStates | None:
 
 
 __all__ = ["BeforeAfterEvaluator", "changes", "evaluator_for_run", "flat_metrics", "frozen_prefix_states",
-           "summarize"]
+           "half_scores", "summarize"]

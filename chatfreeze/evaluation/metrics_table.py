@@ -81,6 +81,20 @@ METRICS: tuple[Metric, ...] = (
     Metric("facts_dev_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (dev half)",
            "company facts right, dev half (choices read it)", "Company facts right (facts probe dev half)",
            "accuracy", "facts", headline=False, curve=True, half=DEV),
+    # Questions of a half answered with a wrong value (a reject regex of the probe: a wrong price, a wrong window),
+    # and with a neighbour fact's value (every value pattern of a confusable fact of the sheet; with --facts).
+    Metric("facts_test_wrong_values", LEARN, ABSOLUTE, LOWER, "questions", "wrong values stated (test half)",
+           "facts questions answered with a wrong value, test half", "Wrong values stated (facts probe test half)",
+           "count", "facts", half=TEST),
+    Metric("facts_dev_wrong_values", LEARN, ABSOLUTE, LOWER, "questions", "wrong values stated (dev half)",
+           "facts questions answered with a wrong value, dev half", "Wrong values stated (facts probe dev half)",
+           "count", "facts", headline=False, half=DEV),
+    Metric("facts_test_neighbour_errors", LEARN, ABSOLUTE, LOWER, "questions", "neighbour's value stated (test half)",
+           "facts questions answered with a neighbour fact's value, test half",
+           "Neighbour fact's value stated (facts probe test half)", "count", "facts", half=TEST),
+    Metric("facts_dev_neighbour_errors", LEARN, ABSOLUTE, LOWER, "questions", "neighbour's value stated (dev half)",
+           "facts questions answered with a neighbour fact's value, dev half",
+           "Neighbour fact's value stated (facts probe dev half)", "count", "facts", headline=False, half=DEV),
     # With --facts: questions the drills asked, verbatim. Below facts_dev_accuracy's level of learning it says the
     # drills were not fitted (train more); well above it, that new phrasings are the gap (more varied questions).
     Metric("facts_drilled_accuracy", LEARN, POINTS, HIGHER, FRACTION, "company facts right (drilled questions)",

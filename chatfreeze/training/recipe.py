@@ -27,6 +27,7 @@ from ..data import DialogueCollator, opening_prompts
 from ..data.options import DataArguments
 from ..evaluation import EvaluationArguments, evaluator_for_run, write_plots
 from ..facts import FactsArguments
+from ..facts.neighbours import neighbours_of
 from ..facts.generate import prepare_faq
 from ..freezing import FreezeArguments, FreezePlan, make_plan
 from ..generation import generate_reply, support_generation_config
@@ -292,7 +293,8 @@ def train(run: RecipeRun) -> RecipeRun:
         run.plan if isinstance(trainer, FreezeTrainer) else None, eval_dataset=run.eval_dataset,
         eval_dialogues=run.eval_dialogues, system_prompt=run.data_args.system_prompt,
         batch_size=run.training_args.per_device_eval_batch_size, is_main_process=trainer.is_world_process_zero(),
-        sharded=is_sharded(trainer), facts_data=run.facts)
+        sharded=is_sharded(trainer), facts_data=run.facts,
+        neighbours=neighbours_of(run.facts.sheet) if run.facts is not None else None)
     if run.training_args.select_alpha and is_sharded(trainer):
         raise ValueError("--select_alpha: the model is sharded (FSDP/DeepSpeed); run `chatfreeze merge --alpha` "
                          "and `chatfreeze evaluate` on the saved run instead.")
