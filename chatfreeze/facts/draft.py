@@ -90,8 +90,8 @@ def draft_facts(entries: list[FaqEntry], company: str | None = None, seed: int =
         raise FaqError(f"{where}: too small to carve a probe from: {scored} entr{'y' if scored == 1 else 'ies'} "
                        f"with a checkable value (a price, time, duration, email, ...); give at least {MIN_SCORED}.")
     ids: set[str] = set()
-    facts = [_fact(entry, values, _fact_id(entry, values, ids), company, seed)
-             for entry, values in zip(entries, found, strict=True)]
+    facts = [_fact(entry, values, _fact_id(entry, values, ids), company, seed, _neighbour(index, found))
+             for index, (entry, values) in enumerate(zip(entries, found, strict=True))]
     dropped = _drop_overlaps(facts)
     for fact in facts:
         _check_goals(fact)
@@ -120,7 +120,24 @@ def _fact_id(entry: FaqEntry, values: list[Value], taken: set[str]) -> str:
     return fact_id
 
 
-def _fact(entry: FaqEntry, values: list[Value], fact_id: str, company: str | None, seed: int) -> DraftFact:
+def _neighbour(index: int, found: list[list[Value]]) -> Value | None:
+    """The next entry's value (in FAQ order, wrapping round) of the same kind as entry ``index``'s single value: the
+    wrong value its reverse question asks about (a customer's likely confusion), or None."""
+    if len(found[index]) != 1:
+        return None
+    value = found[index][0]
+    order = found[index + 1:] + found[:index]
+    return next((v for others in order for v in others
+                 if v.kind == value.kind and v.key != value.key and _unit(v) == _unit(value)), None)
+
+
+def _unit(value: Value) -> str:
+    # "80 kg" is no neighbour of "70 km": quantities and durations compare within a unit.
+    return value.key.split(" ", 1)[-1] if value.kind in ("quantity", "duration") else ""
+
+
+def _fact(entry: FaqEntry, values: list[Value], fact_id: str, company: str | None, seed: int,
+          neighbour: Value | None = None) -> DraftFact:
     rng = random.Random(f"{seed}:{fact_id}")
     topic = entry.topic or topic_of(entry.question)
     if entry.literal:
@@ -144,7 +161,11 @@ def _fact(entry: FaqEntry, values: list[Value], fact_id: str, company: str | Non
     fact = DraftFact(fact_id, entry, values, value, patterns, questions,
                      answer_wordings(entry.answer, sentence, company, rng), probe=probe, notes=notes)
     if len(values) == 1:
-        fact.reverse = _reverse(topic, values[0], value, rng)
+        wrong = neighbour.text if neighbour else wrong_value_text(values[0])
+        fact.reverse = _reverse(topic, values[0], wrong, value, rng)
+        if wrong:
+            fact.notes.append(f"reverse: 'no' is asked with {wrong} ("
+                              f"{'another entry' + chr(39) + 's value' if neighbour else 'a made-up value'})")
     if any(v.kind == "date" and "/" in v.text for v in values):
         fact.notes.append("a date written with '/' was read as day/month/year: check it")
     return fact
@@ -173,8 +194,8 @@ def _literal(cell: str) -> tuple[str, list[str], list[str]]:
     return cell, patterns, ["no value of a known kind: each item of the cell is a pattern (a guess)"]
 
 
-def _reverse(topic: str, value: Value, sentence: str, rng: random.Random) -> list[tuple[list[str], list[str]]]:
-    wrong = wrong_value_text(value)
+def _reverse(topic: str, value: Value, wrong: str | None, sentence: str,
+             rng: random.Random) -> list[tuple[list[str], list[str]]]:
     yes, no = reverse_questions(topic, value.text, wrong, rng)
     groups = [(yes, reverse_answers(sentence, YES_FRAMES, rng))]
     if no:
