@@ -466,16 +466,31 @@ def test_card_names_the_method_of_a_full_or_lora_run(trained, tmp_path):
     assert "freeze-tuned from" in build_model_card(load_run(out), "acme/bot")
     plan = json.loads((out / "freeze_plan.json").read_text())
     results = json.loads((out / "all_results.json").read_text())
-    plan["spec"].update(method="lora", lora_r=8)
+    from types import SimpleNamespace
+
+    from chatfreeze.training.methods import get_method
+
+    # What each method object records in the plan is what the card says (the card never compares method names).
+    options = SimpleNamespace(lora_r=8, lora_alpha=16, lora_layers=2)
+    plan["spec"].update(get_method("lora").spec_record(options))
     (out / "freeze_plan.json").write_text(json.dumps(plan))
-    (out / "all_results.json").write_text(json.dumps({**results, "adapter_parameters": 1234}))
-    intro = build_model_card(load_run(out), "acme/bot").split("\n## ")[0]
+    (out / "all_results.json").write_text(json.dumps({**results, "trained_parameters": 1234}))
+    card = build_model_card(load_run(out), "acme/bot")
+    intro = card.split("\n## ")[0]
     assert "with LoRA adapters (r=8)" in intro and "(1,234 adapter parameters)" in intro
     assert "freeze-tuned" not in intro and "merge changed" in intro
-    plan["spec"]["method"] = "full"
+    assert "`--lora_r 8`" in card and "card_how" not in card and "method_options" not in card
+    for key in ("method_options", "lora_r", "lora_alpha", "lora_layers"):
+        del plan["spec"][key]
+    plan["spec"].update(get_method("full").spec_record(options))
     (out / "freeze_plan.json").write_text(json.dumps(plan))
-    intro = build_model_card(load_run(out), "acme/bot").split("\n## ")[0]
-    assert "fully fine-tuned from" in intro and "nothing was frozen" in intro
+    card = build_model_card(load_run(out), "acme/bot")
+    assert "fully fine-tuned from" in card.split("\n## ")[0] and "nothing was frozen" in card
+    assert "`--lora_r" not in card  # a full run's plan records no LoRA option
+    # A plan from before the methods recorded their sentence: one that holds for any method, read from the plan.
+    plan["spec"] = {"method": "lora", "num_frozen_layers": "2"}
+    (out / "freeze_plan.json").write_text(json.dumps(plan))
+    assert "with chatfreeze (`--method lora`)" in build_model_card(load_run(out), "acme/bot")
 
 
 def test_card_says_how_the_facts_were_taught_and_names_thin_facts(trained, tmp_path):

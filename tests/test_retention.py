@@ -500,3 +500,19 @@ def test_select_alpha_needs_the_before_after_evaluation(tiny_model_dir, tmp_path
             "--select_alpha", "0.5,1"]))
     with pytest.raises(ValueError, match="--select_alpha 0.5,2: 2 is outside"):
         parse_args(["--model_name_or_path", str(tiny_model_dir), "--select_alpha", "0.5,2"])
+
+
+def test_adapter_parameters_are_the_ones_peft_declares():
+    """The cache leaves out what peft's tuner layers declare as adapters, for any tuner, not names with 'lora_'."""
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    from chatfreeze.evaluation.measurement_cache import adapter_parameter_names, weights_fingerprint
+
+    model = build_tiny_model("llama")
+    before = weights_fingerprint(model)
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    names = adapter_parameter_names(lora.get_base_model())
+    assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
+    ia3 = get_peft_model(build_tiny_model("llama"), IA3Config(target_modules=["k_proj", "down_proj"],
+                                                               feedforward_modules=["down_proj"]))
+    assert weights_fingerprint(ia3) == before  # no 'lora_' in its adapters' names: still the base's fingerprint

@@ -39,9 +39,23 @@ def base_named_parameters(model: nn.Module):
     if not (hasattr(model, "get_base_model") and hasattr(model, "disable_adapter")):
         yield from model.named_parameters()
         return
-    for name, param in model.get_base_model().named_parameters():
-        if "lora_" not in name:
+    base = model.get_base_model()
+    adapters = adapter_parameter_names(base)
+    for name, param in base.named_parameters():
+        if name not in adapters:
             yield name.replace(".base_layer.", "."), param
+
+
+def adapter_parameter_names(model: nn.Module) -> set[str]:
+    """The parameters peft's tuner layers declare as their adapters' (``adapter_layer_names``: LoRA's A and B,
+    IA3's vectors, ...), whatever the method: read from peft, not guessed from a method's name."""
+    names: set[str] = set()
+    for module_name, module in model.named_modules():
+        for attr in getattr(module, "adapter_layer_names", ()):
+            holder = getattr(module, attr, None)
+            if isinstance(holder, nn.Module):
+                names |= {f"{module_name}.{attr}.{name}" for name, _ in holder.named_parameters()}
+    return names
 
 
 def inputs_fingerprint(*parts) -> str:

@@ -183,26 +183,24 @@ def _base_link(base: BaseModel) -> str:
     return f"[{base.hub_id}](https://huggingface.co/{base.hub_id})" if base.hub_id else f"`{base.display}`"
 
 
+# How the card says a run was trained when its plan does not: the method object (training.methods) records its own
+# sentence in freeze_plan.json's spec (``card_how``); plans written before it did get this one, which holds for any
+# method because it reads the plan alone. The fields are ``_intro``'s.
+GENERIC_HOW = ("fine-tuned from {base} with chatfreeze (`--method {method}`): {frozen} are bit-identical to the base, "
+               "and {trainable} of {total} parameters ({pct}) were trained on support dialogues.")
+
+
 def _intro(run: Run, repo_id: str) -> str:
     plan = run.plan
     frozen = ("the embeddings and " if plan.embeddings_frozen else "") + (
         f"blocks {_spans(plan.frozen_layers)} of {plan.num_layers}" if plan.frozen_layers else "no block")
-    method = plan.spec.get("method", "freeze")
-    if method == "full":
-        how = (f"fully fine-tuned from {_base_link(run.base)} with chatfreeze (its full fine-tuning baseline): "
-               f"nothing was frozen and all {plan.total_parameters:,} parameters were trained on support dialogues.")
-    elif method == "lora":
-        adapters = run.results.get("adapter_parameters")
-        counted = f" ({adapters:,} adapter parameters)" if adapters else ""
-        how = (f"fine-tuned from {_base_link(run.base)} with LoRA adapters (r={plan.spec.get('lora_r')}) on blocks "
-               f"{_spans(plan.trainable_layers)} through chatfreeze{counted}, trained on support dialogues and "
-               f"merged into the weights: {frozen} are bit-identical to the base, and the merge changed "
-               f"{plan.trainable_parameters:,} of {plan.total_parameters:,} parameters.")
-    else:
-        how = (f"freeze-tuned from {_base_link(run.base)} with chatfreeze: {frozen} were kept frozen, "
-               f"bit-identical to the base weights training started from, and only {plan.trainable_parameters:,} of "
-               f"{plan.total_parameters:,} parameters ({100 * plan.trainable_fraction:.2f}%) were trained on "
-               "support dialogues. Freezing the bottom of the network keeps most of what the base model knows.")
+    trained = run.results.get("trained_parameters") or run.results.get("adapter_parameters")  # as the method counts
+    fields = {"base": _base_link(run.base), "method": plan.spec.get("method", "freeze"), "frozen": frozen,
+              "trainable_layers": _spans(plan.trainable_layers), "trainable": f"{plan.trainable_parameters:,}",
+              "total": f"{plan.total_parameters:,}", "pct": f"{100 * plan.trainable_fraction:.2f}%",
+              "trained": f"{trained:,}" if trained else "?"} | {
+        key: value for key, value in plan.spec.items() if isinstance(value, (int, float, str))}
+    how = str(plan.spec.get("card_how") or GENERIC_HOW).format(**fields)
     return (f"# {repo_id.split('/')[-1]}\n\nA customer-support assistant {how} The results below show what was "
             "learned and, where measured, what was forgotten.")
 
@@ -237,15 +235,24 @@ def _tying_sentence(plan: FreezePlan) -> str:
     return f"The input embeddings and the LM head are separate matrices; the head was {head}."
 
 
+NOT_OPTIONS = ("card_how", "method_options")  # what the method records in the spec besides its options
+
+
+def _unused_options(spec: dict) -> set[str]:
+    """Options a plan records that its method does not use: none in a plan whose method recorded its own options
+    (``method_options``). Reading the 0.2 format only: it recorded the LoRA defaults of every run, which mean
+    something beside --method lora alone."""
+    if "method_options" in spec or spec.get("method") == "lora":
+        return set()
+    return {key for key in spec if key.startswith("lora_")}
+
+
 def _section_freeze(plan: FreezePlan) -> str:
     rows = [[r.component, f"{r.parameters:,}", r.status, r.note] for r in plan.rows]
     rows.append(["**total**", f"{plan.total_parameters:,}",
                  f"{plan.trainable_parameters:,} trainable ({100 * plan.trainable_fraction:.2f}%)", ""])
-    # A 0.2 plan records the LoRA options of every run (its defaults, for a freeze); they only mean something for
-    # --method lora, the one run whose plan records them now.
-    lora = plan.spec.get("method") == "lora"
     spec = ", ".join(f"`--{k} {v}`" for k, v in plan.spec.items()
-                     if v not in ([], None) and (lora or not k.startswith("lora_")))
+                     if v not in ([], None) and k not in NOT_OPTIONS and k not in _unused_options(plan.spec))
     return "\n\n".join([
         "## What was frozen and what was trained",
         f"{plan.model_class}, {plan.num_layers} transformer blocks (`{plan.blocks_prefix}`). "

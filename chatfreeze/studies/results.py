@@ -86,7 +86,8 @@ def collect_rows(names: Iterable[str], fresh: Callable[[str], Row | None], earli
 
 def training_metrics(run_dir: Path | str) -> dict:
     """What a finished ``chatfreeze train`` run directory says about its training: seconds, tokens/s (padded,
-    with ``--include_num_input_tokens_seen``), trainable parameters (LoRA: its adapters', not the blocks')."""
+    with ``--include_num_input_tokens_seen``), trained parameters as the method counts them (``trained_parameters``,
+    e.g. adapters), else the plan's trainable ones."""
     out = Path(run_dir)
     results = json.loads((out / "all_results.json").read_text())
     state = json.loads((out / "trainer_state.json").read_text())
@@ -94,7 +95,7 @@ def training_metrics(run_dir: Path | str) -> dict:
     plan = json.loads((out / "freeze_plan.json").read_text())
     return {"train_seconds": round(results["train_runtime"]),
             "tokens_per_second": round(tokens / results["train_runtime"], 1) if tokens else None,
-            "trainable_params": results.get("adapter_parameters", plan.get("trainable_parameters"))}
+            "trainable_params": results.get("trained_parameters", plan.get("trainable_parameters"))}
 
 
 def fmt(value: Any, kind: str = "") -> str:

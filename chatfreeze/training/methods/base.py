@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
-from transformers import Trainer
+if TYPE_CHECKING:  # the Trainer module is heavy, and --help reads the method names from the registry
+    from transformers import Trainer
 
 from ...freezing import FreezeArguments
 
@@ -24,6 +26,12 @@ class TrainingMethod:
     # --select_alpha moves the trained tensors toward the base: they must be the model's own tensors.
     interpolates = True
 
+    # How the model card says this method trained the model (``publish.card._intro`` fills the fields from the plan,
+    # the run's results and this spec); recorded in freeze_plan.json, so a card made anywhere later says it.
+    card_how = ("freeze-tuned from {base} with chatfreeze: {frozen} were kept frozen, bit-identical to the base "
+                "weights training started from, and only {trainable} of {total} parameters ({pct}) were trained on "
+                "support dialogues. Freezing the bottom of the network keeps most of what the base model knows.")
+
     def describe(self, freeze_args: FreezeArguments, method_args, model) -> str | None:
         """One log line on what this method trains instead of the freeze spec, or None for the freeze itself."""
         return None
@@ -34,8 +42,14 @@ class TrainingMethod:
         return freeze_args, False
 
     def spec_record(self, method_args) -> dict:
-        """What ``freeze_plan.json``'s ``spec`` records about the method (the card reads it)."""
-        return {"method": self.name}
+        """What ``freeze_plan.json``'s ``spec`` records about the method (the card reads it): its name, its own
+        options (``options``) and how the card says it trained."""
+        options = self.options(method_args)
+        return {"method": self.name, **options, "method_options": list(options), "card_how": self.card_how}
+
+    def options(self, method_args) -> dict:
+        """This method's own options, as the plan records them (none for a freeze)."""
+        return {}
 
     def drop_unsupported(self, training_args) -> None:
         """Decide, once, the training arguments this method cannot honour (before anything is built)."""
@@ -65,7 +79,8 @@ class TrainingMethod:
         return contextlib.nullcontext()
 
     def trained_metrics(self, model) -> dict:
-        """Counts of what trained that the plan does not show (LoRA's adapters)."""
+        """Counts of what trained that the plan does not show: ``trained_parameters`` where the method counts them
+        its own way (LoRA: its adapters); none where the plan's trainable count is it."""
         return {}
 
     def model_to_save(self, model):

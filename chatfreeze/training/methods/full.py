@@ -9,6 +9,8 @@ from .base import TrainingMethod
 class Full(TrainingMethod):
     name = "full"
     supports_kl_to_base = False
+    card_how = ("fully fine-tuned from {base} with chatfreeze (its full fine-tuning baseline): nothing was frozen and "
+                "all {total} parameters were trained on support dialogues.")
 
     def describe(self, freeze_args, method_args, model) -> str:
         return "--method full: nothing is frozen (the full fine-tuning baseline); freeze options ignored."

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from transformers import Trainer
+if TYPE_CHECKING:  # the Trainer module is heavy, and --help reads the method names from the registry
+    from transformers import Trainer
 
 from ...freezing import FreezeArguments, find_blocks
 from .base import TrainingMethod
@@ -57,6 +59,9 @@ class Lora(TrainingMethod):
     name = "lora"
     supports_kl_to_base = False
     interpolates = False  # --select_alpha moves trained tensors, not adapters
+    card_how = ("fine-tuned from {base} with LoRA adapters (r={lora_r}) on blocks {trainable_layers} through "
+                "chatfreeze ({trained} adapter parameters), trained on support dialogues and merged into the weights: "
+                "{frozen} are bit-identical to the base, and the merge changed {trainable} of {total} parameters.")
 
     def describe(self, freeze_args, method_args, model) -> str:
         options = LoraOptions.from_args(method_args)
@@ -70,14 +75,16 @@ class Lora(TrainingMethod):
                                freeze_final_norm=True)
         return spec, True
 
-    def spec_record(self, method_args) -> dict:
-        return {"method": self.name, "lora_r": method_args.lora_r, "lora_alpha": method_args.lora_alpha,
+    def options(self, method_args) -> dict:
+        return {"lora_r": method_args.lora_r, "lora_alpha": method_args.lora_alpha,
                 "lora_layers": method_args.lora_layers}
 
     def build_trainer(self, run, trainer_class: type[Trainer], common: dict) -> Trainer:
         from ..trainer import FreezeTrainer
 
         if issubclass(trainer_class, FreezeTrainer):
+            from transformers import Trainer
+
             trainer_class = Trainer  # peft freezes the base itself; the freeze trainer's plan does not apply
         run.model = common["model"] = apply_lora(run.model, LoraOptions.from_args(run.training_args))
         return trainer_class(**common)
@@ -88,7 +95,8 @@ class Lora(TrainingMethod):
 
     def trained_metrics(self, model) -> dict:
         if hasattr(model, "get_nb_trainable_parameters"):  # what trained are the adapters, not the blocks
-            return {"adapter_parameters": model.get_nb_trainable_parameters()[0]}
+            adapters = model.get_nb_trainable_parameters()[0]
+            return {"adapter_parameters": adapters, "trained_parameters": adapters}
         return {}
 
     def model_to_save(self, model):

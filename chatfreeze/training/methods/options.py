@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-METHOD_NAMES = ("freeze", "full", "lora")  # the registry's keys (methods/__init__.py), in the order help lists them
+from .registry import METHODS
+
+METHOD_NAMES = tuple(METHODS)  # the registry's keys, in the order help lists them
 
 
 @dataclass
