@@ -28,7 +28,7 @@ from pathlib import Path
 
 from chatfreeze.cli.errors import run_cli
 from chatfreeze.evaluation.before_after import facts_halves, half_scores
-from chatfreeze.evaluation.metrics_table import BY_KEY, change
+from chatfreeze.evaluation.metrics_table import change
 from chatfreeze.evaluation.probes import load_facts_probe
 from chatfreeze.studies.results import (
     Column,
@@ -39,7 +39,9 @@ from chatfreeze.studies.results import (
     fmt,
     markdown_table,
     measured_on,
+    metric_column,
     training_metrics,
+    with_change_column,
     write_report,
 )
 from chatfreeze.studies.runner import Variant, read_record, run_study, study_parser
@@ -216,11 +218,6 @@ def cell(key: str, kind: str = ""):
     return lambda row: fmt(row.get(key), kind)
 
 
-def metric_column(key: str, kind: str = "") -> Column:
-    """A column headed by the metrics table's name of ``key`` (one label for a metric everywhere)."""
-    return Column(BY_KEY[key].name, cell(key, kind))
-
-
 TABLE = [
     Column("variant", lambda row: row.label),
     metric_column("facts_test_accuracy", "pct"),
@@ -228,11 +225,9 @@ TABLE = [
     metric_column("facts_test_neighbour_errors"),
     metric_column("facts_dev_accuracy", "pct"),
     metric_column("facts_drilled_accuracy", "pct"),
-    Column(f"{BY_KEY['skills_accuracy'].name} (Δ pts)",
-           lambda row: f"{fmt(row.get('skills_accuracy'), 'pct')} ({fmt(row.get('skills_change_points'), 'signed')})"),
+    with_change_column("skills_accuracy", "skills_change_points", "pct", "Δ pts"),
     metric_column("self_agreement_ratio"),
-    Column(f"{BY_KEY['general_perplexity'].name}, WikiText-2 (Δ)",
-           lambda row: f"{fmt(row.get('general_perplexity'))} ({fmt(row.get('general_change_pct'), 'signed')}%)"),
+    with_change_column("general_perplexity", "general_change_pct", "", "Δ %", "WikiText-2"),
     metric_column("support_perplexity"),
     Column("train s", cell("train_seconds")),
     Column("wall s", cell("wall_seconds")),

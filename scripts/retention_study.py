@@ -43,7 +43,9 @@ from chatfreeze.studies.results import (
     fmt,
     markdown_table,
     measured_on,
+    metric_column,
     training_metrics,
+    with_change_column,
     write_report,
 )
 from chatfreeze.studies.runner import Variant, read_record, run_study, study_parser
@@ -173,13 +175,11 @@ def cell(key: str, kind: str = "") -> Callable[[Row], str]:
 
 TABLE = [
     Column("variant", lambda row: row.label),
-    Column("facts right", cell("facts_accuracy", "pct")),
-    Column("support ppl", cell("support_perplexity")),
-    Column("short answers right (Δ pts)",
-           lambda row: f"{fmt(row.get('skills_accuracy'), 'pct')} ({fmt(row.get('skills_change_points'), 'signed')})"),
-    Column("self-agreement", cell("self_agreement_ratio")),
-    Column("WikiText-2 ppl (Δ)",
-           lambda row: f"{fmt(row.get('general_perplexity'))} ({fmt(row.get('general_change_pct'), 'signed')}%)"),
+    metric_column("facts_accuracy", "pct"),
+    metric_column("support_perplexity"),
+    with_change_column("skills_accuracy", "skills_change_points", "pct", "Δ pts"),
+    metric_column("self_agreement_ratio"),
+    with_change_column("general_perplexity", "general_change_pct", "", "Δ %", "WikiText-2"),
     Column("train s", cell("train_seconds")),
     Column("tokens/s (padded)", cell("tokens_per_second")),
     Column("peak RSS MiB", cell("peak_rss_mib")),

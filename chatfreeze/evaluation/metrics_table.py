@@ -136,6 +136,10 @@ METRICS: tuple[Metric, ...] = (
 BY_KEY: dict[str, Metric] = {metric.key: metric for metric in METRICS}
 CURVE: tuple[Metric, ...] = tuple(metric for metric in METRICS if metric.curve)
 HEADLINE: tuple[Metric, ...] = tuple(metric for metric in METRICS if metric.headline)
+# The Trainer's own held-out metrics (not before/after measurements: no row), as the card, the learning curves and
+# their plot name them.
+TRAINER_METRICS = {"eval_loss": "held-out support loss (the Trainer's)",
+                   "eval_perplexity": "held-out support perplexity (the Trainer's)"}
 # What a run reports as "learned": the facts probe's test half, which no choice read. A probe too small to split
 # (fewer than two questions, so no halves) falls back to the whole probe.
 LEARNED, LEARNED_FALLBACK = "facts_test_accuracy", "facts_accuracy"
@@ -201,6 +205,6 @@ def format_change(key: str, before: float | None, after: float | None) -> str:
     return f"{value:+.1f}%" if kind == RELATIVE else f"{value:+.3g}"
 
 
-__all__ = ["ABSOLUTE", "BY_KEY", "HEADLINE", "KEEP", "LEARN", "METRICS", "POINTS", "RATIO", "RELATIVE", "Metric",
+__all__ = ["ABSOLUTE", "BY_KEY", "HEADLINE", "KEEP", "TRAINER_METRICS", "LEARN", "METRICS", "POINTS", "RATIO", "RELATIVE", "Metric",
            "change", "change_of", "describe", "format_change", "format_value", "is_lm_eval",
            "learned_key"]

@@ -21,7 +21,16 @@ from ..rundir import (
     TRAINER_STATE_FILENAME,
     read_json,
 )
-from .metrics_table import BY_KEY, CURVE, FRACTION, HEADLINE, format_change, format_value, learned_key
+from .metrics_table import (
+    BY_KEY,
+    CURVE,
+    FRACTION,
+    HEADLINE,
+    TRAINER_METRICS,
+    format_change,
+    format_value,
+    learned_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +146,7 @@ def plot_learning_curves(points: list[dict], path: str | Path) -> Path | None:
         metric = BY_KEY.get(key)
         scale = 100 if metric is not None and metric.unit == FRACTION else 1
         ax.plot([p["step"] for p in shown], [scale * p[key] for p in shown], "o-", color="tab:blue")
-        ax.set_title(metric.plot_title if metric else "support loss (held-out)\n(lower is better)", fontsize=9)
+        ax.set_title(metric.plot_title if metric else f"{TRAINER_METRICS.get(key, key)}\n(lower is better)", fontsize=9)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
         top = ax.secondary_xaxis("top", functions=_step_to_seconds(shown))

@@ -12,7 +12,15 @@ from typing import Any
 
 import yaml
 
-from ..evaluation.metrics_table import BY_KEY, HEADLINE, describe, format_change, format_value
+from ..evaluation.metrics_table import (
+    BY_KEY,
+    HEADLINE,
+    METRICS,
+    TRAINER_METRICS,
+    describe,
+    format_change,
+    format_value,
+)
 from ..evaluation.report import format_report
 from ..freezing.plan import FreezePlan
 from ..rundir import (
@@ -357,7 +365,7 @@ def _checkpoint_kept(ta: dict, state: dict) -> str:
     if not (ta.get("load_best_model_at_end") and best):
         return f"the last step's ({step})"
     metric = (ta.get("metric_for_best_model") or "loss").removeprefix("eval_")
-    label = "held-out support loss" if metric == "loss" else describe(metric).label
+    label = TRAINER_METRICS["eval_loss"] if metric == "loss" else describe(metric).label
     value = state.get("best_metric")
     shown = _number(value) if metric == "loss" or not isinstance(value, (int, float)) else format_value(metric, value)
     return (f"step {best} of {step}: the best on `{metric}` ({label}) = {shown}, with --load_best_model_at_end; the "
@@ -379,9 +387,11 @@ def _retention_text(ta: dict, selection: dict | None) -> str:
 
 
 def _section_alpha_selection(selection: dict) -> str:
-    measures = ("support_perplexity", "self_agreement_ratio", "general_perplexity")  # what --select_alpha reads
+    candidates = selection.get("candidates", [])
+    # The table's measures each candidate was measured on (what --select_alpha read), in the table's order.
+    measures = [metric.key for metric in METRICS if any(metric.key in c for c in candidates)]
     rows = [[c["alpha"], *(_number(c.get(key, "n/a")) for key in measures), "yes" if c.get("keeps") else "no"]
-            for c in selection.get("candidates", [])]
+            for c in candidates]
     verdict = ("" if selection.get("kept") else " None of the candidates kept the base's skills within the "
                "tolerance; the one whose worst keep measure was least over its bound was taken.")
     return (f"**Interpolation toward the base** (`--select_alpha`): the trained blocks were set to "
@@ -427,9 +437,8 @@ def _section_results(run: Run) -> str:
         if isinstance(skipped, list) and skipped:
             parts.append("Not measured: " + "; ".join(str(s) for s in skipped) + ".")
     else:
-        rows = [[label, _number(run.results[key])] for key, label in (
-            ("eval_loss", "held-out support loss"), ("eval_perplexity", "held-out support perplexity"))
-            if isinstance(run.results.get(key), (int, float))]
+        rows = [[label, _number(run.results[key])] for key, label in TRAINER_METRICS.items()
+                if isinstance(run.results.get(key), (int, float))]
         parts.append("Measured by the trainer at the end of training on the held-out support dialogues:"
                      if rows else "No held-out evaluation was run.")
         if rows:

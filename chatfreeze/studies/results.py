@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.metrics_table import describe
+
 logger = logging.getLogger(__name__)
 
 READING_START, READING_END = "<!-- reading -->", "<!-- /reading -->"
@@ -117,6 +119,19 @@ class Column:
     header: str
     cell: Callable[[Any], str]  # one item (a Row, or whatever the table lists) -> its cell's text
     align: str = "---"  # the separator cell: "---", "---:" (right), ":---:" (centre)
+
+
+def metric_column(key: str, kind: str = "", note: str = "") -> Column:
+    """A column headed by the metrics table's name of ``key`` (one label for a metric everywhere), ``note`` after
+    it; its cells are ``fmt(row.get(key), kind)``."""
+    return Column(describe(key).name + (f" {note}" if note else ""), lambda row: fmt(row.get(key), kind))
+
+
+def with_change_column(key: str, change_key: str, kind: str, change_note: str, source: str = "") -> Column:
+    """A metric and its change from the base in one cell, ``62.0% (-1.5)``, headed by the table's name."""
+    suffix = "%" if change_note.endswith("%") else ""
+    header = describe(key).name + (f", {source}" if source else "") + f" ({change_note})"
+    return Column(header, lambda row: f"{fmt(row.get(key), kind)} ({fmt(row.get(change_key), 'signed')}{suffix})")
 
 
 def markdown_table(items: Iterable[Any], columns: Sequence[Column]) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from ..evaluation.metrics_table import CURVE
+from ..evaluation.metrics_table import CURVE, TRAINER_METRICS
 from ..evaluation.plots import plot_learning_curves
 from ..retention.alpha_selection import keep_excess
 from ..rundir import LEARNING_CURVES_FILENAME, LEARNING_CURVES_PLOT, read_json, write_json
@@ -146,7 +146,7 @@ class LearningCurves(TrainerCallback):
             return
         out = Path(self.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        measures = {metric.key: metric.label for metric in CURVE} | {TRAINER_LOSS: "the Trainer's held-out support loss"}
+        measures = {metric.key: metric.label for metric in CURVE} | {TRAINER_LOSS: TRAINER_METRICS[TRAINER_LOSS]}
         write_json(out / LEARNING_CURVES_FILENAME, {
             "points": self.points,
             "measures": {key: label for key, label in measures.items() if any(key in p for p in self.points)},
