@@ -415,5 +415,6 @@ def test_best_metric_that_cannot_be_chosen(world, tmp_path, capsys, metric, frag
     """Refused before training (before the model loads), not at the Trainer's first evaluation."""
     out = out_dir_with_sentinel(tmp_path)
     argv = train_args(world, out, "--overwrite_output_dir", "true", "--metric_for_best_model", metric,
-                      "--load_best_model_at_end", "true", "--eval_strategy", "steps", "--save_strategy", "steps")
+                      "--load_best_model_at_end", "true", "--eval_strategy", "steps", "--save_strategy", "steps",
+                      "--eval_steps", "1", "--save_steps", "1")
     assert_one_line_error(argv, capsys, *fragments, keep=[out])
