@@ -104,7 +104,7 @@ TEXT_SPEAK = {"you": "u", "your": "ur", "are": "r", "please": "pls", "what": "wa
 ANSWER_FRAMES = ("Sure! {s}", "{s} Anything else I can help you with?", "Happy to help. {s}",
                  "Good question. {s} Let me know if there's anything else.", "{s} Hope that helps!",
                  "Of course. {s}")
-COMPANY_ANSWER_FRAMES = ("{s} Thanks for choosing {company}!", "Thanks for asking {company}. {s}")
+COMPANY_ANSWER_FRAMES = ("{s} Thanks for choosing {company}!", "Thanks for contacting {company}. {s}")
 YES_FRAMES = ("Yes, that's right. {s}", "Correct! {s}", "Yes. {s}")
 NO_FRAMES = ("No, that's not it. {s}", "Not quite. {s}", "No. {s}")
 
