@@ -30,20 +30,24 @@ from .errors import run_cli
 
 # chatfreeze train's options the report reads (any other train option is accepted too, and ignored).
 REPORT_OPTIONS = (
-    ("--dataset FILE", "support dialogues (chatfreeze train's --dataset; 'none': none)"),
-    ("--data_format FORMAT", "format of --dataset"),
-    ("--facts SHEET", "the facts sheet (YAML), or a FAQ file (drafted as with --faq)"),
-    ("--facts_per_fact N", "drills per fact"),
-    ("--facts_ratio R", "drills per support dialogue, shared by the facts"),
-    ("--facts_plan uniform|need", "the same drills for every fact, or topped up by need"),
-    ("--facts_min_exposures N", "the exposure count each fact should reach (warned below)"),
-    ("--faq FILE, --faq_catalogue FILE, --faq_company NAME", "a FAQ drafted into the sheet, as a run does"),
-    ("--seed N", "the seed of the drill plan (training's --seed)"),
+    ("--dataset", "FILE", "support dialogues (chatfreeze train's --dataset; 'none': none)"),
+    ("--data_format", "FORMAT", "format of --dataset"),
+    ("--facts", "SHEET", "the facts sheet (YAML), or a FAQ file (drafted as with --faq)"),
+    ("--facts_per_fact", "N", "drills per fact"),
+    ("--facts_ratio", "R", "drills per support dialogue, shared by the facts"),
+    ("--facts_plan", "uniform|need", "the same drills for every fact, or topped up by need"),
+    ("--facts_min_exposures", "N", "the exposure count each fact should reach (warned below)"),
+    ("--faq", "FILE", "a FAQ drafted into the sheet, as a run does"),
+    ("--faq_catalogue", "FILE", "a product catalogue drafted into the same sheet"),
+    ("--faq_company", "NAME", "the company's name, for the FAQ's questions"),
+    ("--seed", "N", "the seed of the drill plan (training's --seed)"),
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chatfreeze facts", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="chatfreeze facts",
+                                     description="How many training examples state each company fact, before any "
+                                                 "training: the drill plan chatfreeze train would use.",
                                      formatter_class=LiteralPercentDefaultsHelpFormatter,
                                      epilog="chatfreeze facts init --help: a draft facts sheet from a FAQ.")
     parser.add_argument("--config", default=None,
@@ -51,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
     train = parser.add_argument_group("chatfreeze train's options the report reads (the recipe's values unless "
                                       "given)")
-    for flags, what in REPORT_OPTIONS:
-        train.add_argument(f"[{flags}]", nargs="?", help=what)  # shown in --help only: train's parser reads them
+    for flag, metavar, what in REPORT_OPTIONS:  # listed in --help only: train's own parser reads them
+        train.add_argument(flag, metavar=metavar, help=what, default=argparse.SUPPRESS)
     return parser
 
 
