@@ -14,14 +14,22 @@ THREADS ?= $(shell nproc 2>/dev/null || echo 1)
 TRAIN_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup train test test-fast lint clean-venv
+.PHONY: setup setup-dev train test test-fast lint clean-venv
 
+# Two stamps: training needs the package alone; the tests add the dev extras (pytest, gradio, selenium, lm-eval,
+# ...), which a first `make train` would otherwise spend about a minute installing.
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+setup-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -30,13 +38,13 @@ train: setup
 		-m chatfreeze.cli.train --output_dir $(RUN_DIR) $(TRAIN_ARGS)
 	$(BIN)/python -m chatfreeze.chat --model_name_or_path $(RUN_DIR) --prompt "$(PROMPT)"
 
-test: setup
+test: setup-dev
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: setup-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check chatfreeze scripts tests
 
 clean-venv:

@@ -173,8 +173,15 @@ def test_a_faq_or_the_faq_recipe_chooses_the_facts(tmp_path):
     no company's facts (facts: none), so a user's dialogues or system prompt on it need nothing more."""
     faq = tmp_path / "faq.csv"
     faq.write_text("question,answer\nHow much is a bike?,It is €18 a day.\n")
-    assert parse_args(["--config", str(DEFAULT_RECIPE), "--dataset", "acme.jsonl", "--faq", str(faq)])
-    assert parse_args(["--config", str(DEFAULT_RECIPE), "--dataset", "acme.jsonl", "--facts", str(faq)])
+    own = ["--dataset", "acme.jsonl", "--system_prompt", OTHER_COMPANY]
+    assert parse_args(["--config", str(DEFAULT_RECIPE), *own, "--faq", str(faq)])
+    assert parse_args(["--config", str(DEFAULT_RECIPE), *own, "--facts", str(faq)])
+    assert parse_args(["--config", str(DEFAULT_RECIPE), "--dataset", "none", "--system_prompt", "", "--faq", str(faq)])
+    # ... but never with Kestrel & Co.'s dialogues or system prompt still in the run.
+    with pytest.raises(ValueError, match=r"--faq: the recipe's --dataset and --system_prompt are Kestrel .*faq\.yaml"):
+        parse_args(["--config", str(DEFAULT_RECIPE), "--faq", str(faq)])
+    with pytest.raises(ValueError, match="--faq: the recipe's --system_prompt is Kestrel"):
+        parse_args(["--config", str(DEFAULT_RECIPE), "--dataset", "acme.jsonl", "--facts", str(faq)])
     faq_recipe = DEFAULT_RECIPE.with_name("faq.yaml")
     if faq_recipe.is_file():
         assert parse_args(["--config", str(faq_recipe), "--dataset", "acme.jsonl", "--system_prompt", OTHER_COMPANY])

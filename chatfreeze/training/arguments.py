@@ -306,10 +306,9 @@ def parse_args(argv: list[str] | None = None) -> RunArguments:
     if remaining:
         raise ValueError(f"unknown option(s): {' '.join(remaining)}. See `chatfreeze train --help`.")
     args = RunArguments(*(obj for obj in parsed if isinstance(obj, ARGUMENT_CLASSES)))
-    # A FAQ (--faq, or a FAQ file given as --facts) is drafted into the run's facts sheet and probe at its start:
-    # the user chose both. FactsArguments has recognised it by now.
-    if not (args.facts and (args.facts.faq or args.facts.faq_catalogue)):
-        check_company(values, cli, origins)
+    # A FAQ (--faq, or a FAQ file given as --facts) is drafted into the run's facts sheet and probe at its start;
+    # FactsArguments has recognised it by now.
+    check_company(values, cli, origins, faq=bool(args.facts and (args.facts.faq or args.facts.faq_catalogue)))
     return args
 
 
@@ -321,9 +320,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def check_company(values: dict[str, Any], cli: dict[str, Any],
-                  origins: dict[str, list[tuple[Path, Any]]]) -> None:
+                  origins: dict[str, list[tuple[Path, Any]]], faq: bool = False) -> None:
     """Refuse, in one line, a run that replaces a packaged recipe's dialogues or system prompt (on the CLI or in
-    the user's own recipe) but keeps its facts sheet or facts probe, which are Kestrel & Co.'s."""
+    the user's own recipe) but keeps its facts sheet or facts probe, which are Kestrel & Co.'s; and a run from a
+    FAQ (``faq``: it drafts its own sheet and probe) that keeps Kestrel & Co.'s dialogues or system prompt."""
     def packaged_value(key: str) -> tuple[bool, Any]:
         shipped = [value for recipe, value in origins.get(key, []) if is_packaged(recipe)]
         return bool(shipped), (shipped[-1] if shipped else None)
@@ -335,10 +335,17 @@ def check_company(values: dict[str, Any], cli: dict[str, Any],
     def chosen_by_user(key: str) -> bool:
         return key in cli or (key in origins and not is_packaged(origins[key][-1][0]))
 
+    if faq:  # another company's facts: Kestrel & Co.'s dialogues and system prompt must not train with them
+        still = [key for key in COMPANY_DATA if kestrels(key) and not chosen_by_user(key)]
+        if still:
+            raise ValueError(f"--faq: the recipe's {' and '.join(f'--{key}' for key in still)} "
+                             f"{'is' if len(still) == 1 else 'are'} Kestrel & Co.'s; train a FAQ with --config "
+                             "chatfreeze/recipes/faq.yaml, or set them to yours (--dataset none: the FAQ alone).")
+        return
     changed = [key for key in COMPANY_DATA if chosen_by_user(key)
                and not (packaged_value(key)[0] and _same(values.get(key), packaged_value(key)[1]))]
     kept = [key for key in COMPANY_FACTS if kestrels(key) and not chosen_by_user(key)]
-    if changed and kept and not chosen_by_user("faq"):  # --faq drafts the run's own sheet and probe
+    if changed and kept:
         replaced = " and ".join(f"--{key}" for key in changed)
         flags = " and ".join(f"--{key}" for key in kept)
         nones = " ".join(f"--{key} none" for key in kept)

@@ -22,13 +22,14 @@ import transformers
 from accelerate import PartialState
 from transformers import Trainer
 
+from .. import timings
 from ..common import is_sharded, share_weights_like_umask
 from ..data import DialogueCollator, opening_prompts
 from ..data.options import DataArguments
 from ..evaluation import EvaluationArguments, evaluator_for_run, write_plots
 from ..facts import FactsArguments
-from ..facts.neighbours import neighbours_of
 from ..facts.generate import prepare_faq
+from ..facts.neighbours import neighbours_of
 from ..freezing import FreezeArguments, FreezePlan, make_plan
 from ..generation import generate_reply, support_generation_config
 from ..modeling import (
@@ -46,7 +47,7 @@ from ..progress import set_enabled as show_progress
 from ..publish.hub import take_training_push
 from ..retention.alpha_selection import check_keep_measures
 from ..retention.interpolate import trained_state
-from ..rundir import write_run_info, write_samples
+from ..rundir import read_run_info, write_run_info, write_samples
 from .arguments import FreezeTrainingArguments
 from .choices import (
     best_metric,
@@ -154,6 +155,7 @@ def start(model_args: ModelArguments, data_args: DataArguments, eval_args: Evalu
     prepare_faq(run.facts_args, data_args, eval_args, training_args.seed)  # --faq: its drafted sheet and probe
     derive_training_args(run)
     check_metric_name(training_args)  # a misspelt or test-half metric fails before the model loads
+    count_trained_tokens(training_args)
     run.resume_from = check_output_dir(training_args)
     # chatfreeze pushes once, model card included, after the final save: the Trainer must not push, nor pickle
     # the token into training_args.bin. Fails here (no token, bad repo id) rather than after training.
@@ -180,6 +182,13 @@ def derive_training_args(run: RecipeRun) -> None:
     run.method.drop_unsupported(args)
     if not run.data_args.eval_dataset and not run.data_args.validation_split_ratio and args.eval_strategy != "no":
         args.eval_strategy = "no"
+
+
+def count_trained_tokens(args: FreezeTrainingArguments) -> None:
+    """Count the real (non-padding) tokens training sees, for the tokens/s of the timings table: the Trainer's own
+    counter (``--include_num_input_tokens_seen``), unless the user chose how it counts."""
+    if args.include_num_input_tokens_seen in ("no", False):
+        args.include_num_input_tokens_seen = "non_padding"
 
 
 def load_dtype(model_args: ModelArguments) -> torch.dtype:
@@ -281,6 +290,19 @@ def final_eval_metrics(trainer: FreezeTrainer, support_perplexity: float | None 
     return metrics
 
 
+def training_speed(trainer: Trainer, metrics: dict, tokens_before: int) -> dict:
+    """Optimizer steps, steps/s and real (non-padding) tokens/s of the training this process ran."""
+    seconds = metrics.get("train_runtime") or 0.0
+    tokens = trainer.state.num_input_tokens_seen - tokens_before
+    speed = {"steps": trainer.state.global_step}
+    if seconds > 0:
+        if metrics.get("train_steps_per_second"):
+            speed["steps_per_s"] = round(metrics["train_steps_per_second"], 4)
+        if tokens > 0:
+            speed["tokens_per_s"] = round(tokens / seconds, 1)
+    return speed
+
+
 def train(run: RecipeRun) -> RecipeRun:
     """Measure the base (if asked), train, measure again; ``run.metrics`` gets train, eval and before/after."""
     trainer = run.trainer
@@ -300,7 +322,7 @@ def train(run: RecipeRun) -> RecipeRun:
                          "and `chatfreeze evaluate` on the saved run instead.")
     before = None
     if evaluator:
-        with run.method.base_model(run.model):
+        with run.method.base_model(run.model), timings.phase("Evaluation before"):
             before = evaluator.measure(run.model, "before")
     if run.eval_args.eval_before_after and run.training_args.eval_strategy != "no":
         # Every process gets the callback (the others receive the main process's numbers).
@@ -313,11 +335,18 @@ def train(run: RecipeRun) -> RecipeRun:
             check_dev_keep_measure(before)
     names = run.plan.trainable_parameter_names
     base_state = trained_state(run.model, names) if run.training_args.select_alpha else None
-    run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
+    with timings.phase("Training") as timed:
+        tokens_before = trainer.state.num_input_tokens_seen
+        run.metrics = dict(trainer.train(resume_from_checkpoint=run.resume_from).metrics)
+        timed.detail.update(training_speed(trainer, run.metrics, tokens_before))
     run.metrics.update(run.method.trained_metrics(run.model))
     if base_state is not None:
-        run.alpha_selection = choose_alpha(run, evaluator, before, base_state)
-    after = evaluator.measure(run.model, "after") if evaluator else {}
+        with timings.phase("Alpha selection"):
+            run.alpha_selection = choose_alpha(run, evaluator, before, base_state)
+    after = {}
+    if evaluator:
+        with timings.phase("Evaluation after"):
+            after = evaluator.measure(run.model, "after")
     if run.eval_dataset is not None:
         # Only the main process measures before/after; reusing its number on one process only would leave the
         # others alone in trainer.evaluate()'s collectives, so several processes always evaluate together.
@@ -402,10 +431,13 @@ def save_delta(run: RecipeRun, model, output_dir: str) -> None:
 
 def finish(run: RecipeRun) -> RecipeRun:
     """Save, push (if asked), and shut the process group down."""
-    save(run)
+    with timings.phase("Saving"):
+        save(run)
     PartialState().wait_for_everyone()
+    report_timings(run)  # before the push: the pushed run_info.json and card carry them
     if run.hub_push is not None and run.is_main_process:
-        run.hub_push.push(run.training_args.output_dir)
+        with timings.phase("Hub push"):
+            run.hub_push.push(run.training_args.output_dir)
     end_distributed()
     return run
 
@@ -415,7 +447,32 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, eval_args
                  facts_args: FactsArguments | None = None) -> dict:
     """Freeze, fine-tune, evaluate and save (the arguments of ``arguments.parse_args``). Returns the final
     metrics."""
+    timings.reset()
     run = start(model_args, data_args, eval_args, freeze_args, training_args, facts_args)
     for step in (load, plan, data, build_trainer, train, finish):
-        run = step(run)
+        if step in STEP_PHASES:
+            with timings.phase(STEP_PHASES[step]):
+                run = step(run)
+        else:  # its parts (evaluation before, training, evaluation after; saving, push) are phases of their own
+            run = step(run)
     return run.metrics
+
+
+def report_timings(run: RecipeRun) -> None:
+    """Log where the run's time went and add it to ``run_info.json`` (``timings``; main process)."""
+    if not run.is_main_process:
+        return
+    total = timings.process_seconds()
+    logger.info("Where the time went (wall and CPU seconds; CPU/wall near %d: every thread busy):\n%s",
+                torch.get_num_threads(), timings.format_table(total_wall_s=total))
+    output_dir = run.training_args.output_dir
+    info = read_run_info(output_dir)
+    if info is not None:
+        info["timings"] = {"total_wall_s": None if total is None else round(total, 1),
+                           "threads": torch.get_num_threads(), "phases": timings.to_dict()}
+        write_run_info(output_dir, **info)
+
+
+# The recipe's steps timed as one phase each (``timings``); the others time their own parts.
+STEP_PHASES = {load: "Model: resolve and load", plan: "Freeze plan",
+               data: "Data: dialogues, replay, plain-text passages, drills", build_trainer: "Trainer set-up"}
