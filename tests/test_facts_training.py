@@ -474,3 +474,22 @@ def test_a_facts_run_reports_wrong_values_and_neighbour_errors_per_half(tiny_mod
                 "facts_dev_neighbour_errors"} <= set(record[side])
     assert "facts_test_neighbour_errors" in record["learn_keep"]["learn"]
     assert record["config"]["neighbours"] == {"phone": ["hours"], "hours": ["phone"]}
+
+
+def test_a_tiny_run_resumed_from_a_checkpoint_keeps_its_earlier_learning_curve(tiny_model_dir, tmp_path, monkeypatch):
+    """Through the real Trainer: a 2-step run, then everything after checkpoint-1 removed (as a kill after that
+    save leaves it) and the run resumed: step 1's point is the one measured before, step 2 is measured again, and
+    its seconds go on from checkpoint-1's."""
+    import shutil
+
+    _, out, _, _ = train_with_curves(tiny_model_dir, tmp_path, monkeypatch)
+    first = json.loads((out / "learning_curves.json").read_text())["points"]
+    for path in out.iterdir():
+        if path.name != "checkpoint-1":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    kept = json.loads((out / "checkpoint-1" / "learning_curves.json").read_text())
+    assert kept["points"] == first[:1] and kept["seconds_at_save"] >= first[0]["train_seconds"]
+    _, out, _, _ = train_with_curves(tiny_model_dir, tmp_path, monkeypatch, "--resume_from_checkpoint", "auto")
+    resumed = json.loads((out / "learning_curves.json").read_text())["points"]
+    assert [point["step"] for point in resumed] == [1, 2] and resumed[0] == first[0]
+    assert resumed[1]["train_seconds"] >= kept["seconds_at_save"]
