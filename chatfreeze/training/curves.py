@@ -29,10 +29,9 @@ from ..rundir import LEARNING_CURVES_FILENAME, LEARNING_CURVES_PLOT, read_json, 
 
 logger = logging.getLogger(__name__)
 
-# A checkpoint choice on the dev half *and* the keep measures' dev splits (a row of the metrics table).
+# A checkpoint choice on the dev half *and* the general text's dev split (a row of the metrics table).
 KEPT_DEV = "facts_dev_accuracy_if_kept"
 TRAINER_LOSS = "eval_loss"  # the Trainer's own held-out support loss, also kept in each point
-
 
 # The keep measure a checkpoint is held to, and the reported one whose bound it takes (keep_excess's rule): the
 # general text's dev split, never the reported general perplexity, so what the run reports as kept is unchosen.
@@ -58,8 +57,8 @@ def check_dev_keep_measure(before: dict) -> None:
     training: a general text too short to leave text after the reported windows, or not found)."""
     if DEV_KEEP not in before:
         raise ValueError(f"--metric_for_best_model {KEPT_DEV}: the base has no general-text perplexity on the dev "
-                         "split (it needs a --general_text with text left after the --general_max_windows reported ones); "
-                         "nothing to hold the choice to.")
+                         "split (it needs a --general_text with text left after the --general_max_windows reported "
+                         "windows); nothing to hold the choice to.")
 
 
 class LearningCurves(TrainerCallback):
