@@ -459,3 +459,41 @@ def test_fused_cross_entropy_and_kl_equals_autograd_of_the_two_terms(subset):
         (ce_grad,) = torch.autograd.grad(2.5 * torch.nn.functional.cross_entropy(logits, targets, reduction="sum"),
                                          logits)
         assert torch.allclose(fused_grad[alone], ce_grad[alone], atol=1e-6)
+
+
+def test_benchmark_times_a_recipes_own_training_mix(tmp_path, tiny_model_dir):
+    """--recipe: the recipe's plan, batch and KL weight, its training mix built by the recipe's own steps (here
+    dialogues + the base's replay, the KL on the dialogues only), every variant on the same batches."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    dialogues = tmp_path / "dialogues.jsonl"
+    with dialogues.open("w") as out:
+        for i in range(12):
+            messages = [{"role": "user", "content": f"Where is my order {i}?" + " please" * (i % 4)},
+                        {"role": "assistant", "content": f"Order {i} ships tomorrow." + " Thanks!" * (i % 3)}]
+            out.write(json.dumps({"messages": messages}) + "\n")
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(f"model_name_or_path: {tiny_model_dir}\ndataset: {dialogues}\nsystem_prompt: A small shop.\n"
+                      "num_frozen_layers: 2\nper_device_train_batch_size: 2\nlearning_rate: 1.0e-3\n"
+                      "replay_ratio: 0.5\nkl_to_base: 0.3\nkl_sources: support\nreport_to: none\n")
+    result_file = tmp_path / "bench.json"
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--recipe", str(recipe),
+               "--warmup_steps", "1", "--steps", "3", "--rounds", "1", "--variants", "full", "chatfreeze",
+               "chatfreeze_kl", "--json", str(result_file)]
+    run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(result_file.read_text())
+    settings = result["settings"]
+    assert (settings["num_frozen_layers"], settings["batch_size"], settings["learning_rate"]) == ("2", 2, 1e-3)
+    assert settings["kl_to_base"] == 0.3 and result["data"]["benchmark_dialogues"] == 2 * 4
+    assert "the " + str(recipe) + " recipe's training mix" in run.stdout
+    targets = [t["target"] for t in result["targets"]]
+    assert {"chatfreeze_kl tokens/s >= 2.0x full",
+                                                            "chatfreeze_kl tokens/s >= 0.8x chatfreeze"} <= set(targets)
+    # The recipe's KL covers the dialogues only: the replay examples carried weight 0 into the worker.
+    assert "KL to the base on the support examples only" in run.stdout + run.stderr
