@@ -102,6 +102,12 @@ VARIANTS = [
     Variant("freeze50_drills20_1ep_lr3_text", "drills20_1ep_lr3_text with half the blocks frozen (15/30)",
             DRILLS + ("--facts_per_fact", "20", "--learning_rate", "3e-4", "--text_replay_ratio", "0.25",
                       "--num_frozen_layers", "15")),
+    # The facts issue's "exposures planned by need": the 20-minute row with every fact topped up to the exposure
+    # report's minimum (50 training examples that state it, the dialogues' own counted), not 20 drills for each.
+    Variant("freeze50_drills20need_1ep_lr3_text", "freeze50_drills20_1ep_lr3_text with drills planned by need "
+            "(every fact stated in >= 50 training examples)",
+            DRILLS + ("--facts_per_fact", "20", "--learning_rate", "3e-4", "--text_replay_ratio", "0.25",
+                      "--num_frozen_layers", "15", "--facts_plan", "need")),
     Variant("drills30_kl_all", "the same with KL on the drills too (--kl_sources support,replay,drills)",
             DRILLS + ("--kl_sources", "support,replay,drills")),
     Variant("drills30_2ep", "drills30 for 2 epochs, the epoch with most facts right on the dev half kept",

@@ -74,7 +74,7 @@ def test_a_recipe_extends_another_and_overrides_it(tmp_path):
 # A shipped recipe that a study measured: (recipe file, study row, options the recipe may set differently because
 # they do not change what is trained: where and how often checkpoints are written).
 MEASURED_RECIPES = [
-    ("default.yaml", "freeze50_drills20_1ep_lr3_text", {"save_steps"}),
+    ("default.yaml", "freeze50_drills20need_1ep_lr3_text", {"save_steps"}),
     ("facts.yaml", "freeze50_drills60_2ep_text_lr3", set()),
 ]
 
