@@ -345,13 +345,14 @@ def test_facts_command_prints_the_table_without_a_model(sheet, tmp_path, capsys)
     rows = [{"messages": dialogue("number?", "It's +44 20 7946 0000.")}] * 3
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert main(["facts", "--dataset", str(data), "--facts", sheet.path, "--facts_per_fact", "4",
-                 "--facts_min_exposures", "5"]) == 0
+                 "--facts_min_exposures", "5", "--facts_plan", "uniform"]) == 0
     out = capsys.readouterr().out
     assert "3 support dialogues" in out and "8 drills (4 per fact)" in out
     # fact, drills planned, support, drills, total
     assert re.search(r"^phone\s+4\s+3\s+4\s+7$", out, re.M)
     assert re.search(r"^refund_time\s+4\s+0\s+4\s+4\s+<$", out, re.M)
-    assert main(["facts", "--dataset", str(data), "--facts", sheet.path, "--facts_ratio", "2", "--json"]) == 0
+    assert main(["facts", "--dataset", str(data), "--facts", sheet.path, "--facts_ratio", "2", "--facts_plan",
+                 "uniform", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["per_fact"] == 3 and record["facts"]["phone"] == {"support": 3, "drills": 3, "total": 6}
     assert record["planned"] == {"phone": 3, "refund_time": 3}
@@ -605,6 +606,9 @@ def test_facts_dataset_plans_by_need_when_asked(sheet, chatml_tokenizer):
                                         facts_plan="need"), chatml_tokenizer, 5, **common)
     assert need.planned == {"phone": 2, "refund_time": 6} and len(need.dataset) == 8 and need.count("refund_time") == 6
     assert Counter(d.fact for d in need.drilled_questions()) == {"phone": 2, "refund_time": 2}
+    off = facts_dataset(FactsArguments(facts=sheet.path, facts_per_fact=0, facts_min_exposures=6,
+                                       facts_plan="need"), chatml_tokenizer, 5, **common)
+    assert off.drills == [] and off.planned == {"phone": 0, "refund_time": 0}  # 0 turns drills off, by need too
     with pytest.raises(ValueError, match="--facts_plan 'always': choose uniform or need"):
         FactsArguments(facts_plan="always")
 

@@ -251,9 +251,9 @@ def test_init_writes_a_sheet_that_loads_and_a_split_probe(tmp_path, capsys):
 def test_the_exposure_report_shows_the_plan_train_would_use(capsys):
     from chatfreeze.cli import main
 
-    assert main(["facts"]) == 0  # the default recipe: its sheet, its dialogues, its 20 drills per fact
+    assert main(["facts"]) == 0  # the default recipe: its sheet, its dialogues, 20 drills per fact topped up by need
     out = capsys.readouterr().out
-    assert "(20 per fact)" in out
+    assert re.search(r"\(20 per fact, \d+ facts topped up to \d+ at most\)", out)
     assert main(["facts", "--config", str(REPO_ROOT / "chatfreeze" / "recipes" / "facts.yaml")]) == 0
     assert "(60 per fact)" in capsys.readouterr().out
 
@@ -286,7 +286,8 @@ def test_a_run_on_a_faq_alone_trains_on_its_drills_and_replay(tiny_model_dir, tm
     args = parse_args(["--config", str(REPO_ROOT / "chatfreeze" / "recipes" / "faq.yaml"),
                        "--faq", str(small_faq(tmp_path)), "--faq_company", "Pedalo",
                        "--model_name_or_path", str(tiny_model_dir), "--num_frozen_layers", "2", "--max_steps", "2",
-                       "--facts_per_fact", "4", "--replay_ratio", "0", "--text_replay_ratio", "0.5",
+                       "--facts_per_fact", "4", "--facts_plan", "uniform", "--replay_ratio", "0",
+                       "--text_replay_ratio", "0.5",
                        "--text_replay_tokens", "16", "--per_device_train_batch_size", "4", "--output_dir", str(out),
                        "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no",
                        "--general_text", "none", "--skills_probe", "none", "--generation_max_new_tokens", "8",

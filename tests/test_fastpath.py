@@ -461,6 +461,7 @@ def test_fused_cross_entropy_and_kl_equals_autograd_of_the_two_terms(subset):
         assert torch.allclose(fused_grad[alone], ce_grad[alone], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_benchmark_times_a_recipes_own_training_mix(tmp_path, tiny_model_dir):
     """--recipe: the recipe's plan, batch and KL weight, its training mix built by the recipe's own steps (here
     dialogues + the base's replay, the KL on the dialogues only), every variant on the same batches."""

@@ -224,9 +224,10 @@ def facts_dataset(args: FactsArguments, tokenizer, num_support: int, *, system_p
 
 def plan_for_run(args: FactsArguments, sheet: FactsSheet, per_fact: int, counted: Mapping[str, list[list[dict]]],
                  seed: int = 0) -> dict[str, int]:
-    """Fact id -> drills, as ``--facts_plan`` says: ``per_fact`` each (uniform), or topped up by need (from 0 too:
-    ``--facts_per_fact 0 --facts_plan need`` drills only the facts the other data states too rarely)."""
-    if args.facts_plan == "need":
+    """Fact id -> drills, as ``--facts_plan`` says: ``per_fact`` each (uniform), or topped up by need. ``per_fact``
+    0 is no drills under either plan: ``--facts_per_fact 0`` turns a recipe's drills off (its exposure report stays),
+    whatever plan the recipe chose."""
+    if args.facts_plan == "need" and per_fact > 0:
         return plan_by_need(sheet, per_fact, counted, args.facts_min_exposures, seed)
     return dict.fromkeys(sheet.ids, per_fact)
 
