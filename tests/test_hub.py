@@ -534,3 +534,19 @@ def test_card_says_which_checkpoint_was_kept_and_why(trained, tmp_path):
     card = build_model_card(load_run(out), "acme/bot")
     assert ("| checkpoint kept | step 4 of 6: the best on `facts_dev_accuracy_if_kept` (company facts right, dev half, "
             "if general text's dev split kept (else minus its excess)) = 0.75") in card
+
+
+def test_card_shows_the_training_part_of_the_runs_timings(trained, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained.out, out, ignore=shutil.ignore_patterns("checkpoint-*"))
+    info = json.loads((out / "run_info.json").read_text())
+    training = next(p for p in info["timings"]["phases"] if p["phase"] == "Training")
+    assert training["depth"] == 0 and training["steps"] > 0  # the run itself wrote them
+    training.update(wall_s=1488.1, steps_per_s=0.182, tokens_per_s=263.0)
+    info["timings"]["threads"] = 2
+    (out / "run_info.json").write_text(json.dumps(info))
+    card = build_model_card(load_run(out), "acme/bot")
+    assert "| training speed | 1,488 s wall, 0.182 steps/s, 263 tokens/s (real tokens) (torch threads: 2) |" in card
+    del info["timings"]
+    (out / "run_info.json").write_text(json.dumps(info))
+    assert "training speed" not in build_model_card(load_run(out), "acme/bot")  # a run from before 0.4: no row

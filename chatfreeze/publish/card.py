@@ -355,7 +355,25 @@ def _section_hyperparameters(run: Run) -> str:
     for key, label in (("train_loss", "final train loss"), ("train_runtime", "train runtime (s)")):
         if isinstance(run.results.get(key), (int, float)):
             rows.append([label, _number(run.results[key])])
+    speed = _training_speed(run.run_info.get("timings") or {})
+    if speed:
+        rows.append(["training speed", speed])
     return "## Training hyperparameters\n\n" + _table(["", ""], [[k, _number(v)] for k, v in rows])
+
+
+def _training_speed(timings: dict) -> str | None:
+    """The training part of run_info.json's timings: wall seconds, steps/s and real tokens/s, with the threads."""
+    phase = next((p for p in timings.get("phases") or [] if p.get("phase") == "Training" and not p.get("depth")),
+                 None)
+    if phase is None:
+        return None
+    parts = [f"{phase['wall_s']:,.0f} s wall"]
+    if phase.get("steps_per_s"):
+        parts.append(f"{phase['steps_per_s']:.3g} steps/s")
+    if phase.get("tokens_per_s"):
+        parts.append(f"{phase['tokens_per_s']:,.0f} tokens/s (real tokens)")
+    threads = timings.get("threads")
+    return ", ".join(parts) + (f" (torch threads: {threads})" if threads else "")
 
 
 def _checkpoint_kept(ta: dict, state: dict) -> str:
