@@ -14,6 +14,7 @@ processes). Imports nothing of chatfreeze.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -136,8 +137,6 @@ def process_seconds() -> float | None:
             started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
         with open("/proc/uptime") as uptime:
             up = float(uptime.read().split()[0])
-        import os
-
         return max(0.0, up - started_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return None

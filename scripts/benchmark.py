@@ -177,12 +177,11 @@ def prepare_data(args, model_path: str, workdir: Path) -> dict:
 
 
 def recipe_path(name: str) -> Path:
-    from chatfreeze.training.arguments import DEFAULT_RECIPE
+    from chatfreeze.training.arguments import recipe_file
 
-    packaged = DEFAULT_RECIPE.parent / f"{name}.yaml"
-    path = packaged if "/" not in name and packaged.is_file() else Path(name)
+    path = recipe_file(name)
     if not path.is_file():
-        raise SystemExit(f"error: --recipe {name}: neither a packaged recipe ({packaged.name}) nor a file.")
+        raise SystemExit(f"error: --recipe {name}: neither a packaged recipe ({name}.yaml) nor a file.")
     return path
 
 
@@ -196,6 +195,7 @@ def apply_recipe(args) -> None:
     args.batch_size = options.training.per_device_train_batch_size
     args.learning_rate = options.training.learning_rate
     args.max_length = options.data.max_length
+    # chatfreeze_kl is the recipe's step; a recipe without KL keeps the benchmark's 0.1, to show what KL would cost.
     args.kl_to_base = options.training.kl_to_base or 0.1
 
 

@@ -73,11 +73,9 @@ class PartClock:
 
 def build(recipe_name: str, max_steps: int, out: str):
     from chatfreeze.training import recipe
-    from chatfreeze.training.arguments import DEFAULT_RECIPE, parse_args
+    from chatfreeze.training.arguments import parse_args, recipe_file
 
-    path = DEFAULT_RECIPE.parent / f"{recipe_name}.yaml"
-    path = path if "/" not in recipe_name and path.is_file() else Path(recipe_name)
-    options = parse_args(["--config", str(path), "--output_dir", out, "--max_steps", str(max_steps),
+    options = parse_args(["--config", str(recipe_file(recipe_name)), "--output_dir", out, "--max_steps", str(max_steps),
                           "--eval_before_after", "false", "--eval_strategy", "no", "--save_strategy", "no",
                           "--logging_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"])
     run = recipe.start(*options)
