@@ -178,3 +178,66 @@ def test_a_run_with_text_replay_and_kl_trains_through_the_fast_path_and_records_
 
     card = build_model_card(load_run(out), "acme/bot")
     assert "plain-text replay (the base's own text), 0.5 per support dialogue" in card
+
+
+# ---- the passages' sampler: nucleus sampling without sorting every row --------------------------------------------
+
+def _warper_kept(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    return TopPLogitsWarper(top_p)(None, scores.clone()) != -float("inf")
+
+
+@pytest.mark.parametrize("candidates", [1024, 4])
+def test_the_nucleus_sampler_draws_only_from_the_warpers_nucleus_in_its_proportions(candidates):
+    from chatfreeze.generation import NucleusSampler
+
+    generator = torch.Generator().manual_seed(0)
+    # Row 0 peaked (its nucleus is inside any candidates), row 1 flat (a sort when candidates are few), row 2 two
+    # tied favourites (tokens tied at the nucleus' edge are the one case the warper's sort order decides).
+    scores = torch.stack([torch.randn(50, generator=generator) * 4, torch.randn(50, generator=generator) * 0.3,
+                          torch.cat([torch.tensor([3.0, 3.0]), torch.linspace(-1.0, 0.0, 48)])])
+    kept = _warper_kept(scores, 0.9)
+    sampler = NucleusSampler(0.9, candidates=candidates)
+    torch.manual_seed(1)
+    draws = torch.stack([sampler(None, scores).argmax(dim=-1) for _ in range(4000)])
+    assert sampler.rows == 3 * 4000
+    assert (sampler.sorted_rows > 0) == (candidates == 4)
+    for row in range(3):
+        counts = torch.bincount(draws[:, row], minlength=50).float()
+        assert bool((counts[~kept[row]] == 0).all()), f"row {row} drew outside the nucleus"
+        expected = scores[row].softmax(-1) * kept[row]
+        expected = expected / expected.sum()
+        assert float((counts / counts.sum() - expected).abs().max()) < 0.03
+
+
+def test_the_nucleus_sampler_returns_one_allowed_token_per_row_and_is_seeded():
+    from chatfreeze.generation import NucleusSampler, nucleus_sampling
+
+    scores = torch.randn(6, 300, generator=torch.Generator().manual_seed(3))
+    out = NucleusSampler(0.95)(None, scores)
+    assert ((out == 0).sum(dim=-1) == 1).all() and ((out == -float("inf")).sum(dim=-1) == 299).all()
+    torch.manual_seed(7)
+    first = NucleusSampler(0.95, temperature=0.7)(None, scores).argmax(dim=-1)
+    torch.manual_seed(7)
+    assert torch.equal(first, NucleusSampler(0.95, temperature=0.7)(None, scores).argmax(dim=-1))
+    assert nucleus_sampling(0.9)["do_sample"] is False  # greedy decoding takes the sampler's draw
+    with pytest.raises(ValueError, match="top_p"):
+        NucleusSampler(1.5)
+
+
+def test_base_passages_are_sampled_by_the_nucleus_sampler_through_generate(tiny, monkeypatch):
+    from chatfreeze import generation
+
+    model, tokenizer = tiny
+    made = []
+    original = generation.NucleusSampler.__init__
+
+    def record(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(generation.NucleusSampler, "__init__", record)
+    monkeypatch.setattr(text_replay, "BASE_BATCH", 4)
+    passages = base_passages(model, tokenizer, count=4, tokens=12, seed=0)
+    assert len(passages) == 4 and made and made[0].rows >= 4 and made[0].top_p == text_replay.BASE_TOP_P
