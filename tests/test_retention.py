@@ -331,6 +331,40 @@ def test_kl_rows_of_weight_zero_never_run_the_base_and_the_loss_is_the_reference
     assert batch_rows == [4]
 
 
+def test_the_base_copy_runs_leading_tokens_its_rows_share_once_and_the_loss_is_the_reference(tmp_path, monkeypatch,
+                                                                                               caplog):
+    """Rows that start alike (a system prompt) run those tokens through the KL's base copy of the top once, as
+    through the trained blocks; checked once against the full pass, and the loss and gradients are the reference's."""
+    from chatfreeze.fastpath import KL_WEIGHT_COLUMN
+
+    prompt = torch.randint(3, 250, (20,)).tolist()
+    rows = [prompt + torch.randint(3, 250, (n,)).tolist() for n in (6, 9, 4, 7)]
+    model, base, trainer, batch = kl_trainer(tmp_path, rows)
+    runner = trainer.fast_path.runner
+    shapes = []
+    real_top_pass = runner.top_pass
+
+    def recording(model_, inputs, boundary):
+        shapes.append(tuple(inputs["input_ids"].shape))
+        return real_top_pass(model_, inputs, boundary)
+    monkeypatch.setattr(runner, "top_pass", recording)
+    weights = torch.tensor([1.0, 1.0, 0.0, 1.0])  # the base's copy runs on rows 0, 1 and 3
+    with caplog.at_level("INFO", logger="chatfreeze.fastpath.shared_prefix"):
+        fast = trainer.compute_loss(model, dict(batch) | {KL_WEIGHT_COLUMN: weights})
+    assert "through the base's copy of the trainable blocks once per batch (checked" in caplog.text
+    width = batch["input_ids"].shape[1]
+    # Trained blocks: the shared row, the 4 suffixes, the check; the base's copy: the same on its 3 rows.
+    assert shapes == [(1, 20), (4, width - 20), (4, width), (1, 20), (3, width - 20), (3, width)]
+    reference = reference_kl_loss(model, base, batch, row_weights=weights)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for a, b in zip(torch.autograd.grad(fast, trainable), torch.autograd.grad(reference, trainable), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    shapes.clear()
+    trainer.compute_loss(model, dict(batch) | {KL_WEIGHT_COLUMN: weights})
+    assert shapes == [(1, 20), (4, width - 20), (1, 20), (3, width - 20)]  # checked once only
+
+
 def test_kl_to_base_without_the_fast_path_is_refused(tmp_path):
     from datasets import Dataset
 

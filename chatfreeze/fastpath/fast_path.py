@@ -23,6 +23,7 @@ from torch import nn
 from ..common import text_config
 from ..modeling.compat import LOGIT_PROCESSING
 from ..progress import progress
+from . import shared_prefix
 from .batch import INDEX_COLUMN, KL_WEIGHT_COLUMN, example_lengths, right_padded_layout
 from .cache import PrefixCache, allocate_cache
 from .loss import labelled_positions_loss, shifted_labels
@@ -235,7 +236,13 @@ class FastPath:
                       value.dim() >= 2 and value.shape[0] == batch else value for key, value in model_inputs.items()}
             part = None if boundary is None else boundary.index_select(0, rows.to(boundary.device))
         with torch.no_grad(), replaced_forwards(self.base_top.replacements()):
-            hidden = self.runner.top_pass(self.model, inputs, part)[0]
+            hidden = None
+            if part is not None and self.runner.share_top:
+                # The rows' shared leading tokens (the system prompt) once through the base's copy too.
+                hidden = shared_prefix.final_hidden_shared(self.runner, inputs, part, checked="base_top_checked",
+                                                           what="the base's copy of the trainable blocks")
+            if hidden is None:
+                hidden = self.runner.top_pass(self.model, inputs, part)[0]
         if rows is None:
             return hidden
         full = hidden.new_zeros((model_inputs["input_ids"].shape[0], *hidden.shape[1:]))

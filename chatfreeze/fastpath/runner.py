@@ -79,7 +79,7 @@ class PrefixRunner:
         self.share_top = True  # ... and through the trainable blocks once (with their graph)
         self.shared: shared_prefix.SharedPrefix | None = None  # the last shared leading tokens used
         self.shared_rows: dict[tuple, shared_prefix.SharedPrefix] = {}  # a few, by their tokens
-        self.shared_checked = self.top_checked = False
+        self.shared_checked = self.top_checked = self.base_top_checked = False
 
     def shared_tolerance(self, dtype: torch.dtype) -> float:
         return max(self.SHARED_TOLERANCE, self.SHARED_TOLERANCE_EPS * torch.finfo(dtype).eps)

@@ -135,7 +135,14 @@ def stop_sharing(runner, why: str) -> None:
     logger.info("Fast path: leading tokens shared by a batch's rows are computed per row (%s).", why)
 
 
-def final_hidden_shared(runner, model_inputs: dict, boundary: torch.Tensor) -> torch.Tensor | None:
+def final_hidden_shared(runner, model_inputs: dict, boundary: torch.Tensor, checked: str = "top_checked",
+                        what: str = "the trainable blocks") -> torch.Tensor | None:
+    """Final hidden states of a batch whose rows share leading tokens, those tokens run through the top blocks once
+    (one row whose KV cache, with its graph, the other rows attend to); None where sharing does not apply.
+
+    The same function runs the KL's frozen copy of the top (``FastPath.base_hidden``, under its forward
+    replacements and ``no_grad``): ``checked`` names the runner's flag that records whether that pass was checked
+    against its full computation, ``what`` names the blocks in the log."""
     split = shared_split(runner, model_inputs)
     if split is None:
         return None
@@ -165,17 +172,17 @@ def final_hidden_shared(runner, model_inputs: dict, boundary: torch.Tensor) -> t
         "use_cache": True,
     }, boundary[:, length:])
     hidden = torch.cat([shared.expand(batch, -1, -1), suffix], dim=1)
-    if not runner.top_checked:
-        runner.top_checked = True
+    if not getattr(runner, checked):
+        setattr(runner, checked, True)
         with torch.no_grad():
             full = runner.top_pass(runner.model, model_inputs, boundary)[0]
         relative, absolute, largest = _difference(full, hidden, real)
         if not relative <= runner.shared_tolerance(full.dtype):
-            stop_sharing_top(runner, f"the final hidden states differ from the full pass by {relative:.3g} of a "
-                                     "token's norm")
+            stop_sharing_top(runner, f"the final hidden states of {what} differ from the full pass by "
+                                     f"{relative:.3g} of a token's norm")
             return None
-        logger.info("Fast path: the %d leading tokens the rows of a batch share also run through the "
-                    "trainable blocks once per batch (checked: %s).", length,
+        logger.info("Fast path: the %d leading tokens the rows of a batch share also run through %s once per "
+                    "batch (checked: %s).", length, what,
                     _checked("final hidden states", "full pass", relative, absolute, largest))
     return hidden
 
