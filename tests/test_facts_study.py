@@ -90,3 +90,20 @@ def test_a_row_reads_its_time_to_a_good_bot_and_the_doc_lists_its_curve(tmp_path
     assert study.read_row(variant, tmp_path).metrics["time_to_good_bot"] == "not reached"
     (out / "learning_curves.json").unlink()
     assert study.read_row(variant, tmp_path).metrics["time_to_good_bot"] == "no curve"
+
+
+def test_a_row_on_real_text_reads_the_general_texts_second_half_which_no_keep_figure_scores(tmp_path):
+    """The row that keeps plain text with real text gets ``--text_replay`` = the second half of ``--general_text``,
+    written into the work dir once: disjoint from the reported windows and the dev split (the text's start)."""
+    study = load_study()
+    general = tmp_path / "wiki.raw"
+    general.write_text("".join(f"line {i}\n" for i in range(1000)))
+    args = study.parse_args(["--general_text", str(general)])
+    row = next(v for v in study.VARIANTS if study.WIKITEXT_REPLAY in v.overrides)
+    command = study.commands(row, args, tmp_path / "work")[0]
+    replay = command[command.index("--text_replay") + 1]
+    assert replay == str(tmp_path / "work" / study.WIKITEXT_REPLAY)
+    text, half = general.read_text(), (tmp_path / "work" / study.WIKITEXT_REPLAY).read_text()
+    assert text.endswith(half) and len(half) == len(text) - len(text) // 2 and "line 0\n" not in half
+    others = [v for v in study.VARIANTS if study.WIKITEXT_REPLAY not in v.overrides]
+    assert all("--text_replay" not in study.commands(v, args, tmp_path / "w2")[0] for v in others)
