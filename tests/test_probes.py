@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -189,6 +190,13 @@ def test_base_measurements_come_from_the_cache_the_second_time(tiny, tmp_path, m
     # Other settings, or other weights, are other keys.
     changed = BeforeAfterEvaluator(tokenizer, probe_settings(tmp_path, probe_max_new_tokens=7))
     assert changed.inputs_key() != first.inputs_key()
+    # The same probe read from another folder (another clone) is the same key; another probe is another key.
+    (tmp_path / "clone").mkdir()
+    moved = probe_settings(tmp_path / "clone")
+    assert BeforeAfterEvaluator(tokenizer, moved).inputs_key() == first.inputs_key()
+    Path(moved.facts_probe).write_text(json.dumps({"id": "c", "fact": "hours", "question": "Open when?",
+                                                   "expect": ["08:00"]}) + "\n")
+    assert BeforeAfterEvaluator(tokenizer, moved).inputs_key() != first.inputs_key()
     with pytest.raises(pytest.fail.Exception):
         BeforeAfterEvaluator(tokenizer, probe_settings(tmp_path)).measure(build_tiny_model("llama", seed=3), "before")
 

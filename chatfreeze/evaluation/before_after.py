@@ -367,7 +367,9 @@ class BeforeAfterEvaluator:
     def measured_settings(self) -> dict:
         """The settings a measurement depends on (not whether it is cached or asked for)."""
         settings = asdict(self.settings)
-        for key in ("cache_base_measurements", "eval_before_after"):
+        # Where the probes and the general text were read from is not what they hold (their contents are in the
+        # key): a clone elsewhere, or a study run from the repository, reuses the base's measurements.
+        for key in ("cache_base_measurements", "eval_before_after", "facts_probe", "skills_probe", "general_text"):
             settings.pop(key)
         return settings | {"system_prompt": self.system_prompt, "batch_size": self.batch_size} | (
             {"drilled_system_prompt": self.drilled_system_prompt} if self.drilled else {}) | (
