@@ -60,14 +60,13 @@ class NucleusSampler(LogitsProcessor):
         top, index = probs.topk(min(self.candidates, probs.shape[-1]), dim=-1)
         inside = top.sum(dim=-1) >= self.top_p
         choice = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-        rows = torch.nonzero(inside).flatten()
-        if rows.numel():
-            choice[rows] = self._draw(top[rows], index[rows])
-        rows = torch.nonzero(~inside).flatten()
-        if rows.numel():
-            choice[rows] = self._draw(*probs[rows].sort(dim=-1, descending=True))
+        from_candidates, from_sort = torch.nonzero(inside).flatten(), torch.nonzero(~inside).flatten()
+        if from_candidates.numel():
+            choice[from_candidates] = self._draw(top[from_candidates], index[from_candidates])
+        if from_sort.numel():
+            choice[from_sort] = self._draw(*probs[from_sort].sort(dim=-1, descending=True))
         self.rows += probs.shape[0]
-        self.sorted_rows += rows.numel()
+        self.sorted_rows += from_sort.numel()
         drawn = torch.full_like(scores, -float("inf"))
         return drawn.scatter_(-1, choice[:, None], 0.0)
 

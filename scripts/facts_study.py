@@ -58,13 +58,17 @@ NO_RETENTION = ("--replay_ratio", "0", "--kl_to_base", "0")
 # Half a passage per dialogue: 400 passages x 128 tokens, about as many trained tokens as the 2,460 drills'.
 TEXT_REPLAY = ("--text_replay_ratio", "0.5")
 
-# In order of importance: an interrupted study has the rows that matter most. Nothing here was tuned on the
-# probe: 30 drills per fact (~50 exposures per fact with the dialogues' own, the literature's order), the default
-# recipe's learning rate, KL and replay; full fine-tuning at the retention study's 5e-5.
 # The second half of the general text's file, written into the work dir when a row asks for it (WIKITEXT_REPLAY in
 # its options): none of its tokens is in the windows the keep figures read.
 WIKITEXT_REPLAY = "wikitext2_second_half.txt"
 
+# The default recipe's row (chatfreeze/recipes/default.yaml is the quick recipe + these options; tests/test_configs.py).
+DEFAULT_ROW = DRILLS + ("--facts_per_fact", "20", "--learning_rate", "3e-4", "--text_replay_ratio", "0.25",
+                        "--num_frozen_layers", "15", "--facts_plan", "need")
+
+# In order of importance: an interrupted study has the rows that matter most. Nothing here was tuned on the
+# probe: 30 drills per fact (~50 exposures per fact with the dialogues' own, the literature's order), the default
+# recipe's learning rate, KL and replay; full fine-tuning at the retention study's 5e-5.
 VARIANTS = [
     Variant("drills30", "default + 30 drills per fact, 1 epoch, KL on support + replay (not drills)", DRILLS),
     Variant("default", "the quick recipe as it is (the default until 2026-12-06: 40 steps, replay + KL, no drills)", ()),
@@ -109,24 +113,19 @@ VARIANTS = [
     # The facts issue's "exposures planned by need": the 20-minute row with every fact topped up to the exposure
     # report's minimum (50 training examples that state it, the dialogues' own counted), not 20 drills for each.
     Variant("freeze50_drills20need_1ep_lr3_text", "freeze50_drills20_1ep_lr3_text with drills planned by need "
-            "(every fact stated in >= 50 training examples)",
-            DRILLS + ("--facts_per_fact", "20", "--learning_rate", "3e-4", "--text_replay_ratio", "0.25",
-                      "--num_frozen_layers", "15", "--facts_plan", "need")),
+            "(every fact stated in >= 50 training examples)", DEFAULT_ROW),
     # The KL to the base on the chat replay and plain-text passages only, not on the support dialogues: those state
     # the company's facts, where the base's distribution is what training should move away from, and they hold two
     # thirds of the KL's rows (its base copy of the top costs a third of the default's step).
     Variant("freeze50_drills20need_1ep_lr3_text_klreplay", "freeze50_drills20need_1ep_lr3_text with the KL on the "
             "replay and plain-text passages only (--kl_sources replay,text)",
-            DRILLS + ("--facts_per_fact", "20", "--learning_rate", "3e-4", "--text_replay_ratio", "0.25",
-                      "--num_frozen_layers", "15", "--facts_plan", "need", "--kl_sources", "replay,text")),
+            DEFAULT_ROW + ("--kl_sources", "replay,text")),
     # Real text in place of the base's own samples for the plain-text keep term (the facts issue's item 5): windows
     # of WikiText-2's test file that no keep figure reads (its second half; the reported windows are its first
     # ~20k tokens, the dev split the ~5k after them). A study-only source: the package ships no general text.
     Variant("freeze50_drills20need_1ep_lr3_wikitext_klreplay", "freeze50_drills20need_1ep_lr3_text_klreplay with "
             "real text (WikiText-2 windows no keep figure reads) instead of the base's own passages",
-            DRILLS + ("--facts_per_fact", "20", "--learning_rate", "3e-4", "--text_replay_ratio", "0.25",
-                      "--num_frozen_layers", "15", "--facts_plan", "need", "--kl_sources", "replay,text",
-                      "--text_replay", WIKITEXT_REPLAY)),
+            DEFAULT_ROW + ("--kl_sources", "replay,text", "--text_replay", WIKITEXT_REPLAY)),
     Variant("drills30_kl_all", "the same with KL on the drills too (--kl_sources support,replay,drills)",
             DRILLS + ("--kl_sources", "support,replay,drills")),
     Variant("drills30_2ep", "drills30 for 2 epochs, the epoch with most facts right on the dev half kept",

@@ -44,6 +44,8 @@ def recipe_file(name: str) -> Path:
     """A packaged recipe by its name (``default``, ``quick``, ``facts``, ``faq``), else ``name`` as a file path."""
     packaged = DEFAULT_RECIPE.parent / f"{name}.yaml"
     return packaged if "/" not in name and packaged.is_file() else Path(name)
+
+
 # Recipe keys that hold data paths: a relative one resolves against the recipe file's folder. (output_dir is
 # not one of them: a run writes where it is started, never next to a recipe that may sit inside the package.)
 PATH_KEYS = ("dataset", "eval_dataset", "general_text", "facts_probe", "skills_probe", "lm_eval_include_path", "facts",
