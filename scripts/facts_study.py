@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 
 from chatfreeze.cli.errors import run_cli
-from chatfreeze.evaluation.before_after import facts_halves, half_scores
 from chatfreeze.evaluation.metrics_table import change
+from chatfreeze.evaluation.probe_halves import facts_halves, half_scores
 from chatfreeze.evaluation.probes import load_facts_probe
 from chatfreeze.studies.results import (
     Column,
@@ -168,7 +168,7 @@ def commands(variant: Variant, args: argparse.Namespace, work: Path) -> list[lis
 
 def halves_of(evaluation: dict, side: str) -> dict:
     """Facts accuracy and wrong values on the dev and test halves, scored as the evaluation scores them
-    (``before_after.half_scores``) from the per-question replies in ``evaluation.json`` (so runs made before the
+    (``probe_halves.half_scores``) from the per-question replies in ``evaluation.json`` (so runs made before the
     halves existed are read too); the neighbour errors where the run measured them."""
     replies = (((evaluation.get("probes") or {}).get(side) or {}).get("facts") or {}).get("replies") or {}
     items = [item for item in load_facts_probe(str(PROBE)) if item.id in replies and item.checkable]

@@ -402,7 +402,7 @@ def test_half_scores_count_wrong_values_and_neighbour_errors_per_half():
     """The halves are scored in one place: accuracy, questions answered with a wrong value (a reject regex), and
     with a neighbour fact's value (every value pattern of a confusable fact: here express shipping's price asked,
     standard shipping's stated)."""
-    from chatfreeze.evaluation.before_after import half_scores
+    from chatfreeze.evaluation.probe_halves import half_scores
     from chatfreeze.evaluation.probes import ProbeItem
 
     items = [ProbeItem("q1", "Express shipping cost?", "express", expect=[r"\$?12\.99"], reject=[r"\$?4\.99"]),

@@ -23,7 +23,7 @@ def test_halves_and_wrong_values_come_from_the_replies():
     nothing = study.halves_of(evaluation, "after")
     assert nothing["facts_test_accuracy"] == 0.0 and nothing["facts_dev_accuracy"] == 0.0
     assert nothing["facts_test_wrong_values"] == 0
-    from chatfreeze.evaluation.before_after import facts_halves
+    from chatfreeze.evaluation.probe_halves import facts_halves
     from chatfreeze.evaluation.probes import load_facts_probe
 
     halves = facts_halves(load_facts_probe(str(REPO_ROOT / "data" / "facts_probe.jsonl")))

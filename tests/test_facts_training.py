@@ -194,7 +194,7 @@ def test_learning_curves_read_the_dev_half_only_and_pick_the_best_checkpoint_on_
     evaluation = run.metrics  # before/after: the whole probe, both halves scored
     assert "after_facts_test_accuracy" in evaluation
     # During training (2 curve points) only dev questions were asked; before and after asked every question.
-    from chatfreeze.evaluation.before_after import facts_halves
+    from chatfreeze.evaluation.probe_halves import facts_halves
     from chatfreeze.evaluation.probes import load_facts_probe
 
     halves = facts_halves(load_facts_probe(str(probe)))
